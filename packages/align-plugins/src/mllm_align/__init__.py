@@ -1,0 +1,1 @@
+"""mllm-align: mllm plugins for alignment methods (SFT, DPO, ...)."""

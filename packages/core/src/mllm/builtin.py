@@ -1,0 +1,39 @@
+"""mllm-core's own components, registered through the same hooks as any plugin."""
+
+from __future__ import annotations
+
+from mllm.hookspecs import Register, hookimpl
+from mllm.specs import ComponentSpec
+
+# Stage kinds that ship with the core; each module registers only when it exists so the
+# core's plugin module never imports torch.
+STAGE_KINDS = {
+    "train": ("mllm.stages.train:TrainStage", "mllm.stages.train:TrainStageConfig", "train a model with an alignment method"),
+    "eval": ("mllm.stages.evaluate:EvalStage", "mllm.stages.evaluate:EvalStageConfig", "evaluate models on benchmarks"),
+    "generate": ("mllm.stages.generate:GenerateStage", "mllm.stages.generate:GenerateStageConfig",
+                 "answer a dataset's prompts with a model, optionally scored"),
+    "transform": ("mllm.stages.transform:TransformStage", "mllm.stages.transform:TransformStageConfig",
+                  "subsample, shorten or rewrite data"),
+    "report": ("mllm.stages.report:ReportStage", "mllm.stages.report:ReportStageConfig",
+               "compare models side by side: report.json, report.md, plots"),
+}
+
+
+def _module_exists(target: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(target.partition(":")[0]) is not None
+
+
+@hookimpl
+def mllm_register_models(register: Register) -> None:
+    register(ComponentSpec(name="llava", impl="mllm.models.llava:LlavaAdapter",
+                           config="mllm.models.llava:LlavaModelConfig",
+                           description="LLaVA (transformers LlavaForConditionalGeneration): a local folder or a tiny model built from a config"))
+
+
+@hookimpl
+def mllm_register_stage_kinds(register: Register) -> None:
+    for name, (impl, config, description) in STAGE_KINDS.items():
+        if _module_exists(impl):
+            register(ComponentSpec(name=name, impl=impl, config=config, description=description))

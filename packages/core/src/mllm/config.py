@@ -1,0 +1,325 @@
+"""Pipeline YAML schema, validation with helpful errors, and ``key=value`` overrides.
+
+A pipeline file is read with ``yaml.safe_load`` only. Validation happens in two steps:
+the top level (:class:`PipelineConfig`), then each stage against the config model of its
+kind, and each component reference (``method:``, ``data:``, ``benchmarks:``, ``model:``)
+against the config model of the component it names. Every error names the file, the
+stage and the key, with a "did you mean" when a key is misspelt.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from mllm.plugins import PluginError, Registry
+from mllm.specs import ComponentKind, ComponentSpec
+
+STAGE_ID_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+INIT = "init"
+
+
+class ConfigError(ValueError):
+    """A pipeline or component config is invalid; the message says where and how to fix it."""
+
+
+class ComponentRef(BaseModel):
+    """``{name: <component>, <its own keys>...}``: a component picked by name."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(description="registered name of the component, or 'distribution:name'")
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class StageConfig(BaseModel):
+    """Keys every stage has. Stage kinds subclass this with their own keys.
+
+    ``component_fields`` maps a field holding :class:`ComponentRef` (or a list of them)
+    to the component kind it names, so the loader validates it against that component.
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, protected_namespaces=())
+    component_fields: ClassVar[dict[str, ComponentKind]] = {}
+
+    id: str = Field(description="stage id, unique in the pipeline; names its folder runs/<name>/<id>/")
+    kind: str = Field(description="stage kind: train, eval, generate, transform, report, or a plugin's")
+    from_: str = Field(INIT, alias="from", description="the stage whose model (or records) this stage starts from")
+
+    @field_validator("id")
+    @classmethod
+    def _check_id(cls, value: str) -> str:
+        if not STAGE_ID_PATTERN.match(value) or value == INIT:
+            raise ValueError(f"stage id {value!r} must start with a letter, use letters, digits, '-' or '_', and not be 'init'")
+        return value
+
+
+class PipelineConfig(BaseModel):
+    """The top level of a pipeline file."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    name: str = Field(description="pipeline name; outputs go to runs/<name>/")
+    description: str = Field("", description="free text shown by `mllm run --dry-run`")
+    model: ComponentRef = Field(description="the model every stage starts from (stage id 'init')")
+    stages: list[dict[str, Any]] = Field(description="the stages, in order; each has id and kind")
+    seed: int = Field(0, description="global seed passed to every stage")
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not STAGE_ID_PATTERN.match(value):
+            raise ValueError(f"pipeline name {value!r} must start with a letter and use letters, digits, '-' or '_'")
+        return value
+
+
+@dataclass
+class ResolvedComponent:
+    """A component reference checked against its spec: the spec plus its validated config."""
+
+    kind: ComponentKind
+    spec: ComponentSpec
+    config: Any
+
+    def build(self) -> Any:
+        """Import the implementation and construct it with its config."""
+        impl = self.spec.load()
+        return impl(self.config) if self.config is not None else impl()
+
+    def describe(self) -> dict[str, Any]:
+        options = self.config.model_dump(mode="json") if isinstance(self.config, BaseModel) else {}
+        return {"name": self.spec.name, "distribution": self.spec.distribution, "version": self.spec.version, **options}
+
+
+@dataclass
+class Stage:
+    """One validated stage: its config and its kind's spec."""
+
+    config: StageConfig
+    kind_spec: ComponentSpec
+    components: dict[str, ResolvedComponent | list[ResolvedComponent]]
+
+    @property
+    def id(self) -> str:
+        return self.config.id
+
+
+@dataclass
+class Pipeline:
+    """A validated pipeline, ready for the runner."""
+
+    path: Path | None
+    config: PipelineConfig
+    model: ResolvedComponent
+    stages: list[Stage]
+    raw: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def stage(self, stage_id: str) -> Stage:
+        for stage in self.stages:
+            if stage.id == stage_id:
+                return stage
+        raise KeyError(stage_id)
+
+
+# -- error formatting -------------------------------------------------------------------
+
+
+def _model_fields(model: type[BaseModel]) -> list[str]:
+    names = []
+    for name, field in model.model_fields.items():
+        names.append(field.alias or name)
+    return names
+
+
+def _field_model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model that owns the last key of ``loc`` (for "did you mean")."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int) or not (isinstance(current, type) and issubclass(current, BaseModel)):
+            continue
+        field = current.model_fields.get(part) or next(
+            (f for f in current.model_fields.values() if f.alias == part), None)
+        if field is None:
+            return None
+        annotation = field.annotation
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def format_validation_error(error: ValidationError, model: type[BaseModel], where: str) -> str:
+    """One line per problem: ``where.key: message (did you mean 'x'?)``."""
+    lines = []
+    for item in error.errors():
+        loc = tuple(item["loc"])
+        key = ".".join(str(p) for p in loc)
+        location = f"{where}.{key}" if key else where
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            owner = _field_model_at(model, loc)
+            known = _model_fields(owner) if owner else []
+            close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+            message = f"unknown key {loc[-1]!r}"
+            if close:
+                message += f"; did you mean {close[0]!r}?"
+            elif known:
+                message += f"; known keys: {', '.join(known)}"
+        elif item["type"] == "missing":
+            message = "required key is missing"
+        else:
+            message += f" (got {item.get('input')!r})"
+        lines.append(f"{location}: {message}")
+    return "\n".join(lines)
+
+
+def validate_model(model: type[BaseModel], data: Any, where: str) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error, model, where)) from None
+
+
+# -- overrides ------------------------------------------------------------------------
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``stages.sft.train.lr=1e-4`` -> (["stages", "sft", "train", "lr"], 0.0001)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r} is not of the form key=value (e.g. stages.sft.train.lr=1e-4)")
+    parsed = yaml.safe_load(value) if value.strip() else ""
+    if isinstance(parsed, str) and _FLOAT.match(parsed):
+        parsed = float(parsed)  # YAML 1.1 reads "1e-4" as a string
+    return key.strip().split("."), parsed
+
+
+_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key=value`` overrides; stages are addressed by id: ``stages.<id>.<key>``."""
+    for text in overrides:
+        path, value = parse_override(text)
+        target: Any = data
+        for depth, part in enumerate(path[:-1]):
+            if isinstance(target, list):
+                match = [s for s in target if isinstance(s, dict) and s.get("id") == part]
+                if not match:
+                    ids = [s.get("id") for s in target if isinstance(s, dict)]
+                    raise ConfigError(f"override {text!r}: no stage with id {part!r}; stages are {ids}")
+                target = match[0]
+            elif isinstance(target, dict):
+                target = target.setdefault(part, {})
+                if not isinstance(target, (dict, list)):
+                    raise ConfigError(f"override {text!r}: {'.'.join(path[:depth + 1])} is not a mapping")
+            else:
+                raise ConfigError(f"override {text!r}: cannot descend into {'.'.join(path[:depth])}")
+        if isinstance(target, list):
+            raise ConfigError(f"override {text!r}: address a stage by id, e.g. stages.<id>.<key>=value")
+        target[path[-1]] = value
+    return data
+
+
+# -- loading --------------------------------------------------------------------------
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a pipeline file with ``yaml.safe_load``; errors name the file and line."""
+    try:
+        text = Path(path).read_text()
+    except OSError as error:
+        raise ConfigError(f"cannot read pipeline file {path}: {error.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a pipeline file is a mapping with name, model and stages")
+    return data
+
+
+def resolve_component(registry: Registry, kind: ComponentKind, ref: ComponentRef | dict, where: str) -> ResolvedComponent:
+    """Check a ``{name: ..., ...}`` reference against the named component's config."""
+    if isinstance(ref, dict):
+        ref = validate_model(ComponentRef, ref, where)
+    try:
+        spec = registry.get(kind, ref.name)
+    except PluginError as error:
+        raise ConfigError(f"{where}.name: {error}") from None
+    config_model = spec.load_config()
+    options = ref.options()
+    if config_model is None:
+        if options:
+            raise ConfigError(f"{where}: {kind} {ref.name!r} takes no options, got {sorted(options)}")
+        return ResolvedComponent(kind, spec, None)
+    return ResolvedComponent(kind, spec, validate_model(config_model, options, where))
+
+
+def load_pipeline(path: Path | None, registry: Registry, overrides: list[str] = (), data: dict | None = None) -> Pipeline:
+    """Read, override and validate a pipeline (from ``path`` or an already-read ``data``)."""
+    where_file = str(path) if path else "<pipeline>"
+    raw = data if data is not None else read_yaml(Path(path))
+    raw = apply_overrides(raw, list(overrides))
+    config = validate_model(PipelineConfig, raw, where_file)
+    model = resolve_component(registry, "model", config.model, f"{where_file}: model")
+
+    stages: list[Stage] = []
+    seen: set[str] = {INIT}
+    for index, stage_data in enumerate(config.stages):
+        label = f"{where_file}: stages[{index}]"
+        if not isinstance(stage_data, dict):
+            raise ConfigError(f"{label}: a stage is a mapping with id and kind")
+        if "id" in stage_data:
+            label = f"{where_file}: stages.{stage_data['id']}"
+        kind_name = stage_data.get("kind")
+        if not kind_name:
+            raise ConfigError(f"{label}.kind: required key is missing (train, eval, generate, transform, report)")
+        try:
+            kind_spec = registry.get("stage_kind", kind_name)
+        except PluginError as error:
+            raise ConfigError(f"{label}.kind: {error}") from None
+        stage_model = kind_spec.load_config() or StageConfig
+        stage_config = validate_model(stage_model, stage_data, label)
+        if stage_config.id in seen:
+            raise ConfigError(f"{label}.id: stage id {stage_config.id!r} is used twice; ids must be unique")
+        components: dict[str, Any] = {}
+        for field_name, component_kind in stage_model.component_fields.items():
+            value = getattr(stage_config, field_name)
+            if value is None:
+                continue
+            if isinstance(value, list):
+                components[field_name] = [
+                    resolve_component(registry, component_kind, ref, f"{label}.{field_name}[{i}]")
+                    for i, ref in enumerate(value)
+                ]
+            else:
+                components[field_name] = resolve_component(registry, component_kind, value, f"{label}.{field_name}")
+        stage = Stage(stage_config, kind_spec, components)
+        for needed in stage_inputs(stage):
+            if needed not in seen:
+                raise ConfigError(
+                    f"{label}: refers to stage {needed!r}, which is not defined before it; "
+                    f"earlier stages: {sorted(seen)}"
+                )
+        seen.add(stage_config.id)
+        stages.append(stage)
+    return Pipeline(Path(path) if path else None, config, model, stages, raw)
+
+
+def stage_inputs(stage: Stage) -> list[str]:
+    """Stage ids a stage reads: ``from``, plus what its config lists in ``inputs()``."""
+    inputs = getattr(stage.config, "inputs", None)
+    extra = inputs() if callable(inputs) else []
+    found = [stage.config.from_, *extra]
+    return list(dict.fromkeys(found))

@@ -1,0 +1,1 @@
+"""Model adapters that ship with the core."""

@@ -1,0 +1,279 @@
+"""Runs a validated pipeline: stage order, fingerprints, skip / resume / re-run.
+
+Each stage's fingerprint hashes its resolved config, the fingerprints of the stages it
+reads, the size and mtime of the data files its datasets read, and the versions of the
+plugins it uses. A second ``mllm run`` skips stages whose completion marker carries the
+same fingerprint, resumes a stage that started with the same fingerprint but did not
+finish, and re-runs (after moving the old folder to ``.history/``) a stage whose
+fingerprint changed; since fingerprints chain, everything downstream re-runs too.
+The model every stage starts from is the implicit stage ``init``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+from mllm import __version__
+from mllm.config import INIT, Pipeline, ResolvedComponent, Stage, stage_inputs
+from mllm.plugins import Registry
+from mllm.runfolder import StageFolder, atomic_write_text
+
+logger = logging.getLogger("mllm")
+
+MODEL_SUBDIR = "model"
+Action = Literal["run", "skip", "resume", "rerun", "force"]
+
+
+def hash_json(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def file_stats(paths: list[Path]) -> list[list[Any]]:
+    """(path, size, mtime_ns) per file; a folder contributes every file below it."""
+    stats = []
+    for path in paths:
+        path = Path(path)
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for file in files:
+            try:
+                st = file.stat()
+                stats.append([str(file), st.st_size, st.st_mtime_ns])
+            except OSError:
+                stats.append([str(file), None, None])
+    return stats
+
+
+@dataclass
+class StagePlan:
+    """What ``mllm run`` will do with one stage, and why."""
+
+    stage_id: str
+    kind: str
+    fingerprint: str
+    action: Action
+    reason: str = ""
+
+
+@dataclass
+class StageContext:
+    """What a stage kind gets when it runs."""
+
+    runner: "PipelineRunner"
+    stage: Stage
+    folder: StageFolder
+    fingerprint: str
+    resume: bool
+    logger: logging.Logger
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def stage_dir(self) -> Path:
+        return self.folder.path
+
+    @property
+    def pipeline(self) -> Pipeline:
+        return self.runner.pipeline
+
+    @property
+    def registry(self) -> Registry:
+        return self.runner.registry
+
+    @property
+    def seed(self) -> int:
+        return self.runner.pipeline.config.seed
+
+    def model_dir(self, stage_id: str) -> Path:
+        return self.runner.model_dir(stage_id)
+
+    def stage_dir_of(self, stage_id: str) -> Path:
+        return self.runner.run_dir / stage_id
+
+    def load_model(self, stage_id: str) -> Any:
+        """The model adapter saved by stage ``stage_id`` (or the pipeline's ``init``)."""
+        return self.runner.load_model(stage_id)
+
+    def model_ids(self) -> list[str]:
+        """``init`` and the ids of stages that produce a model, in pipeline order."""
+        return [INIT] + [s.id for s in self.runner.pipeline.stages if getattr(s.config, "produces_model", False)]
+
+
+class PipelineRunner:
+    """Plans and runs a pipeline in ``runs_dir/<name>/``."""
+
+    def __init__(self, pipeline: Pipeline, registry: Registry, runs_dir: Path = Path("runs"),
+                 force: tuple[str, ...] = (), on_event: Callable[[StagePlan, str], None] | None = None) -> None:
+        self.pipeline = pipeline
+        self.registry = registry
+        self.run_dir = Path(runs_dir) / pipeline.name
+        self.force = set(force)
+        self.on_event = on_event or (lambda plan, event: None)
+        unknown = self.force - {s.id for s in pipeline.stages} - {INIT}
+        if unknown:
+            from mllm.config import ConfigError
+
+            raise ConfigError(f"--force names unknown stage(s) {sorted(unknown)}; stages are "
+                              f"{[INIT] + [s.id for s in pipeline.stages]}")
+        self._fingerprints: dict[str, str] = {}
+        self._model_cls: Any = None
+
+    # -- models -------------------------------------------------------------------------
+
+    @property
+    def model_class(self) -> Any:
+        if self._model_cls is None:
+            self._model_cls = self.pipeline.model.spec.load()
+        return self._model_cls
+
+    def _init_source(self) -> Path | None:
+        source_path = getattr(self.model_class, "source_path", None)
+        return source_path(self.pipeline.model.config) if source_path else None
+
+    def model_dir(self, stage_id: str) -> Path:
+        if stage_id == INIT:
+            source = self._init_source()
+            if source is not None:
+                return Path(source)
+        return self.run_dir / stage_id / MODEL_SUBDIR
+
+    def load_model(self, stage_id: str) -> Any:
+        path = self.model_dir(stage_id)
+        if not path.exists():
+            raise FileNotFoundError(f"stage {stage_id!r} has no saved model at {path}; does it produce one?")
+        return self.model_class.load(path)
+
+    # -- fingerprints -------------------------------------------------------------------
+
+    def _component_fingerprint(self, component: ResolvedComponent) -> dict[str, Any]:
+        description = component.describe()
+        files = getattr(component.spec.load(), "data_files", None)
+        if files is not None and component.config is not None:
+            description["files"] = file_stats([Path(p) for p in files(component.config)])
+        return description
+
+    def init_fingerprint(self) -> str:
+        if INIT not in self._fingerprints:
+            model = self.pipeline.model
+            payload: dict[str, Any] = {"model": model.describe(), "seed": self.pipeline.config.seed}
+            source = self._init_source()
+            if source is not None:
+                payload["files"] = file_stats([Path(source)])
+            self._fingerprints[INIT] = hash_json(payload)
+        return self._fingerprints[INIT]
+
+    def fingerprint(self, stage: Stage) -> str:
+        if stage.id not in self._fingerprints:
+            components: dict[str, Any] = {}
+            for key, value in stage.components.items():
+                if isinstance(value, list):
+                    components[key] = [self._component_fingerprint(c) for c in value]
+                else:
+                    components[key] = self._component_fingerprint(value)
+            payload = {
+                "core": __version__,
+                "kind": [stage.kind_spec.name, stage.kind_spec.distribution, stage.kind_spec.version],
+                "config": stage.config.model_dump(mode="json", by_alias=True),
+                "components": components,
+                "inputs": {i: (self.init_fingerprint() if i == INIT else self.fingerprint(self.pipeline.stage(i)))
+                           for i in stage_inputs(stage)},
+                "seed": self.pipeline.config.seed,
+            }
+            self._fingerprints[stage.id] = hash_json(payload)
+        return self._fingerprints[stage.id]
+
+    # -- planning -----------------------------------------------------------------------
+
+    def _forced(self) -> set[str]:
+        """Forced stages and every stage downstream of them."""
+        forced = set(self.force)
+        for stage in self.pipeline.stages:
+            if forced & set(stage_inputs(stage)):
+                forced.add(stage.id)
+        return forced
+
+    def _plan_one(self, stage_id: str, kind: str, fingerprint: str, forced: bool) -> StagePlan:
+        folder = StageFolder(self.run_dir, stage_id)
+        if forced and folder.exists():
+            return StagePlan(stage_id, kind, fingerprint, "force", "forced with --force (or downstream of a forced stage)")
+        done = folder.completed_fingerprint()
+        if done == fingerprint:
+            return StagePlan(stage_id, kind, fingerprint, "skip", "finished, fingerprint unchanged")
+        if not folder.exists():
+            return StagePlan(stage_id, kind, fingerprint, "run", "not run before")
+        if done is None and folder.started_fingerprint() == fingerprint:
+            return StagePlan(stage_id, kind, fingerprint, "resume", "interrupted; resuming")
+        return StagePlan(stage_id, kind, fingerprint, "rerun", "fingerprint changed (config, inputs or data)")
+
+    def plan(self) -> list[StagePlan]:
+        forced = self._forced()
+        plans = []
+        if self._init_source() is None:
+            plans.append(self._plan_one(INIT, "model", self.init_fingerprint(), INIT in forced))
+        for stage in self.pipeline.stages:
+            plans.append(self._plan_one(stage.id, stage.kind_spec.name, self.fingerprint(stage), stage.id in forced))
+        return plans
+
+    # -- running ------------------------------------------------------------------------
+
+    def run(self, only: set[str] | None = None) -> list[StagePlan]:
+        """Run every stage that is not finished with its current fingerprint."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        plans = self.plan()
+        for plan in plans:
+            if only is not None and plan.stage_id not in only:
+                continue
+            if plan.action == "skip":
+                self.on_event(plan, "skipped")
+                continue
+            folder = StageFolder(self.run_dir, plan.stage_id)
+            if plan.action in ("rerun", "force"):
+                moved = folder.archive()
+                logger.warning("stage %s: %s; previous output moved to %s", plan.stage_id, plan.reason, moved)
+            self.on_event(plan, "started")
+            started = time.monotonic()
+            if plan.stage_id == INIT:
+                self._run_init(folder, plan)
+            else:
+                self._run_stage(self.pipeline.stage(plan.stage_id), folder, plan)
+            self.on_event(plan, f"finished in {time.monotonic() - started:.1f}s")
+        return plans
+
+    def _stage_logger(self, folder: StageFolder) -> tuple[logging.Logger, logging.Handler]:
+        stage_logger = logging.getLogger(f"mllm.stage.{self.pipeline.name}.{folder.stage_id}")
+        handler = logging.FileHandler(folder.path / "log.txt")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        stage_logger.addHandler(handler)
+        stage_logger.setLevel(logging.INFO)
+        return stage_logger, handler
+
+    def _run_init(self, folder: StageFolder, plan: StagePlan) -> None:
+        folder.start(plan.fingerprint, {"model": self.pipeline.raw.get("model"), "seed": self.pipeline.config.seed})
+        adapter = self.model_class.from_config(self.pipeline.model.config, seed=self.pipeline.config.seed)
+        target = folder.path / MODEL_SUBDIR
+        adapter.save(target)
+        folder.finish(plan.fingerprint)
+
+    def _run_stage(self, stage: Stage, folder: StageFolder, plan: StagePlan) -> None:
+        resolved = stage.config.model_dump(mode="json", by_alias=True)
+        folder.start(plan.fingerprint, resolved)
+        stage_logger, handler = self._stage_logger(folder)
+        try:
+            kind_impl = stage.kind_spec.load()
+            context = StageContext(self, stage, folder, plan.fingerprint, plan.action == "resume", stage_logger)
+            kind_impl(stage.config, stage.components).run(context)
+            if context.metrics:
+                atomic_write_text(folder.path / "metrics.json", json.dumps(context.metrics, indent=2, default=float))
+            folder.finish(plan.fingerprint)
+        finally:
+            stage_logger.removeHandler(handler)
+            handler.close()
+
+
+def default_runs_dir() -> Path:
+    return Path(os.environ.get("MLLM_RUNS_DIR", "runs"))

@@ -1,0 +1,101 @@
+"""The run folder: stage directories, the atomic completion marker, history, redaction.
+
+Layout: ``runs/<pipeline>/<stage>/`` holds ``stage.json`` (fingerprint, written when the
+stage starts), ``resolved_config.yaml`` (secrets redacted), the stage's outputs and,
+written last and atomically, ``COMPLETE``. A stage folder whose fingerprint no longer
+matches is moved to ``runs/<pipeline>/.history/<stage>-<old fingerprint>/``, never deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+COMPLETE = "COMPLETE"
+STAGE_STATE = "stage.json"
+HISTORY = ".history"
+REDACTED = "***REDACTED***"
+SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|authorization|credential)", re.IGNORECASE)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write through a temporary file and ``os.replace`` so readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def redact(value: Any) -> Any:
+    """A copy of ``value`` with every secret-looking key's value replaced.
+
+    Keys naming an environment variable that holds the secret (``api_key_env``) are kept:
+    they are names, not secrets.
+    """
+    if isinstance(value, dict):
+        return {
+            key: (REDACTED if SECRET_KEY.search(str(key)) and not str(key).endswith("_env") and item not in (None, "")
+                  else redact(item))
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [redact(item) for item in value]
+    return value
+
+
+class StageFolder:
+    """One stage's directory and its state files."""
+
+    def __init__(self, run_dir: Path, stage_id: str) -> None:
+        self.run_dir = run_dir
+        self.stage_id = stage_id
+        self.path = run_dir / stage_id
+
+    @property
+    def complete_marker(self) -> Path:
+        return self.path / COMPLETE
+
+    def completed_fingerprint(self) -> str | None:
+        try:
+            return json.loads(self.complete_marker.read_text())["fingerprint"]
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def started_fingerprint(self) -> str | None:
+        try:
+            return json.loads((self.path / STAGE_STATE).read_text())["fingerprint"]
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def start(self, fingerprint: str, resolved_config: dict[str, Any]) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.path / STAGE_STATE, json.dumps({"fingerprint": fingerprint, "started": time.time()}))
+        atomic_write_text(self.path / "resolved_config.yaml", yaml.safe_dump(redact(resolved_config), sort_keys=False))
+
+    def finish(self, fingerprint: str) -> None:
+        atomic_write_text(self.complete_marker, json.dumps({"fingerprint": fingerprint, "finished": time.time()}))
+
+    def archive(self) -> Path:
+        """Move the folder to ``.history/<stage>-<fingerprint>/`` and return the new path."""
+        old = self.completed_fingerprint() or self.started_fingerprint() or "unknown"
+        history = self.run_dir / HISTORY
+        history.mkdir(parents=True, exist_ok=True)
+        target = history / f"{self.stage_id}-{old[:16]}"
+        suffix = 1
+        while target.exists():
+            target = history / f"{self.stage_id}-{old[:16]}.{suffix}"
+            suffix += 1
+        shutil.move(str(self.path), str(target))
+        return target

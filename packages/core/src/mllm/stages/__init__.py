@@ -1,0 +1,1 @@
+"""Stage kinds that ship with the core."""

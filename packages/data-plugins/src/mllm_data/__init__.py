@@ -1,0 +1,1 @@
+"""mllm-data: mllm plugins for datasets (easy-VQA, LLaVA JSON, ScienceQA, ...)."""

@@ -1,0 +1,1 @@
+"""mllm-eval: mllm plugins for benchmarks and judges."""
