@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mllm.plugins import PluginError, Registry
-from mllm.specs import ComponentKind, ComponentSpec
+from mllm.specs import ComponentKind, ComponentSpec, SpecImportError
 
 STAGE_ID_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 INIT = "init"
@@ -257,7 +257,10 @@ def resolve_component(registry: Registry, kind: ComponentKind, ref: ComponentRef
         spec = registry.get(kind, ref.name)
     except PluginError as error:
         raise ConfigError(f"{where}.name: {error}") from None
-    config_model = spec.load_config()
+    try:
+        config_model = spec.load_config()
+    except SpecImportError as error:
+        raise ConfigError(f"{where}.name: {error}") from None
     options = ref.options()
     if config_model is None:
         if options:
@@ -289,8 +292,14 @@ def load_pipeline(path: Path | None, registry: Registry, overrides: list[str] = 
             kind_spec = registry.get("stage_kind", kind_name)
         except PluginError as error:
             raise ConfigError(f"{label}.kind: {error}") from None
-        stage_model = kind_spec.load_config() or StageConfig
+        try:
+            stage_model = kind_spec.load_config() or StageConfig
+        except SpecImportError as error:
+            raise ConfigError(f"{label}.kind: {error}") from None
         stage_config = validate_model(stage_model, stage_data, label)
+        fill_defaults = getattr(stage_config, "fill_defaults", None)
+        if callable(fill_defaults):
+            fill_defaults([s.id for s in stages])
         if stage_config.id in seen:
             raise ConfigError(f"{label}.id: stage id {stage_config.id!r} is used twice; ids must be unique")
         components: dict[str, Any] = {}

@@ -122,6 +122,7 @@ class PipelineRunner:
                               f"{[INIT] + [s.id for s in pipeline.stages]}")
         self._fingerprints: dict[str, str] = {}
         self._model_cls: Any = None
+        self._init_done: set[str] = set()
 
     # -- models -------------------------------------------------------------------------
 
@@ -140,7 +141,25 @@ class PipelineRunner:
             source = self._init_source()
             if source is not None:
                 return Path(source)
+            self._ensure_init()
         return self.run_dir / stage_id / MODEL_SUBDIR
+
+    def _ensure_init(self) -> None:
+        """Build and save the start model the first time a stage asks for it.
+
+        ``init`` is planned like a stage but runs lazily, so pipelines whose stages never
+        load a model (score-only evaluation, reports) never build one."""
+        plan = self._plan_one(INIT, "model", self.init_fingerprint(), INIT in self._forced())
+        if plan.action == "skip" or INIT in self._init_done:
+            return
+        folder = StageFolder(self.run_dir, INIT)
+        if folder.exists():
+            moved = folder.archive()
+            logger.warning("stage init: %s; previous output moved to %s", plan.reason, moved)
+        self.on_event(plan, "started")
+        self._run_init(folder, plan)
+        self._init_done.add(INIT)
+        self.on_event(plan, "finished")
 
     def load_model(self, stage_id: str) -> Any:
         path = self.model_dir(stage_id)
@@ -231,16 +250,15 @@ class PipelineRunner:
             if plan.action == "skip":
                 self.on_event(plan, "skipped")
                 continue
+            if plan.stage_id == INIT:
+                continue  # built on first use, see _ensure_init
             folder = StageFolder(self.run_dir, plan.stage_id)
             if plan.action in ("rerun", "force"):
                 moved = folder.archive()
                 logger.warning("stage %s: %s; previous output moved to %s", plan.stage_id, plan.reason, moved)
             self.on_event(plan, "started")
             started = time.monotonic()
-            if plan.stage_id == INIT:
-                self._run_init(folder, plan)
-            else:
-                self._run_stage(self.pipeline.stage(plan.stage_id), folder, plan)
+            self._run_stage(self.pipeline.stage(plan.stage_id), folder, plan)
             self.on_event(plan, f"finished in {time.monotonic() - started:.1f}s")
         return plans
 

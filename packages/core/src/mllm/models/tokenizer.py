@@ -1,0 +1,107 @@
+"""A byte-level BPE tokenizer trained locally for tiny LLaVA models.
+
+There is no model hub here, so ``init: tiny`` models get a tokenizer trained on the
+spot with the ``tokenizers`` library:
+
+- byte-level (GPT-2 style): every byte has a token, so no text is ever unknown;
+- special tokens ``<pad>`` (0), ``<s>`` (1), ``</s>`` (2) and ``<image>`` (3); they are
+  matched before pre-tokenization, so ``</s>`` and ``<image>`` written in text become
+  those single ids (the chat templates rely on this);
+- a small built-in corpus: the chat templates' words, letters, digits and punctuation,
+  plus easy-VQA's questions and answers when the ``easy_vqa`` package is importable;
+- deterministic (a fixed corpus in a fixed order) and quick (well under a second);
+  nothing is cached anywhere: the trained tokenizer is saved with the model folder.
+
+The result is wrapped as a transformers ``PreTrainedTokenizerFast`` whose encoding of a
+text adds ``<s>`` in front (like Llama's); :mod:`mllm.models.llava` encodes with
+``add_special_tokens=False`` and places ``<s>`` itself.
+"""
+
+from __future__ import annotations
+
+import string
+from typing import Iterable
+
+PAD_TOKEN = "<pad>"
+BOS_TOKEN = "<s>"
+EOS_TOKEN = "</s>"
+IMAGE_TOKEN = "<image>"
+SPECIAL_TOKENS = (PAD_TOKEN, BOS_TOKEN, EOS_TOKEN, IMAGE_TOKEN)
+
+_BASE_CORPUS = (
+    "A chat between a curious human and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the human's questions.",
+    "USER: <image>\nWhat is in the image? ASSISTANT: A shape.</s>",
+    "USER: ASSISTANT: Yes No yes no Answer with a single word. Answer the question using a single word or phrase.",
+    "Answer with the option's letter from the given choices directly. A B C D E Options: Question: Context:",
+    "Is there a {} in the image? Describe the image briefly. What color is the shape? What is the shape?",
+    string.ascii_letters,
+    " ".join(string.ascii_letters),
+    string.digits,
+    " ".join(string.digits),
+    string.punctuation,
+    " ".join(string.punctuation),
+)
+
+
+def easy_vqa_corpus() -> list[str]:
+    """easy-VQA's distinct questions and answers, in a fixed order; empty without the package."""
+    try:
+        import easy_vqa
+    except ImportError:
+        return []
+    texts: dict[str, None] = {}
+    for questions in (easy_vqa.get_train_questions(), easy_vqa.get_test_questions()):
+        for text in questions[0]:
+            texts.setdefault(text, None)
+    for answer in easy_vqa.get_answers():
+        texts.setdefault(answer, None)
+    return list(texts)
+
+
+def default_corpus() -> list[str]:
+    """The built-in training corpus: template words, characters, easy-VQA when installed."""
+    return list(_BASE_CORPUS) + easy_vqa_corpus()
+
+
+def train_tokenizer(vocab_size: int = 1000, corpus: Iterable[str] | None = None, model_max_length: int = 512):
+    """Train a byte-level BPE tokenizer and wrap it as a ``PreTrainedTokenizerFast``.
+
+    ``vocab_size`` is the target size including the 256 byte tokens and the 4 special
+    tokens; a small corpus may run out of merges first, so the model's vocabulary is
+    ``len(tokenizer)``, not this number.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    minimum = 256 + len(SPECIAL_TOKENS)
+    if vocab_size < minimum:
+        raise ValueError(f"vocab_size must be at least {minimum} (256 bytes + {len(SPECIAL_TOKENS)} special tokens), got {vocab_size}")
+    texts = list(default_corpus() if corpus is None else corpus)
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=2,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    bos_id = backend.token_to_id(BOS_TOKEN)
+    backend.post_processor = processors.TemplateProcessing(
+        single=f"{BOS_TOKEN} $A", pair=f"{BOS_TOKEN} $A {BOS_TOKEN} $B", special_tokens=[(BOS_TOKEN, bos_id)]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token=BOS_TOKEN,
+        eos_token=EOS_TOKEN,
+        pad_token=PAD_TOKEN,
+        extra_special_tokens={"image_token": IMAGE_TOKEN},
+        model_max_length=model_max_length,
+        padding_side="right",
+        clean_up_tokenization_spaces=False,
+    )
+    return tokenizer

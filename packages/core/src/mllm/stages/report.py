@@ -1,0 +1,144 @@
+"""The ``report`` stage: models side by side (report.json, report.md, a table, loss plots).
+
+``report.json`` follows ARCHITECTURE.md::
+
+    {"models": {"<model id>": {"<benchmark>": {"<metric>": value}}},
+     "training": {"<stage id>": {"<metric>": last logged value}}}
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from mllm.config import StageConfig
+from mllm.runfolder import atomic_write_text
+
+TRAIN_LOG = "train_log.jsonl"
+
+
+class ReportStageConfig(StageConfig):
+    """Keys of a ``report`` stage."""
+
+    stages: list[str] | None = Field(
+        None, description="stages to report on; default: every stage before this one")
+    plots: bool = Field(True, description="write a PNG of the training loss of each training stage")
+
+    def inputs(self) -> list[str]:
+        return list(self.stages or [])
+
+    def fill_defaults(self, previous: list[str]) -> None:
+        """Called by the loader: by default a report reads every earlier stage (and its
+        fingerprint depends on all of them)."""
+        if self.stages is None:
+            self.stages = list(previous)
+
+
+def read_train_log(stage_dir: Path) -> list[dict[str, Any]]:
+    path = stage_dir / TRAIN_LOG
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def collect_report(context: Any, stage_ids: list[str]) -> dict[str, Any]:
+    models: dict[str, dict[str, Any]] = {}
+    training: dict[str, dict[str, Any]] = {}
+    for stage_id in stage_ids:
+        stage = context.pipeline.stage(stage_id)
+        metrics_path = context.stage_dir_of(stage_id) / "metrics.json"
+        metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+        if stage.kind_spec.name == "eval":
+            for model_id, benchmarks in metrics.items():
+                models.setdefault(model_id, {}).update(benchmarks)
+        elif getattr(stage.config, "produces_model", False):
+            training[stage_id] = metrics
+    return {"models": models, "training": training}
+
+
+def _format(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def report_markdown(report: dict[str, Any], plots: list[str]) -> str:
+    lines = ["# Report", ""]
+    benchmarks = sorted({b for per_model in report["models"].values() for b in per_model})
+    for benchmark in benchmarks:
+        metric_names = sorted({m for per_model in report["models"].values() for m in per_model.get(benchmark, {})})
+        lines += [f"## {benchmark}", "", "| model | " + " | ".join(metric_names) + " |",
+                  "|---|" + "---|" * len(metric_names)]
+        for model_id, per_model in report["models"].items():
+            if benchmark in per_model:
+                values = [_format(per_model[benchmark].get(m, "")) for m in metric_names]
+                lines.append(f"| {model_id} | " + " | ".join(values) + " |")
+        lines.append("")
+    if report["training"]:
+        lines += ["## Training", ""]
+        for stage_id, metrics in report["training"].items():
+            shown = ", ".join(f"{k}={_format(v)}" for k, v in metrics.items())
+            lines.append(f"- **{stage_id}**: {shown}")
+        lines.append("")
+    for plot in plots:
+        lines.append(f"![{plot}]({plot})")
+    return "\n".join(lines) + "\n"
+
+
+def plot_losses(context: Any, stage_ids: list[str]) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for stage_id in stage_ids:
+        log = [row for row in read_train_log(context.stage_dir_of(stage_id)) if "loss" in row and "step" in row]
+        if not log:
+            continue
+        figure, axis = plt.subplots(figsize=(6, 3.5))
+        axis.plot([row["step"] for row in log], [row["loss"] for row in log], marker=".")
+        axis.set_xlabel("step")
+        axis.set_ylabel("training loss")
+        axis.set_title(f"{context.pipeline.name}: {stage_id}")
+        axis.grid(alpha=0.3)
+        name = f"loss_{stage_id}.png"
+        figure.tight_layout()
+        figure.savefig(context.stage_dir / name, dpi=100)
+        plt.close(figure)
+        written.append(name)
+    return written
+
+
+def print_table(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    for benchmark in sorted({b for per_model in report["models"].values() for b in per_model}):
+        metric_names = sorted({m for per_model in report["models"].values() for m in per_model.get(benchmark, {})})
+        table = Table(title=benchmark)
+        table.add_column("model")
+        for metric in metric_names:
+            table.add_column(metric, justify="right")
+        for model_id, per_model in report["models"].items():
+            if benchmark in per_model:
+                table.add_row(model_id, *(_format(per_model[benchmark].get(m, "")) for m in metric_names))
+        Console().print(table)
+
+
+class ReportStage:
+    """Collects eval metrics and training metrics of earlier stages into one report."""
+
+    def __init__(self, config: ReportStageConfig, components: dict) -> None:
+        self.config = config
+
+    def run(self, context: Any) -> None:
+        stage_ids = list(self.config.stages or [])
+        report = collect_report(context, stage_ids)
+        train_ids = [s for s in stage_ids if getattr(context.pipeline.stage(s).config, "produces_model", False)]
+        plots = plot_losses(context, train_ids) if self.config.plots else []
+        atomic_write_text(context.stage_dir / "report.json", json.dumps(report, indent=2))
+        atomic_write_text(context.stage_dir / "report.md", report_markdown(report, plots))
+        print_table(report)
+        context.logger.info("report written to %s", context.stage_dir / "report.json")

@@ -1,0 +1,102 @@
+"""easy-VQA as training data: the ``easy-vqa`` package's questions as Conversations.
+
+easy-VQA (``pip install easy-vqa``) is a small real VQA set: 64x64 images of one
+coloured shape; 4,000 train / 1,000 test images with 38,575 / 9,673 questions and 13
+answers (8 colours, 3 shapes, yes, no). Each question becomes one single-turn
+:class:`~mllm.records.Conversation` in LLaVA-1.5's short-answer format::
+
+    USER: <image>\\n{question}\\nAnswer the question using a single word or phrase.
+    ASSISTANT: {answer}
+
+The ``easyvqa`` benchmark (mllm-eval) asks exactly the same prompt, so training and
+evaluation see one format. ``limit`` takes a seeded random subsample (the same ``seed``
+and ``limit`` always give the same rows, kept in file order).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import ClassVar, Iterator, Literal
+
+from pydantic import Field
+
+from mllm.badrows import DataReport
+from mllm.interfaces import DatasetConfig
+from mllm.records import IMAGE_TOKEN, Conversation, Turn
+
+#: LLaVA-1.5's short-answer instruction, appended to every easy-VQA question.
+SHORT_ANSWER = "Answer the question using a single word or phrase."
+SPLITS = ("train", "test")
+
+
+def format_prompt(question: str) -> str:
+    """The user turn of one question: ``<image>\\n{question}\\nAnswer the question using a single word or phrase.``"""
+    return f"{IMAGE_TOKEN}\n{question}\n{SHORT_ANSWER}"
+
+
+def package_data_dir() -> Path:
+    """The ``data/`` folder of the installed ``easy-vqa`` package."""
+    try:
+        import easy_vqa
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError("the easyvqa dataset needs the easy-vqa package: pip install easy-vqa") from error
+    return Path(easy_vqa.__file__).parent / "data"
+
+
+def split_files(split: str) -> tuple[Path, Path]:
+    """(questions.json, images folder) of a split."""
+    if split not in SPLITS:
+        raise ValueError(f"easy-VQA split {split!r} does not exist; splits are {list(SPLITS)}")
+    base = package_data_dir() / split
+    return base / "questions.json", base / "images"
+
+
+def select_rows(total: int, limit: int | None, seed: int) -> list[int]:
+    """Row indices to keep: all of them, or a seeded random ``limit`` of them in file order."""
+    if limit is None or limit >= total:
+        return list(range(total))
+    return sorted(random.Random(seed).sample(range(total), limit))
+
+
+class EasyVQAConfig(DatasetConfig):
+    """Options of the ``easyvqa`` dataset."""
+
+    split: Literal["train", "test"] = Field("train", description="train (38,575 questions) or test (9,673)")
+    limit: int | None = Field(None, ge=1, description="keep a seeded random subsample of this many questions")
+    seed: int = Field(0, description="seed of the subsample taken when limit is set")
+
+
+class EasyVQA:
+    """The ``easyvqa`` dataset: one Conversation per easy-VQA question."""
+
+    record_kind: ClassVar[str] = "conversation"
+
+    def __init__(self, config: EasyVQAConfig | None = None) -> None:
+        self.config = config or EasyVQAConfig()
+
+    @classmethod
+    def data_files(cls, config: EasyVQAConfig) -> list[Path]:
+        questions, images = split_files(config.split)
+        return [questions, images]
+
+    def records(self, report: DataReport) -> Iterator[Conversation]:
+        questions_file, images_dir = split_files(self.config.split)
+        rows = json.loads(questions_file.read_text())
+        for index in select_rows(len(rows), self.config.limit, self.config.seed):
+            record = None
+            with report.row(file=questions_file, row=index):
+                question, answer, image_id = rows[index]
+                if not isinstance(question, str) or not isinstance(answer, str):
+                    raise TypeError(f"expected [question, answer, image id], got {rows[index]!r}")
+                image = images_dir / f"{int(image_id)}.png"
+                record = Conversation(
+                    id=f"easyvqa-{self.config.split}-{index}",
+                    turns=(Turn("user", format_prompt(question)), Turn("assistant", answer)),
+                    images=(str(image),),
+                    metadata={"question": question, "answer": answer, "image_id": int(image_id),
+                              "question_type": "yes/no" if answer in ("yes", "no") else "open"},
+                )
+            if record is not None:
+                yield record

@@ -1,0 +1,234 @@
+"""Judges: text in, text out, cached per request.
+
+* ``openai``: any OpenAI-compatible chat-completions endpoint through the ``openai``
+  client (its retries and timeouts). The key is read from the environment variable
+  named by ``api_key_env``; it is never logged, never part of the cache key and never
+  written to disk. Needs the optional extra: ``pip install 'mllm-eval[judges]'``.
+* ``hf-local``: a local Hugging Face causal LM (a ``save_pretrained`` folder, or an mllm
+  stage folder holding one), greedy decoding.
+
+Both cache each request in a JSON Lines file keyed by a SHA-256 of the model, the
+messages and the decoding settings, so re-running a scorer costs nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from mllm.interfaces import ComponentConfig
+
+log = logging.getLogger(__name__)
+
+
+class JudgeError(RuntimeError):
+    """A judge could not be set up or could not answer."""
+
+
+class JudgeCache:
+    """Append-only JSON Lines cache: ``{"key", "model", "reply"}`` per request.
+
+    Only the key (a hash), the model name and the reply are stored: never prompts'
+    secrets, never credentials.
+    """
+
+    def __init__(self, path: str | os.PathLike | None) -> None:
+        self.path = Path(path) if path else None
+        self._lock = threading.Lock()
+        self._entries: dict[str, str] = {}
+        if self.path is not None and self.path.is_file():
+            with open(self.path, encoding="utf-8") as handle:
+                for line in handle:
+                    try:
+                        row = json.loads(line)
+                        self._entries[row["key"]] = row["reply"]
+                    except (json.JSONDecodeError, KeyError, TypeError):
+                        continue  # a torn last line from an interrupted run
+
+    @staticmethod
+    def key(model: str, messages: list[dict[str, str]], settings: dict[str, Any]) -> str:
+        blob = json.dumps({"model": model, "messages": messages, "settings": settings}, sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+    def get(self, key: str) -> str | None:
+        return self._entries.get(key)
+
+    def put(self, key: str, model: str, reply: str) -> None:
+        with self._lock:
+            self._entries[key] = reply
+            if self.path is None:
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps({"key": key, "model": model, "reply": reply}, ensure_ascii=False) + "\n")
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def _messages(prompt: str, system: str | None) -> list[dict[str, str]]:
+    messages = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": prompt})
+    return messages
+
+
+class OpenAIJudgeConfig(ComponentConfig):
+    """An OpenAI-compatible chat-completions judge."""
+
+    model: str = Field("gpt-4-0613", description="model name sent to the endpoint")
+    base_url: str | None = Field(None, description="endpoint base URL (e.g. http://localhost:8000/v1); default: the client's")
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key (the key itself is never configured)")
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    max_tokens: int = Field(1024, ge=1)
+    max_retries: int = Field(5, ge=0, description="retries of the openai client (rate limits, 5xx, timeouts)")
+    timeout_s: float = Field(120.0, gt=0)
+    cache: str | None = Field(None, description="JSON Lines cache file; none: no on-disk cache")
+
+
+class OpenAIJudge:
+    """Judge through the ``openai`` client's ``chat.completions.create``."""
+
+    def __init__(self, config: OpenAIJudgeConfig | None = None) -> None:
+        self.config = config or OpenAIJudgeConfig()
+        try:
+            import openai
+        except ImportError as error:
+            raise JudgeError(
+                "the 'openai' judge needs the openai client: pip install 'mllm-eval[judges]'"
+            ) from error
+        key = os.environ.get(self.config.api_key_env)
+        if not key:
+            raise JudgeError(
+                f"the 'openai' judge reads its API key from ${self.config.api_key_env}, which is not set; "
+                "export it (or set api_key_env to the variable that holds it)"
+            )
+        self._client = openai.OpenAI(api_key=key, base_url=self.config.base_url,
+                                     max_retries=self.config.max_retries, timeout=self.config.timeout_s)
+        self._openai_error = openai.OpenAIError
+        self.cache = JudgeCache(self.config.cache)
+
+    def _settings(self) -> dict[str, Any]:
+        return {"temperature": self.config.temperature, "max_tokens": self.config.max_tokens,
+                "base_url": self.config.base_url or ""}
+
+    def complete(self, prompt: str, *, system: str | None = None) -> str:
+        messages = _messages(prompt, system)
+        key = JudgeCache.key(self.config.model, messages, self._settings())
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        try:
+            response = self._client.chat.completions.create(
+                model=self.config.model, messages=messages,  # type: ignore[arg-type]
+                temperature=self.config.temperature, max_tokens=self.config.max_tokens,
+            )
+        except self._openai_error as error:
+            # the client's messages carry no credentials; name the endpoint, not the key
+            raise JudgeError(f"judge request to {self.config.base_url or 'the OpenAI API'} failed: "
+                             f"{type(error).__name__}: {error}") from None
+        reply = response.choices[0].message.content or ""
+        self.cache.put(key, self.config.model, reply)
+        return reply
+
+
+class HFLocalJudgeConfig(ComponentConfig):
+    """A local Hugging Face causal LM used as a judge (greedy)."""
+
+    path: str = Field(description="a save_pretrained folder, or an mllm stage folder containing one (model/)")
+    max_new_tokens: int = Field(256, ge=1)
+    device: str = Field("cpu", description="torch device")
+    dtype: str = Field("auto", description="auto | float32 | bfloat16 | float16")
+    chat_template: bool = Field(True, description="use the tokenizer's chat template when it has one")
+    cache: str | None = Field(None, description="JSON Lines cache file; none: no on-disk cache")
+
+
+def resolve_model_folder(path: str | os.PathLike) -> Path:
+    """The folder holding ``config.json``: ``path`` itself or a model folder inside a stage folder."""
+    root = Path(path)
+    if (root / "config.json").is_file():
+        return root
+    for sub in ("model", "final", "checkpoint"):
+        if (root / sub / "config.json").is_file():
+            return root / sub
+    found = sorted(p.parent for p in root.glob("*/config.json")) if root.is_dir() else []
+    if len(found) == 1:
+        return found[0]
+    raise JudgeError(f"hf-local judge: no Hugging Face model (config.json) in {os.fspath(root)!r} or its model/ folder")
+
+
+class HFLocalJudge:
+    """Greedy generation with a local ``AutoModelForCausalLM`` (or an mllm LLaVA stage)."""
+
+    def __init__(self, config: HFLocalJudgeConfig) -> None:
+        self.config = config
+        self.folder = resolve_model_folder(config.path)
+        self.cache = JudgeCache(config.cache)
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._lock = threading.Lock()
+
+    def _load(self) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16,
+                 "float16": torch.float16}[self.config.dtype]
+        self._tokenizer = AutoTokenizer.from_pretrained(self.folder)
+        self._model = AutoModelForCausalLM.from_pretrained(self.folder, dtype=dtype).to(self.config.device).eval()
+
+    def _encode(self, messages: list[dict[str, str]]) -> list[int]:
+        tok = self._tokenizer
+        if self.config.chat_template and getattr(tok, "chat_template", None):
+            ids = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+            if isinstance(ids, dict) or hasattr(ids, "keys"):
+                ids = ids["input_ids"]
+            return list(ids)
+        text = "\n\n".join(m["content"] for m in messages) + "\n\n"
+        return tok(text)["input_ids"]
+
+    def complete(self, prompt: str, *, system: str | None = None) -> str:
+        messages = _messages(prompt, system)
+        settings = {"max_new_tokens": self.config.max_new_tokens, "greedy": True, "folder": os.fspath(self.folder)}
+        key = JudgeCache.key(os.fspath(self.folder), messages, settings)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        import torch
+
+        with self._lock:
+            if self._model is None:
+                self._load()
+            ids = torch.tensor([self._encode(messages)], device=self.config.device)
+            with torch.no_grad():
+                out = self._model.generate(
+                    input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                    max_new_tokens=self.config.max_new_tokens,
+                    pad_token_id=self._tokenizer.pad_token_id if self._tokenizer.pad_token_id is not None
+                    else self._tokenizer.eos_token_id,
+                )
+            reply = self._tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+        self.cache.put(key, os.fspath(self.folder), reply)
+        return reply
+
+
+def build_judge(ref: Any) -> Any:
+    """A judge from ``{"name": ..., <its keys>}`` (a dict or ComponentRef), through the registry."""
+    from mllm.plugins import get_registry
+
+    if hasattr(ref, "model_dump"):
+        ref = ref.model_dump()
+    options = dict(ref)
+    name = options.pop("name", None)
+    if not name:
+        raise JudgeError("a judge needs a name, e.g. {name: openai, model: gpt-4-0613}")
+    spec = get_registry().get("judge", name)
+    config_cls = spec.load_config()
+    config = config_cls(**options) if config_cls is not None else None
+    return spec.load()(config)

@@ -1,0 +1,1 @@
+"""Pure parsing and scoring functions of the benchmarks (no files, no models, no torch)."""
