@@ -25,20 +25,9 @@ from mllm.badrows import DataReport
 from mllm.config import ComponentRef, ConfigError, ResolvedComponent, StageConfig
 from mllm.pipeline import MODEL_SUBDIR
 from mllm.specs import ComponentKind
+from mllm.training import TrainSettings, train_method
 
 DATA_REPORT = "data_report.json"
-
-
-def _train_settings_default() -> Any:
-    from mllm.training import TrainSettings
-
-    return TrainSettings()
-
-
-def _train_settings_type() -> Any:
-    from mllm.training import TrainSettings
-
-    return TrainSettings
 
 
 class TrainStageConfig(StageConfig):
@@ -49,8 +38,7 @@ class TrainStageConfig(StageConfig):
 
     method: ComponentRef = Field(description="the alignment method: {name: sft, <its keys>...}")
     data: ComponentRef = Field(description="the training dataset: {name: easyvqa, <its keys>...}")
-    train: _train_settings_type() = Field(default_factory=_train_settings_default,  # type: ignore[valid-type]
-                                          description="Trainer settings (lr, epochs, batch_size, ...)")
+    train: TrainSettings = Field(default_factory=TrainSettings, description="Trainer settings (lr, epochs, batch_size, ...)")
 
 
 def collect_records(dataset: Any, data: ResolvedComponent, where: str) -> tuple[list[Any], DataReport]:
@@ -74,8 +62,6 @@ class TrainStage:
         self.components = components
 
     def run(self, context: Any) -> None:
-        from mllm.training import train_method
-
         config = self.config
         where = f"stage {config.id!r}"
         method_ref: ResolvedComponent = self.components["method"]

@@ -1,0 +1,69 @@
+"""Reference tables for docs/pipelines.md, generated from the pydantic models.
+
+``python -m mllm.schema_docs docs/pipelines.md`` rewrites the part of the file between
+the markers below; a test fails when the doc is out of date.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+BEGIN = "<!-- BEGIN GENERATED: pipeline keys -->"
+END = "<!-- END GENERATED: pipeline keys -->"
+
+
+def _type_name(annotation: Any) -> str:
+    text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
+    text = text or str(annotation)
+    return text.replace("typing.", "").replace("mllm.config.", "").replace("NoneType", "None").replace("|", "\\|")
+
+
+def field_table(fields: dict[str, Any]) -> str:
+    """A markdown table of pydantic fields (``Model.model_fields`` or a subset)."""
+    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for name, field in fields.items():
+        key = field.alias or name
+        default = "required" if field.is_required() else repr(field.get_default(call_default_factory=True))
+        rows.append(f"| `{key}` | `{_type_name(field.annotation)}` | `{default}` | {field.description or ''} |")
+    return "\n".join(rows)
+
+
+def render() -> str:
+    from mllm.config import PipelineConfig, StageConfig
+    from mllm.plugins import Registry
+
+    registry = Registry(autoload=False)
+    parts = [BEGIN, "", "### Top level", "", field_table(PipelineConfig.model_fields), "",
+             "### Keys of every stage", "", field_table(StageConfig.model_fields), ""]
+    for spec in sorted(registry.specs("stage_kind"), key=lambda s: s.name):
+        model = spec.load_config()
+        own = {k: v for k, v in model.model_fields.items() if k not in StageConfig.model_fields}
+        if not own:
+            continue
+        parts += [f"### `kind: {spec.name}`", "", spec.description, "", field_table(own), ""]
+        for name, field in own.items():
+            annotation = field.annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel) and name not in model.component_fields:
+                parts += [f"#### `{name}:` block of `kind: {spec.name}`", "", field_table(annotation.model_fields), ""]
+    parts.append(END)
+    return "\n".join(parts)
+
+
+def update(path: Path) -> bool:
+    """Rewrite the generated section of ``path``; return True when it changed."""
+    text = path.read_text()
+    start, end = text.index(BEGIN), text.index(END) + len(END)
+    new = text[:start] + render() + text[end:]
+    if new != text:
+        path.write_text(new)
+        return True
+    return False
+
+
+if __name__ == "__main__":
+    changed = update(Path(sys.argv[1]))
+    print("updated" if changed else "up to date")

@@ -1,0 +1,127 @@
+"""ScienceQA (test split) in LLaVA's CQM-A format, scored as LLaVA's eval_science_qa.py."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from mllm.interfaces import ComponentConfig
+from mllm.records import EvalItem
+from mllm_eval._base import answer_text, image_path
+from mllm_eval._io import ScoreInputError, read_json, read_json_or_jsonl, require_file
+from mllm_eval.scoring import scienceqa as scoring
+
+QUESTIONS_WHAT = "LLaVA's ScienceQA question file (llava_test_CQM-A.json: id, conversations, image)"
+ANSWERS_WHAT = ("answers, JSON Lines {question_id, text}, or LLaVA's scored output "
+                "({correct: [...], incorrect: [...]} with question_id and pred)")
+PROBLEMS_WHAT = "ScienceQA's problems.json (subject, hint, image, grade per id) for the category breakdown"
+
+
+class ScienceQAConfig(ComponentConfig):
+    questions: str | None = Field(None, description=QUESTIONS_WHAT)
+    image_folder: str | None = Field(None, description="ScienceQA test images (the folder holding <id>/image.png)")
+    problems: str | None = Field(None, description=PROBLEMS_WHAT)
+    single_pred_prompt: bool = Field(True, description="append LLaVA's 'Answer with the option's letter...' line")
+    answer_mode: Literal["generate", "choice"] = Field("generate")
+    max_new_tokens: int = Field(16, ge=1)
+
+
+def load_questions(path: str | os.PathLike | None, option: str = "--questions") -> list[dict[str, Any]]:
+    p = require_file(path, option, QUESTIONS_WHAT)
+    data = read_json(p, option, QUESTIONS_WHAT)
+    if not isinstance(data, list):
+        raise ScoreInputError(f"{option} {os.fspath(p)!r} is not a JSON list; expected {QUESTIONS_WHAT}")
+    for i, row in enumerate(data):
+        conv = row.get("conversations") if isinstance(row, dict) else None
+        if "id" not in row or not isinstance(conv, list) or len(conv) < 2:
+            raise ScoreInputError(f"{option} {os.fspath(p)!r} entry {i + 1} lacks id or a human/gpt conversation; "
+                                  f"expected {QUESTIONS_WHAT}")
+    return data
+
+
+def load_answers(path: str | os.PathLike | None, option: str = "--answers") -> dict[str, str]:
+    p = require_file(path, option, ANSWERS_WHAT)
+    data = read_json_or_jsonl(p, option, ANSWERS_WHAT)
+    if isinstance(data, dict) and ("correct" in data or "incorrect" in data):
+        rows = list(data.get("correct", [])) + list(data.get("incorrect", []))
+    elif isinstance(data, list):
+        rows = data
+    elif isinstance(data, dict) and "question_id" in data:
+        rows = [data]  # a one-line JSON Lines file
+    else:
+        raise ScoreInputError(f"{option} {os.fspath(p)!r} has an unknown shape; expected {ANSWERS_WHAT}")
+    out: dict[str, str] = {}
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict) or "question_id" not in row:
+            raise ScoreInputError(f"{option} {os.fspath(p)!r} row {i + 1} lacks question_id; expected {ANSWERS_WHAT}")
+        out[str(row["question_id"])] = answer_text(row, p, option, i)
+    return out
+
+
+def load_problems(path: str | os.PathLike | None, option: str = "--problems") -> dict[str, dict[str, Any]] | None:
+    if path is None:
+        return None
+    p = require_file(path, option, PROBLEMS_WHAT)
+    data = read_json(p, option, PROBLEMS_WHAT)
+    if not isinstance(data, dict):
+        raise ScoreInputError(f"{option} {os.fspath(p)!r} is not a JSON object keyed by problem id; expected {PROBLEMS_WHAT}")
+    return {str(k): v for k, v in data.items()}
+
+
+class ScienceQA:
+    """ScienceQA accuracy and IMG accuracy (percent), plus categories given problems.json."""
+
+    metric_keys: ClassVar[tuple[str, ...]] = ("accuracy", "img_accuracy", "failed")
+    score_inputs: ClassVar[dict[str, str]] = {"answers": ANSWERS_WHAT, "questions": QUESTIONS_WHAT, "problems": PROBLEMS_WHAT}
+
+    def __init__(self, config: ScienceQAConfig | None = None) -> None:
+        self.config = config or ScienceQAConfig()
+        self.answer_mode = self.config.answer_mode
+        self.max_new_tokens = self.config.max_new_tokens
+        self._problems = load_problems(self.config.problems, "problems")
+
+    @staticmethod
+    def build_items(rows: Sequence[dict[str, Any]], image_folder: str | None, *, check_files: bool,
+                    single_pred_prompt: bool = True) -> list[EvalItem]:
+        items = []
+        for row in rows:
+            human, gold = row["conversations"][0]["value"], row["conversations"][1]["value"].strip()
+            prompt = human + ("\n" + scoring.SINGLE_PRED_PROMPT if single_pred_prompt else "")
+            images: tuple[str, ...] = ()
+            if "<image>" in human:
+                name = row.get("image", f"{row['id']}/image.png")
+                images = (image_path(image_folder, name, "scienceqa") if check_files else name,)
+            n_opts = scoring.count_options(human) or len(scoring.OPTIONS)
+            items.append(EvalItem(id=str(row["id"]), prompt=prompt, images=images, answer=gold,
+                                  choices=scoring.OPTIONS[:n_opts], metadata={"human": human},
+                                  check_files=check_files))
+        return items
+
+    def items(self) -> list[EvalItem]:
+        rows = load_questions(self.config.questions, "questions")
+        return self.build_items(rows, self.config.image_folder, check_files=True,
+                                single_pred_prompt=self.config.single_pred_prompt)
+
+    def score(self, items: Sequence[EvalItem], answers: Mapping[str, str]) -> dict[str, float]:
+        questions = [scoring.Question(i.id, i.metadata.get("human", i.prompt), i.answer or "") for i in items]
+        return scoring.score(questions, answers, self._problems)
+
+    @classmethod
+    def score_files(cls, *, answers: str | None = None, questions: str | None = None, problems: str | None = None,
+                    config: Mapping[str, Any] | None = None) -> dict[str, float]:
+        """Score answers (missing ones count as failed) against the question file's gold letters."""
+        preds = load_answers(answers)
+        rows = load_questions(questions)
+        cfg = ScienceQAConfig(**{**(config or {}), **({"problems": problems} if problems else {})})
+        items = cls.build_items(rows, None, check_files=False)
+        known = {i.id for i in items}
+        unknown = [q for q in preds if q not in known]
+        if unknown and len(unknown) == len(preds):
+            raise ScoreInputError(
+                f"--answers {os.fspath(Path(answers or ''))!r}: none of its question ids appear in --questions "
+                f"(first: {unknown[0]}); pass the question file the answers came from")
+        return cls(cfg).score(items, preds)
