@@ -92,7 +92,7 @@ class TrainSettings(ComponentConfig):
             save_total_limit=self.save_total_limit,
             bf16=self.bf16,
             fp16=self.fp16,
-            gradient_checkpointing=self.gradient_checkpointing,
+            activation_checkpointing=self.gradient_checkpointing,
             report_to=list(self.report_to),
             seed=self.seed if self.seed is not None else seed,
             deepspeed=self.deepspeed,
@@ -196,12 +196,19 @@ class MethodTrainer(Trainer):
     # -- optimizer ----------------------------------------------------------------------
 
     def _projector_parameter_ids(self, model: Any) -> set[int]:
-        base = model
+        """Parameters under ``projector_module``: a path in ``model`` itself or, for a peft
+        model, in the model it wraps."""
+        candidates = [model]
         get_base = getattr(model, "get_base_model", None)
-        if callable(get_base):  # a peft model: module paths are those of the wrapped model
-            base = get_base()
-        module = base.get_submodule(self.projector_module)
-        return {id(p) for p in module.parameters()}
+        if callable(get_base):
+            candidates.append(get_base())
+        for candidate in candidates:
+            try:
+                module = candidate.get_submodule(self.projector_module)
+            except AttributeError:
+                continue
+            return {id(p) for p in module.parameters()}
+        raise ValueError(f"projector module {self.projector_module!r} not found in {type(model).__name__}")
 
     def create_optimizer(self, model: Any = None) -> torch.optim.Optimizer:
         """The Trainer's optimizer, with the projector in param groups of its own lr."""
@@ -309,7 +316,7 @@ def last_logged_values(log_history: Sequence[dict[str, Any]]) -> dict[str, float
     for entry in log_history:
         for key, value in entry.items():
             value = _plain(value)
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "total_flos":
                 values[key] = value
     return values
 

@@ -21,9 +21,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
-
 from mllm.interfaces import ComponentConfig
+from pydantic import Field
 
 log = logging.getLogger(__name__)
 

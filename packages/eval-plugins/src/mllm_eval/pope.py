@@ -7,10 +7,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
-
 from mllm.interfaces import ComponentConfig
 from mllm.records import EvalItem
+from pydantic import Field
+
 from mllm_eval._base import answer_text, answers_by_id, image_path
 from mllm_eval._io import ScoreInputError, read_jsonl, require_file, require_keys
 from mllm_eval.scoring import pope as scoring
@@ -63,7 +63,7 @@ def load_items(questions: str | os.PathLike, labels: str | os.PathLike, splits: 
     except scoring.LabelMismatchError as error:
         raise ScoreInputError(f"{error}\n(questions: {os.fspath(qpath)}, labels: {os.fspath(labels)})") from None
     items = []
-    for row, key in zip(chosen, keys):
+    for row, key in zip(chosen, keys, strict=True):
         image = image_path(image_folder, row["image"], "pope") if check_files else row["image"]
         items.append(EvalItem(
             id=str(row["question_id"]), prompt="<image>\n" + row["text"], images=(image,),

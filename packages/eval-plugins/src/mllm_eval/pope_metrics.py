@@ -59,7 +59,7 @@ def pope_metrics(predictions: Sequence[str], labels: Sequence[str]) -> dict[str,
     if not predictions:
         raise ValueError("pope_metrics: no predictions to score")
     tp = fp = tn = fn = 0
-    for i, (p, g) in enumerate(zip(predictions, labels)):
+    for i, (p, g) in enumerate(zip(predictions, labels, strict=True)):
         pi = _as_label(p, "predictions", i)
         gi = _as_label(g, "labels", i)
         if pi and gi:

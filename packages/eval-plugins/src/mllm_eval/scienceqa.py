@@ -7,10 +7,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
-
 from mllm.interfaces import ComponentConfig
 from mllm.records import EvalItem
+from pydantic import Field
+
 from mllm_eval._base import answer_text, image_path
 from mllm_eval._io import ScoreInputError, read_json, read_json_or_jsonl, require_file
 from mllm_eval.scoring import scienceqa as scoring

@@ -28,13 +28,18 @@ EOS_TOKEN = "</s>"
 IMAGE_TOKEN = "<image>"
 SPECIAL_TOKENS = (PAD_TOKEN, BOS_TOKEN, EOS_TOKEN, IMAGE_TOKEN)
 
-_BASE_CORPUS = (
+# Template sentences: listed twice in the corpus so that their words clear the
+# trainer's min_frequency=2 and become whole tokens (the system prompt then costs
+# ~30 tokens instead of ~80 in every sequence).
+_TEMPLATE_TEXTS = (
     "A chat between a curious human and an artificial intelligence assistant. "
     "The assistant gives helpful, detailed, and polite answers to the human's questions.",
     "USER: <image>\nWhat is in the image? ASSISTANT: A shape.</s>",
     "USER: ASSISTANT: Yes No yes no Answer with a single word. Answer the question using a single word or phrase.",
     "Answer with the option's letter from the given choices directly. A B C D E Options: Question: Context:",
     "Is there a {} in the image? Describe the image briefly. What color is the shape? What is the shape?",
+)
+_CHARACTERS = (
     string.ascii_letters,
     " ".join(string.ascii_letters),
     string.digits,
@@ -61,7 +66,7 @@ def easy_vqa_corpus() -> list[str]:
 
 def default_corpus() -> list[str]:
     """The built-in training corpus: template words, characters, easy-VQA when installed."""
-    return list(_BASE_CORPUS) + easy_vqa_corpus()
+    return list(_TEMPLATE_TEXTS) * 2 + list(_CHARACTERS) + easy_vqa_corpus()
 
 
 def train_tokenizer(vocab_size: int = 1000, corpus: Iterable[str] | None = None, model_max_length: int = 512):

@@ -1,0 +1,91 @@
+"""Supervised fine-tuning (method ``sft``): the LLaVA visual instruction-tuning loss.
+
+Each :class:`~mllm.records.Conversation` is rendered with the model's chat template
+(``adapter.encode_conversation``): only the assistant answers (and the end-of-turn token
+after each) carry labels, so the loss is the language model's cross-entropy over answer
+tokens. Full fine-tuning by default (vision tower frozen, as LLaVA-1.5 does); LoRA and
+QLoRA through peft; freeze switches per part; a projector learning rate of its own.
+
+```yaml
+method: {name: sft}                                   # full fine-tuning
+method: {name: sft, lora: true, lora_r: 64, lora_alpha: 16, projector_lr: 2.0e-5}
+```
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Sequence
+
+from mllm.records import Conversation
+from mllm_align.common import (
+    TrainableConfig,
+    load_batch_images,
+    pad_encoded,
+    prepare_trainable,
+    token_accuracy,
+)
+
+# Length grouping weighs an image like this many text characters when there is no adapter
+# to say how many tokens an image becomes.
+_DEFAULT_IMAGE_WEIGHT = 576
+
+
+class SFTConfig(TrainableConfig):
+    """Options of the ``sft`` method (see :class:`mllm_align.common.TrainableConfig`).
+
+    Sequences longer than the model's ``max_length`` are cut by the adapter."""
+
+
+class SFT:
+    """Supervised fine-tuning on conversations (labels only on assistant tokens)."""
+
+    record_kind: ClassVar[str] = "conversation"
+
+    def __init__(self, config: SFTConfig | None = None) -> None:
+        self.config = config or SFTConfig()
+        self.adapter: Any = None
+
+    @property
+    def projector_lr(self) -> float | None:
+        return self.config.projector_lr
+
+    # -- Method protocol ----------------------------------------------------------------
+
+    def setup(self, adapter: Any) -> Any:
+        """Freeze parts or wrap the language model with LoRA; returns the model to train."""
+        self.adapter = adapter
+        return prepare_trainable(adapter, self.config)
+
+    def prepare(self, context: Any) -> None:
+        """Nothing to precompute for SFT."""
+
+    def _require_adapter(self) -> Any:
+        if self.adapter is None:
+            raise RuntimeError("SFT.setup(adapter) must be called before collate()")
+        return self.adapter
+
+    def encode(self, record: Conversation) -> dict[str, list[int]]:
+        adapter = self._require_adapter()
+        return adapter.encode_conversation(record.turns)
+
+    def collate(self, records: Sequence[Conversation]) -> dict[str, Any]:
+        """Right-padded ``input_ids``, ``labels`` (-100 except answers), ``attention_mask``
+        and the images' ``pixel_values``."""
+        adapter = self._require_adapter()
+        batch = pad_encoded([self.encode(r) for r in records], adapter.pad_token_id)
+        pixel_values = load_batch_images(adapter, records)
+        if pixel_values is not None:
+            batch["pixel_values"] = pixel_values
+        return batch
+
+    def loss(self, model: Any, batch: dict[str, Any]) -> tuple[Any, dict[str, float]]:
+        """The model's LM loss over answer tokens, and token accuracy on them."""
+        outputs = model(**batch)
+        accuracy, count = token_accuracy(outputs.logits, batch["labels"])
+        return outputs.loss, {"token_accuracy": accuracy, "answer_tokens": float(count)}
+
+    def lengths(self, records: Sequence[Conversation]) -> list[int]:
+        """Approximate sequence lengths for length grouping (no tokenization needed):
+        characters of the text plus a fixed weight per image."""
+        weight = getattr(self.adapter, "num_image_tokens", None) or _DEFAULT_IMAGE_WEIGHT
+        return [sum(len(t.content) for t in r.turns) + weight * len(r.images) for r in records]

@@ -1,0 +1,484 @@
+"""The evaluation engine: batched greedy generation and closed-set choice scoring.
+
+Every ``eval`` stage (and anything else that needs a model's answers) goes through
+:class:`AnswerEngine`::
+
+    engine = AnswerEngine(adapter, batch_size=32, max_new_tokens=8,
+                          cache_path=stage_dir / "answer_cache.jsonl", model_fingerprint=fp)
+    answers = engine.answer(items, mode="generate")   # or mode="choice"
+
+How it works, and why each piece is there:
+
+* **Same preprocessing for both modes.** A prompt is the model's chat template applied
+  to one user turn (``adapter.encode_prompt``), ending with the assistant's cue; images
+  are loaded with ``adapter.load_images`` and encoded once per distinct image with
+  ``adapter.encode_images`` (a bounded cache keeps recent features, easy-VQA asks ~10
+  questions per image); the features go to the model as ``mm_encoder_outputs``, so the
+  vision tower never runs twice for one image.
+* **Generate**: ``model.generate`` on left-padded batches, greedy, stopping at the end of
+  the assistant turn; only the new tokens are decoded, then stripped.
+* **Choice**: for an item with ``choices``, every choice's log-likelihood
+  ``log P(answer + end-of-turn | prompt)`` (the tokens the model is trained on: the
+  template's learned segment, from ``adapter.encode_conversation``) is computed in *one*
+  forward pass per batch: the prompt is followed by the tokens of all choices, laid
+  out as a tree with a 4-D attention mask (each choice sees the prompt and its own
+  earlier tokens, never another choice) and position ids that restart after the prompt
+  for each choice. The likeliest choice is the answer (ties: the first listed). Items
+  without choices are generated. (With flash-attention, which takes no custom masks,
+  each choice becomes its own row instead.)
+* **Batching never changes an answer.** Rows are left-padded; the attention mask hides
+  the padding and position ids are counted from each row's first real token
+  (``generate`` derives them from the mask; the choice pass builds them explicitly), so
+  a padded row computes what the same row computes alone, up to floating-point
+  rounding of differently-shaped matrix products (~1e-6), far below the margins that
+  decide a greedy answer. Items are sorted by length so batches carry little padding.
+* **Answer cache.** Each answer is appended to ``cache_path`` (JSON Lines, flushed and
+  fsynced after every batch) under a key hashing the model fingerprint, the prompt, the
+  images (path, size, mtime) and the generation settings (mode, ``max_new_tokens``,
+  choices). An interrupted evaluation resumes with only the missing items, a finished
+  one is never recomputed. The batch size is not part of the key because it cannot
+  change an answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
+
+from mllm.records import EvalItem, Turn
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger("mllm.generation")
+
+AnswerMode = Literal["generate", "choice"]
+CACHE_VERSION = 1
+
+
+def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+@dataclass
+class _Choice:
+    text: str
+    tokens: list[int]  # continuation after the shared prefix, cut after the last learned token
+    learned: list[bool]  # which of them count in the log-likelihood
+
+
+@dataclass
+class _Job:
+    key: str
+    item: EvalItem
+    prefix: list[int]  # prompt ids (for choice jobs: the prefix shared by every choice's sequence)
+    choices: list[_Choice] | None = None
+    ids: list[str] = field(default_factory=list)  # item ids answered by this job (duplicates share it)
+
+    @property
+    def length(self) -> int:
+        extra = sum(max(len(c.tokens) - 1, 0) for c in self.choices) if self.choices else 0
+        return len(self.prefix) + extra
+
+
+class AnswerCache:
+    """Answers keyed by a hash of everything that decides them; JSON Lines on disk."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = Path(path) if path is not None else None
+        self.answers: dict[str, str] = {}
+        if self.path is not None and self.path.exists():
+            with open(self.path) as handle:
+                for line in handle:
+                    try:
+                        entry = json.loads(line)
+                        self.answers[entry["key"]] = entry["answer"]
+                    except (ValueError, KeyError, TypeError):
+                        continue  # a line cut short by an interruption
+        self._handle = None
+
+    def get(self, key: str) -> str | None:
+        return self.answers.get(key)
+
+    def add(self, entries: list[tuple[str, str, str]]) -> None:
+        """Append ``(key, item id, answer)`` entries and flush them to disk."""
+        for key, _, answer in entries:
+            self.answers[key] = answer
+        if self.path is None or not entries:
+            return
+        if self._handle is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._needs_newline()
+            self._handle = open(self.path, "a")
+        for key, item_id, answer in entries:
+            self._handle.write(json.dumps({"key": key, "id": item_id, "answer": answer}) + "\n")
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def _needs_newline(self) -> None:
+        # a previous run killed mid-line leaves a partial last line: start on a fresh one
+        if self.path.exists() and self.path.stat().st_size:
+            with open(self.path, "rb") as handle:
+                handle.seek(-1, os.SEEK_END)
+                if handle.read(1) != b"\n":
+                    with open(self.path, "a") as append:
+                        append.write("\n")
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+class AnswerEngine:
+    """Answers :class:`~mllm.records.EvalItem` s with a model adapter; see the module docstring.
+
+    Args:
+        adapter: a model adapter (``mllm.models.llava.LlavaAdapter`` or one with the same
+            methods: ``encode_prompt``, ``encode_conversation``, ``load_images``,
+            ``encode_images``, ``tokenizer``, ``pad_token_id``, ``eos_token_id``, ``model``).
+        batch_size: rows per forward pass (choice mode: items per pass).
+        max_new_tokens: generation budget per answer.
+        cache_path: JSON Lines answer cache (``None``: keep answers in memory only).
+        model_fingerprint: identifies the model's weights (the fingerprint of the stage
+            that produced it); part of every cache key.
+        on_batch: called as ``on_batch(done, total)`` after each batch is cached.
+        image_cache_bytes: memory budget of the encoded-image cache.
+    """
+
+    def __init__(self, adapter: Any, *, batch_size: int = 32, max_new_tokens: int = 16,
+                 cache_path: Path | str | None = None, model_fingerprint: str = "",
+                 on_batch: Callable[[int, int], None] | None = None,
+                 image_cache_bytes: int = 512 * 2**20) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        self.adapter = adapter
+        self.batch_size = batch_size
+        self.max_new_tokens = max_new_tokens
+        self.cache_path = Path(cache_path) if cache_path is not None else None
+        self.model_fingerprint = model_fingerprint
+        self.on_batch = on_batch
+        self.image_cache_bytes = image_cache_bytes
+        self._features: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._feature_bytes = 0
+        self.stats = {"cached": 0, "computed": 0, "batches": 0, "images_encoded": 0, "seconds": 0.0}
+
+    # -- public ---------------------------------------------------------------------------
+
+    def answer(self, items: Sequence[EvalItem], mode: AnswerMode = "generate") -> dict[str, str]:
+        """Answers keyed by item id (``choice``: one of the item's choices, or generated
+        text for items without choices)."""
+        if mode not in ("generate", "choice"):
+            raise ValueError(f"answer mode {mode!r} is not 'generate' or 'choice'")
+        cache = AnswerCache(self.cache_path)
+        try:
+            return self._answer(items, mode, cache)
+        finally:
+            cache.close()
+
+    # -- planning -------------------------------------------------------------------------
+
+    def _key(self, item: EvalItem, mode: str) -> str:
+        images = []
+        for image in item.images:
+            try:
+                st = os.stat(image)
+                images.append([os.fspath(image), st.st_size, st.st_mtime_ns])
+            except OSError:
+                images.append([os.fspath(image), None, None])
+        payload: dict[str, Any] = {"v": CACHE_VERSION, "model": self.model_fingerprint, "prompt": item.prompt,
+                                   "images": images}
+        if mode == "choice" and item.choices:
+            payload["mode"] = "choice"
+            payload["choices"] = list(item.choices)
+        else:
+            payload["mode"] = "generate"
+            payload["max_new_tokens"] = self.max_new_tokens
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+    def _prompt_ids(self, item: EvalItem) -> list[int]:
+        return list(self.adapter.encode_prompt((Turn("user", item.prompt),)))
+
+    def _choice_job(self, key: str, item: EvalItem) -> _Job:
+        prompt = self._prompt_ids(item)
+        sequences = []
+        for choice in item.choices:
+            encoded = self.adapter.encode_conversation((Turn("user", item.prompt), Turn("assistant", choice)))
+            ids = list(encoded["input_ids"])
+            learned = [label != -100 for label in encoded["labels"]]
+            if not any(learned):
+                raise ValueError(f"item {item.id!r}: choice {choice!r} has no answer tokens under this template")
+            sequences.append((choice, ids, learned))
+        # the prompt is a prefix of every choice's sequence with segment-wise tokenization;
+        # if a tokenizer merged across the boundary, share only the common prefix
+        shared = min(_lcp(prompt, ids) for _, ids, _ in sequences)
+        shared = min(shared, min(learned.index(True) for _, _, learned in sequences))
+        if shared == 0:
+            raise ValueError(f"item {item.id!r}: the choices share no prompt prefix")
+        choices = []
+        for choice, ids, learned in sequences:
+            last = len(learned) - learned[::-1].index(True)
+            choices.append(_Choice(choice, ids[shared:last], learned[shared:last]))
+        return _Job(key, item, prompt[:shared], choices)
+
+    # -- running --------------------------------------------------------------------------
+
+    def _answer(self, items: Sequence[EvalItem], mode: str, cache: AnswerCache) -> dict[str, str]:
+        keys = {}
+        jobs: dict[str, _Job] = {}
+        answers: dict[str, str] = {}
+        for item in items:
+            if item.id in keys:
+                raise ValueError(f"item id {item.id!r} appears twice")
+            key = self._key(item, mode)
+            keys[item.id] = key
+            cached = cache.get(key)
+            if cached is not None:
+                answers[item.id] = cached
+                self.stats["cached"] += 1
+            elif key in jobs:
+                jobs[key].ids.append(item.id)
+            else:
+                job = (self._choice_job(key, item) if mode == "choice" and item.choices
+                       else _Job(key, item, self._prompt_ids(item)))
+                job.ids.append(item.id)
+                jobs[key] = job
+        if not jobs:
+            return answers
+        pending = list(jobs.values())
+        order = {job.key: index for index, job in enumerate(pending)}
+        # longest first: the biggest batch runs first, and equal lengths share batches
+        pending.sort(key=lambda job: (-job.length, order[job.key]))
+        generate_jobs = [job for job in pending if job.choices is None]
+        choice_jobs = [job for job in pending if job.choices is not None]
+        total, done = len(pending), 0
+        logger.info("answering %d item(s): %d cached, %d to compute (%s)", len(items), len(answers), total, mode)
+        started = time.monotonic()
+        import torch
+
+        model = self.adapter.model
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.inference_mode():
+                for group, run in ((generate_jobs, self._generate_batch), (choice_jobs, self._choice_batch)):
+                    for start in range(0, len(group), self.batch_size):
+                        batch = group[start:start + self.batch_size]
+                        results = run(batch)
+                        cache.add([(job.key, job.ids[0], text) for job, text in zip(batch, results)])
+                        for job, text in zip(batch, results):
+                            for item_id in job.ids:
+                                answers[item_id] = text
+                        done += len(batch)
+                        self.stats["computed"] += len(batch)
+                        self.stats["batches"] += 1
+                        if self.on_batch is not None:
+                            self.on_batch(done, total)
+        finally:
+            model.train(was_training)
+            self.stats["seconds"] += time.monotonic() - started
+        return {item.id: answers[item.id] for item in items}
+
+    # -- model inputs ---------------------------------------------------------------------
+
+    @property
+    def _device(self) -> torch.device:
+        return next(self.adapter.model.parameters()).device
+
+    def _image_features(self, jobs: Sequence[_Job]) -> Any:
+        """``mm_encoder_outputs`` for the images of ``jobs`` in order, or ``None``."""
+        paths = [os.fspath(image) for job in jobs for image in job.item.images]
+        if not paths:
+            return None
+        missing = list(dict.fromkeys(p for p in paths if p not in self._features))
+        if missing:
+            pixel_values = self.adapter.load_images(missing)
+            pixel_values = pixel_values.to(self._device)
+            features = self.adapter.encode_images(pixel_values)
+            self.stats["images_encoded"] += len(missing)
+            for path, feature in zip(missing, features):
+                feature = feature.detach()
+                self._features[path] = feature
+                self._feature_bytes += feature.numel() * feature.element_size()
+        wanted = [self._features[p] for p in paths]
+        for path in dict.fromkeys(paths):
+            self._features.move_to_end(path)
+        while self._feature_bytes > self.image_cache_bytes and len(self._features) > len(set(paths)):
+            _, old = self._features.popitem(last=False)
+            self._feature_bytes -= old.numel() * old.element_size()
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        return {"image": BaseModelOutputWithPooling(pooler_output=wanted)}
+
+    def _left_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
+
+        width = max(len(row) for row in rows)
+        pad = self.adapter.pad_token_id
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for index, row in enumerate(rows):
+            if row:
+                ids[index, width - len(row):] = torch.tensor(row, dtype=torch.long)
+                mask[index, width - len(row):] = 1
+        return ids.to(self._device), mask.to(self._device)
+
+    def _stop_ids(self) -> list[int]:
+        stops = [self.adapter.eos_token_id]
+        template = getattr(self.adapter, "template", None)
+        stop_text = getattr(template, "stop", None)
+        if stop_text:
+            encoded = self.adapter.tokenizer.encode(stop_text, add_special_tokens=False)
+            if len(encoded) == 1:
+                stops.append(encoded[0])
+        return list(dict.fromkeys(s for s in stops if s is not None))
+
+    # -- generate -------------------------------------------------------------------------
+
+    def _generate_batch(self, jobs: list[_Job]) -> list[str]:
+        from transformers import GenerationConfig
+
+        ids, mask = self._left_pad([job.prefix for job in jobs])
+        stops = self._stop_ids()
+        config = GenerationConfig(max_new_tokens=self.max_new_tokens, do_sample=False, num_beams=1,
+                                  pad_token_id=self.adapter.pad_token_id, eos_token_id=stops,
+                                  bos_token_id=getattr(self.adapter.tokenizer, "bos_token_id", None))
+        kwargs: dict[str, Any] = {}
+        features = self._image_features(jobs)
+        if features is not None:
+            kwargs["mm_encoder_outputs"] = features
+        output = self.adapter.model.generate(input_ids=ids, attention_mask=mask, generation_config=config, **kwargs)
+        new_tokens = output[:, ids.shape[1]:].tolist()
+        texts = []
+        for row in new_tokens:
+            cut = next((i for i, token in enumerate(row) if token in stops), len(row))
+            texts.append(self.adapter.tokenizer.decode(row[:cut], skip_special_tokens=True).strip())
+        return texts
+
+    # -- choice ---------------------------------------------------------------------------
+
+    def _tree_masks_supported(self) -> bool:
+        config = getattr(self.adapter.model, "config", None)
+        implementation = str(getattr(getattr(config, "text_config", config), "_attn_implementation", "") or "")
+        return "flash" not in implementation
+
+    def _choice_batch(self, jobs: list[_Job]) -> list[str]:
+        if self._tree_masks_supported():
+            scores = self._choice_scores_tree(jobs)
+        else:
+            scores = self._choice_scores_rows(jobs)
+        answers = []
+        for job, job_scores in zip(jobs, scores):
+            best = max(range(len(job_scores)), key=lambda i: (job_scores[i], -i))
+            answers.append(job.choices[best].text)
+        return answers
+
+    def _choice_scores_tree(self, jobs: list[_Job]) -> list[list[float]]:
+        """Every choice's log-likelihood, all choices of a batch in one forward pass.
+
+        Row layout: ``[left padding | prompt | choice 1 tokens | choice 2 tokens | ... | right padding]``,
+        where choice ``c`` contributes its continuation tokens except the last (the
+        last one is only predicted). The prompt ends at the same column in every row,
+        so one slice of the logits covers every prediction needed.
+        """
+        import torch
+
+        device = self._device
+        prompt_width = max(len(job.prefix) for job in jobs)
+        tails = [[token for choice in job.choices for token in choice.tokens[:-1]] for job in jobs]
+        tail_width = max(len(tail) for tail in tails)
+        width = prompt_width + tail_width
+        batch = len(jobs)
+        ids = torch.full((batch, width), self.adapter.pad_token_id, dtype=torch.long)
+        positions = torch.zeros((batch, width), dtype=torch.long)
+        allowed = torch.zeros((batch, width, width), dtype=torch.bool)
+        causal = torch.ones((prompt_width, prompt_width), dtype=torch.bool).tril()
+        for row, (job, tail) in enumerate(zip(jobs, tails)):
+            start = prompt_width - len(job.prefix)
+            ids[row, start:prompt_width] = torch.tensor(job.prefix)
+            positions[row, start:prompt_width] = torch.arange(len(job.prefix))
+            allowed[row, start:prompt_width, start:prompt_width] = causal[:len(job.prefix), :len(job.prefix)]
+            column = prompt_width
+            for choice in job.choices:
+                n = len(choice.tokens) - 1
+                if n <= 0:
+                    continue
+                span = slice(column, column + n)
+                ids[row, span] = torch.tensor(choice.tokens[:-1])
+                positions[row, span] = torch.arange(len(job.prefix), len(job.prefix) + n)
+                allowed[row, span, start:prompt_width] = True
+                allowed[row, span, span] = torch.ones((n, n), dtype=torch.bool).tril()
+                column += n
+            # padding attends to itself only (keeps its softmax well defined; nobody reads it)
+            for pad_column in (*range(0, start), *range(column, width)):
+                allowed[row, pad_column, pad_column] = True
+        dtype = next(self.adapter.model.parameters()).dtype
+        mask = torch.zeros((batch, 1, width, width), dtype=dtype)
+        mask.masked_fill_(~allowed.unsqueeze(1), torch.finfo(dtype).min)
+        kwargs: dict[str, Any] = {}
+        features = self._image_features(jobs)
+        if features is not None:
+            kwargs["mm_encoder_outputs"] = features
+        keep = width - prompt_width + 1  # the last prompt position and every tail position
+        output = self.adapter.model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                    position_ids=positions.to(device), logits_to_keep=keep, use_cache=False, **kwargs)
+        logprobs = torch.log_softmax(output.logits.float(), dim=-1)  # [batch, keep, vocab]; column 0 = last prompt token
+        scores = []
+        for row, job in enumerate(jobs):
+            row_scores = []
+            offset = 1  # logits column of the first tail token of the current choice
+            for choice in job.choices:
+                total = 0.0
+                for j, (token, learned) in enumerate(zip(choice.tokens, choice.learned)):
+                    # token j is predicted by the prompt end (j == 0) or by this choice's token j-1
+                    column = 0 if j == 0 else offset + j - 1
+                    if learned:
+                        total += float(logprobs[row, column, token])
+                offset += max(len(choice.tokens) - 1, 0)
+                row_scores.append(total)
+            scores.append(row_scores)
+        return scores
+
+    def _choice_scores_rows(self, jobs: list[_Job]) -> list[list[float]]:
+        """Fallback for attention kernels without custom masks: one row per (item, choice)."""
+        import torch
+
+        rows, owners = [], []
+        for index, job in enumerate(jobs):
+            for choice in job.choices:
+                rows.append(job.prefix + choice.tokens)
+                owners.append((index, choice))
+        scores: list[list[float]] = [[] for _ in jobs]
+        for start in range(0, len(rows), self.batch_size):
+            chunk, chunk_owners = rows[start:start + self.batch_size], owners[start:start + self.batch_size]
+            ids, mask = self._left_pad(chunk)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            kwargs: dict[str, Any] = {}
+            features = self._image_features([jobs[index] for index, _ in chunk_owners])
+            if features is not None:
+                kwargs["mm_encoder_outputs"] = features
+            output = self.adapter.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                                        use_cache=False, **kwargs)
+            logprobs = torch.log_softmax(output.logits.float(), dim=-1)
+            width = ids.shape[1]
+            for row, (index, choice) in enumerate(chunk_owners):
+                n = len(choice.tokens)
+                total = 0.0
+                for j, (token, learned) in enumerate(zip(choice.tokens, choice.learned)):
+                    if learned:
+                        total += float(logprobs[row, width - n - 1 + j, token])
+                scores[index].append(total)
+        return scores

@@ -1,0 +1,148 @@
+"""The ``eval`` stage: models answer benchmarks through the core engine.
+
+```yaml
+- id: eval
+  kind: eval
+  models: [init, sft]                       # model ids: init and stage ids (default: [from])
+  benchmarks: [{name: easyvqa, split: test}]
+  batch_size: 32                            # rows per forward pass
+  max_new_tokens: 8                         # optional: overrides every benchmark's own
+```
+
+For each model and benchmark, the benchmark's items are answered by
+:class:`mllm.generation.AnswerEngine` in the benchmark's ``answer_mode`` (``generate`` or
+``choice``) and scored by the benchmark. Outputs, per model and benchmark, in
+``<stage>/<model id>/<benchmark>/``: ``answers.jsonl`` (one line per question: id,
+prompt, images, answer, gold) and ``answer_cache.jsonl`` (the engine's cache: an
+interrupted stage resumes where it stopped). ``metrics.json`` of the stage is
+``{model id: {benchmark: {metric: value}}}``, which the ``report`` stage reads. When
+one benchmark is listed twice (e.g. two splits), the second is named ``<name>_2``.
+
+A model's cache key starts with the fingerprint of the stage that produced it (the
+``init`` fingerprint for ``init``), so answers of a retrained model are never reused.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import Field, field_validator
+
+from mllm.config import INIT, ComponentRef, ResolvedComponent, StageConfig
+from mllm.generation import AnswerEngine
+from mllm.runfolder import atomic_write_text
+from mllm.specs import ComponentKind
+
+ANSWERS = "answers.jsonl"
+ANSWER_CACHE = "answer_cache.jsonl"
+
+
+class EvalStageConfig(StageConfig):
+    """An ``eval`` stage: which models answer which benchmarks."""
+
+    component_fields: ClassVar[dict[str, ComponentKind]] = {"benchmarks": "benchmark"}
+
+    models: list[str] | None = Field(None, description="model ids to evaluate: 'init' and ids of stages that "
+                                                       "train a model; default: [from]")
+    benchmarks: list[ComponentRef] = Field(description="benchmarks: [{name: easyvqa, <its keys>...}, ...]")
+    batch_size: int = Field(32, ge=1, description="questions per forward pass")
+    max_new_tokens: int | None = Field(None, ge=1, description="generation budget; overrides each benchmark's own")
+
+    @field_validator("benchmarks")
+    @classmethod
+    def _some_benchmarks(cls, value: list[ComponentRef]) -> list[ComponentRef]:
+        if not value:
+            raise ValueError("list at least one benchmark, e.g. [{name: easyvqa, split: test}]")
+        return value
+
+    @field_validator("models")
+    @classmethod
+    def _unique_models(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            if not value:
+                raise ValueError("list at least one model id (init or a stage id), or leave models out")
+            if len(set(value)) != len(value):
+                raise ValueError(f"model ids repeat: {value}")
+        return value
+
+    def model_ids(self) -> list[str]:
+        return list(self.models) if self.models is not None else [self.from_]
+
+    def inputs(self) -> list[str]:
+        """The stages whose models this stage reads (the loader checks they come earlier)."""
+        return self.model_ids()
+
+
+def benchmark_names(benchmarks: list[ResolvedComponent]) -> list[str]:
+    """Folder and metrics names of the benchmarks: the name, ``<name>_2`` for a repeat, ..."""
+    names, seen = [], {}
+    for component in benchmarks:
+        base = component.spec.name
+        seen[base] = seen.get(base, 0) + 1
+        names.append(base if seen[base] == 1 else f"{base}_{seen[base]}")
+    return names
+
+
+class EvalStage:
+    """Runs one eval stage (see the module docstring)."""
+
+    def __init__(self, config: EvalStageConfig, components: dict[str, Any]) -> None:
+        self.config = config
+        self.components = components
+
+    def _model_fingerprint(self, context: Any, model_id: str) -> str:
+        runner = context.runner
+        if model_id == INIT:
+            return runner.init_fingerprint()
+        return runner.fingerprint(context.pipeline.stage(model_id))
+
+    def run(self, context: Any) -> None:
+        config = self.config
+        benchmarks: list[ResolvedComponent] = self.components["benchmarks"]
+        names = benchmark_names(benchmarks)
+        built = [component.build() for component in benchmarks]
+        items_of = [list(bench.items()) for bench in built]
+        results: dict[str, dict[str, dict[str, float]]] = {}
+        for model_id in config.model_ids():
+            adapter = context.load_model(model_id)
+            fingerprint = self._model_fingerprint(context, model_id)
+            results[model_id] = {}
+            for name, bench, items in zip(names, built, items_of):
+                out_dir = Path(context.stage_dir) / model_id / name
+                out_dir.mkdir(parents=True, exist_ok=True)
+                mode = getattr(bench, "answer_mode", "generate")
+                max_new_tokens = config.max_new_tokens or getattr(bench, "max_new_tokens", None) or 16
+
+                def progress(done: int, total: int, _model: str = model_id, _bench: str = name) -> None:
+                    if done == total or done % (20 * config.batch_size) < config.batch_size:
+                        context.logger.info("%s on %s: %d/%d answers computed", _model, _bench, done, total)
+
+                engine = AnswerEngine(adapter, batch_size=config.batch_size, max_new_tokens=max_new_tokens,
+                                      cache_path=out_dir / ANSWER_CACHE, model_fingerprint=fingerprint,
+                                      on_batch=progress)
+                answers = engine.answer(items, mode=mode)
+                context.logger.info("%s on %s: %d answers (%d from the cache, %d computed in %.1fs, mode %s)",
+                                    model_id, name, len(answers), engine.stats["cached"], engine.stats["computed"],
+                                    engine.stats["seconds"], mode)
+                write_answers(out_dir / ANSWERS, items, answers)
+                metrics = {key: float(value) for key, value in bench.score(items, answers).items()}
+                results[model_id][name] = metrics
+                context.logger.info("%s on %s: %s", model_id, name,
+                                    ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+            del adapter
+            gc.collect()
+        context.metrics = results
+
+
+def write_answers(path: Path, items: list[Any], answers: dict[str, str]) -> None:
+    """``answers.jsonl``: one JSON object per item (id, prompt, images, answer, gold), atomically."""
+    lines = []
+    for item in items:
+        lines.append(json.dumps({
+            "id": item.id, "prompt": item.prompt, "images": [str(p) for p in item.images],
+            "answer": answers[item.id], "gold": item.answer,
+        }))
+    atomic_write_text(path, "\n".join(lines) + ("\n" if lines else ""))

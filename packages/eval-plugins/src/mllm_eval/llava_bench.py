@@ -1,0 +1,91 @@
+"""LLaVA-Bench (COCO or in-the-wild): judge reviews against reference answers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Literal
+
+from mllm.interfaces import ComponentConfig
+from mllm.records import EvalItem
+from pydantic import Field
+
+from mllm_eval._base import answers_by_id, get_judge, image_path
+from mllm_eval._io import ScoreInputError, read_json, read_jsonl, require_file, require_keys
+from mllm_eval.scoring import llava_bench as scoring
+
+QUESTIONS_WHAT = "LLaVA-Bench questions, JSON Lines {question_id, image, text, category}"
+REVIEWS_WHAT = "judge reviews, JSON Lines {content: '<ref score> <model score>\\n...', category}"
+
+
+class LlavaBenchConfig(ComponentConfig):
+    questions: str | None = Field(None, description=QUESTIONS_WHAT)
+    references: str | None = Field(None, description="reference (GPT-4) answers, JSON Lines {question_id, text}")
+    context: str | None = Field(None, description="image context, JSON Lines {image, caption} (captions/boxes)")
+    rule: str | None = Field(None, description="LLaVA's rule.json (judge prompt per category)")
+    image_folder: str | None = None
+    judge: dict[str, Any] | None = Field(None, description="judge config, e.g. {name: openai, model: gpt-4-0314}")
+    answer_mode: Literal["generate"] = "generate"
+    max_new_tokens: int = Field(1024, ge=1)
+
+
+class LlavaBench:
+    """Relative score (model mean / reference mean x 100) overall and per category."""
+
+    metric_keys: ClassVar[tuple[str, ...]] = ("overall", "conv", "detail", "complex", "unparsed")
+    score_inputs: ClassVar[dict[str, str]] = {"reviews": REVIEWS_WHAT}
+
+    def __init__(self, config: LlavaBenchConfig | None = None, *, judge: Any = None) -> None:
+        self.config = config or LlavaBenchConfig()
+        self.answer_mode = self.config.answer_mode
+        self.max_new_tokens = self.config.max_new_tokens
+        self._judge = judge
+
+    def items(self) -> list[EvalItem]:
+        path = require_file(self.config.questions, "questions", QUESTIONS_WHAT)
+        items = []
+        for i, row in enumerate(read_jsonl(path, "questions", QUESTIONS_WHAT)):
+            require_keys(row, ("question_id", "image", "text"), path, "questions", i, QUESTIONS_WHAT)
+            items.append(EvalItem(id=str(row["question_id"]), prompt="<image>\n" + row["text"],
+                                  images=(image_path(self.config.image_folder, row["image"], "llava-bench"),),
+                                  metadata={"question": row["text"], "image": row["image"],
+                                            "category": row.get("category", "default")}))
+        return items
+
+    def score(self, items: Sequence[EvalItem], answers: Mapping[str, str]) -> dict[str, float]:
+        texts = answers_by_id(items, answers, "llava-bench")
+        refs_path = require_file(self.config.references, "references", "reference answers JSON Lines")
+        refs = {str(r["question_id"]): r["text"] for r in read_jsonl(refs_path, "references", "{question_id, text}")}
+        rule_path = require_file(self.config.rule, "rule", "LLaVA's rule.json")
+        rules = read_json(rule_path, "rule", "LLaVA's rule.json")
+        context: dict[str, str] = {}
+        if self.config.context:
+            cpath = require_file(self.config.context, "context", "{image, caption} JSON Lines")
+            context = {r["image"]: r["caption"] for r in read_jsonl(cpath, "context", "{image, caption}")}
+        judge = get_judge(self._judge or self.config.judge, "llava-bench")
+        reviews = []
+        for item in items:
+            if item.id not in refs:
+                raise ScoreInputError(f"llava-bench: no reference answer for question {item.id} in {os.fspath(refs_path)}")
+            category = item.metadata["category"]
+            rule = rules.get(f"llava_bench_{category}") or rules.get(category) or rules["default"]
+            system, prompt = scoring.review_prompt(item.metadata["question"], context.get(item.metadata["image"], ""),
+                                                   refs[item.id], texts[item.id], rule)
+            reply = judge.complete(prompt, system=system)
+            reviews.append((category, scoring.parse_review_scores(reply)))
+        return scoring.relative_scores(reviews)
+
+    @classmethod
+    def score_files(cls, *, reviews: str | None = None, config: Mapping[str, Any] | None = None) -> dict[str, float]:
+        """Relative scores from a review file (each review's first line parsed, as LLaVA's script)."""
+        p = require_file(reviews, "--reviews", REVIEWS_WHAT)
+        rows = read_jsonl(p, "--reviews", REVIEWS_WHAT)
+        if not rows:
+            raise ScoreInputError(f"--reviews {os.fspath(p)!r} is empty; expected {REVIEWS_WHAT}")
+        parsed = []
+        for i, row in enumerate(rows):
+            require_keys(row, ("content",), p, "--reviews", i, REVIEWS_WHAT)
+            parsed.append((str(row.get("category", "")), scoring.parse_review_scores(str(row["content"]))))
+        return scoring.relative_scores(parsed)
+
+

@@ -1,0 +1,181 @@
+"""The openai judge against a local chat-completions server (no network); caching; secrecy."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+
+pytest.importorskip("openai")
+
+from mllm_eval.judges import JudgeCache, JudgeError, OpenAIJudge, OpenAIJudgeConfig  # noqa: E402
+
+SECRET = "sk-test-4f9a1c2e-never-write-me"
+
+
+class ChatServer:
+    """A minimal OpenAI chat-completions endpoint answering from a function of the prompt."""
+
+    def __init__(self, reply):
+        self.requests: list[dict] = []
+        self.auth: list[str] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.requests.append({"path": self.path, **body})
+                outer.auth.append(self.headers.get("Authorization", ""))
+                content = reply(body["messages"][-1]["content"])
+                payload = json.dumps({
+                    "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": content}}],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                }).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def make_judge(server, tmp_path, monkeypatch, **kw):
+    monkeypatch.setenv("MY_JUDGE_KEY", SECRET)
+    return OpenAIJudge(OpenAIJudgeConfig(model="judge-model", base_url=server.url, api_key_env="MY_JUDGE_KEY",
+                                         cache=str(tmp_path / "cache.jsonl"), max_retries=0, **kw))
+
+
+def test_openai_judge_speaks_chat_completions_and_caches(tmp_path, monkeypatch, caplog):
+    caplog.set_level("DEBUG")
+    with ChatServer(lambda prompt: f"echo: {prompt}") as server:
+        judge = make_judge(server, tmp_path, monkeypatch)
+        assert judge.complete("hello", system="be fair") == "echo: hello"
+        assert judge.complete("hello", system="be fair") == "echo: hello"  # from the cache
+        assert len(server.requests) == 1
+        sent = server.requests[0]
+        assert sent["path"] == "/v1/chat/completions" and sent["model"] == "judge-model"
+        assert sent["messages"] == [{"role": "system", "content": "be fair"}, {"role": "user", "content": "hello"}]
+        assert server.auth[0] == f"Bearer {SECRET}"
+        # a new judge on the same cache file answers without a request
+        again = make_judge(server, tmp_path, monkeypatch)
+        assert again.complete("hello", system="be fair") == "echo: hello"
+        assert len(server.requests) == 1
+        # other settings are another request
+        other = make_judge(server, tmp_path, monkeypatch, temperature=0.5)
+        other.complete("hello", system="be fair")
+        assert len(server.requests) == 2
+    cache_text = (tmp_path / "cache.jsonl").read_text()
+    assert SECRET not in cache_text
+    assert "echo: hello" in cache_text
+    assert SECRET not in caplog.text
+
+
+def test_openai_judge_missing_key_is_a_clear_error(monkeypatch):
+    monkeypatch.delenv("NO_SUCH_KEY_VAR", raising=False)
+    with pytest.raises(JudgeError, match=r"\$NO_SUCH_KEY_VAR"):
+        OpenAIJudge(OpenAIJudgeConfig(api_key_env="NO_SUCH_KEY_VAR"))
+
+
+def test_judge_cache_key_depends_on_model_prompt_and_settings():
+    m = [{"role": "user", "content": "x"}]
+    k = JudgeCache.key("a", m, {"t": 0})
+    assert k == JudgeCache.key("a", m, {"t": 0})
+    assert len({k, JudgeCache.key("b", m, {"t": 0}), JudgeCache.key("a", m, {"t": 1}),
+                JudgeCache.key("a", [{"role": "user", "content": "y"}], {"t": 0})}) == 4
+
+
+def test_llava_bench_with_openai_judge_counts_unparsed(tmp_path, monkeypatch):
+    from mllm.records import EvalItem
+    from mllm_eval.llava_bench import LlavaBench, LlavaBenchConfig
+
+    rule = {"conv": {"role": "Assistant", "prompt": "rate"}, "default": {"role": "Assistant", "prompt": "rate"}}
+    (tmp_path / "rule.json").write_text(json.dumps(rule))
+    (tmp_path / "refs.jsonl").write_text('{"question_id": 0, "text": "ref0"}\n{"question_id": 1, "text": "ref1"}\n')
+
+    def reply(prompt):
+        return "8 6\nok" if "model answer 0" in prompt else "I cannot decide."
+
+    with ChatServer(reply) as server:
+        monkeypatch.setenv("MY_JUDGE_KEY", SECRET)
+        cfg = LlavaBenchConfig(references=str(tmp_path / "refs.jsonl"), rule=str(tmp_path / "rule.json"),
+                               judge={"name": "openai", "model": "m", "base_url": server.url,
+                                      "api_key_env": "MY_JUDGE_KEY", "max_retries": 0})
+        items = [EvalItem(id=str(i), prompt="<image>\nq", images=("x.jpg",), check_files=False,
+                          metadata={"question": "q", "image": "x.jpg", "category": "conv"}) for i in range(2)]
+        m = LlavaBench(cfg).score(items, {"0": "model answer 0", "1": "model answer 1"})
+        assert "[Assistant 1]\nref0" in server.requests[0]["messages"][-1]["content"]
+    assert m["unparsed"] == 1 and m["n"] == 2
+    assert m["overall"] == pytest.approx(75.0)
+
+
+def test_plugin_module_stays_light():
+    code = ("import sys, mllm_eval.plugin; from mllm.plugins import Registry; Registry(); "
+            "bad = [m for m in ('torch', 'transformers', 'openai', 'mllm_eval.judges', 'mllm_eval.pope') "
+            "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_all_components_registered():
+    from mllm.plugins import Registry
+
+    registry = Registry()
+    for name in ("scienceqa", "pope", "mmvet", "llava-bench", "mtbench", "shr"):
+        spec = registry.get("benchmark", name)
+        impl, config = spec.load(), spec.load_config()
+        assert impl.metric_keys and callable(impl.score_files)
+        bench = impl(config())
+        assert bench.answer_mode in ("generate", "choice") and bench.max_new_tokens > 0
+    for name in ("openai", "hf-local"):
+        registry.get("judge", name).load_config()
+
+
+def test_mtbench_answers_judged_through_openai(tmp_path, monkeypatch):
+    from mllm_eval.mtbench import MTBench
+
+    (tmp_path / "q.jsonl").write_text(json.dumps({"question_id": 81, "category": "writing", "turns": ["Q1", "Q2"]}))
+    (tmp_path / "a.jsonl").write_text(json.dumps({"question_id": 81, "choices": [{"turns": ["A1", "A2"]}]}))
+    from mllm_eval._io import shared_data_dir
+
+    prompts = str(shared_data_dir() / "mt-bench" / "judge_prompts.jsonl")
+    if not os.path.isfile(prompts):  # the real FastChat prompts when present, else a stand-in
+        prompts_path = tmp_path / "p.jsonl"
+        prompts_path.write_text("\n".join(json.dumps(r) for r in [
+            {"name": "single-v1", "system_prompt": "s", "prompt_template": "[Question]\n{question}\n{answer}"},
+            {"name": "single-v1-multi-turn", "system_prompt": "s",
+             "prompt_template": "{question_1}{answer_1}{question_2}{answer_2}"}]))
+        prompts = str(prompts_path)
+
+    def reply(prompt):
+        return "Good. Rating: [[9]]" if "Q2" not in prompt else "no rating given"
+
+    with ChatServer(reply) as server:
+        monkeypatch.setenv("MY_JUDGE_KEY", SECRET)
+        m = MTBench.score_files(answers=str(tmp_path / "a.jsonl"), questions=str(tmp_path / "q.jsonl"),
+                                config={"judge_prompts": prompts},
+                                judge={"name": "openai", "model": "m", "base_url": server.url,
+                                       "api_key_env": "MY_JUDGE_KEY", "max_retries": 0})
+        assert len(server.requests) == 2
+        assert "A2" in server.requests[1]["messages"][-1]["content"]
+    assert m["score"] == 9.0 and m["turn1"] == 9.0 and m["unparsed"] == 1 and "turn2" not in m
