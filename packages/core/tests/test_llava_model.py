@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import shutil
-
 import pytest
 import torch
-from PIL import Image
-from pydantic import ValidationError
-
 from mllm.models.llava import IGNORE_INDEX, META_FILE, LlavaAdapter, LlavaModelConfig
 from mllm.records import Conversation, EvalItem, Turn
+from PIL import Image
+from pydantic import ValidationError
 
 TURNS = [
     Turn("user", "<image>\nwhat is the blue shape?"),
@@ -165,6 +161,10 @@ def test_lora_adapter_round_trip(adapter, images, tmp_path):
         expected = base.model(input_ids=ids, pixel_values=pixel_values).logits
         assert torch.equal(expected, loaded.model(input_ids=ids, pixel_values=pixel_values).logits)
         assert not torch.equal(expected, adapter.model(input_ids=ids, pixel_values=pixel_values).logits)
+    loaded.save(tmp_path / "lora-again")  # re-saving a loaded adapter keeps the projector weights
+    again = LlavaAdapter.load(tmp_path / "lora-again")
+    with torch.no_grad():
+        assert torch.equal(expected, again.model(input_ids=ids, pixel_values=pixel_values).logits)
     loaded.save(tmp_path / "merged", merge=True)
     assert (tmp_path / "merged" / "model.safetensors").is_file()
     merged = LlavaAdapter.load(tmp_path / "merged")
@@ -186,7 +186,7 @@ def test_labels_are_exactly_the_answers(adapter):
     assert adapter.tokenizer.decode(learned) == " rectangle</s> no</s>"
     # each labelled span on its own is one answer plus its end-of-turn token
     spans, current = [], []
-    for token, label in zip(ids, labels):
+    for token, label in zip(ids, labels, strict=True):
         if label != IGNORE_INDEX:
             assert label == token
             current.append(label)

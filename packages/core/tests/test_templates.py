@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from mllm.records import Turn
 from mllm.templates import LLAVA_SYSTEM, Segment, get_template
 

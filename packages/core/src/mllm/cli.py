@@ -170,7 +170,8 @@ def _register_plugin_commands() -> None:
     """Commands that live beside their feature (export, eval) are added when present."""
     import importlib
 
-    for module_name, attr in (("mllm.export", "export"), ("mllm.evalcli", "eval_group")):
+    for module_name, attr in (("mllm.export", "export"), ("mllm.evalcli", "eval_group"), ("mllm.convert", "convert"),
+                              ("mllm.newplugin", "new_plugin")):
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as error:

@@ -165,6 +165,9 @@ class PipelineRunner:
         path = self.model_dir(stage_id)
         if not path.exists():
             raise FileNotFoundError(f"stage {stage_id!r} has no saved model at {path}; does it produce one?")
+        if stage_id == INIT and self._init_source() is not None:
+            # a user's own checkpoint: the pipeline's model keys (template, ...) apply to it
+            return self.model_class.load(path, config=self.pipeline.model.config)
         return self.model_class.load(path)
 
     # -- fingerprints -------------------------------------------------------------------

@@ -30,12 +30,18 @@ off-by-one fixes per tokenizer for exactly this reason. Tokenizing each segment 
 own and concatenating the ids makes the mask exact by construction, and the prompt used
 for generation (the same segments up to the last ``ASSISTANT:``) is then a true prefix
 of the training sequence, so training and inference see identical token ids.
+This is exact for byte-level BPE tokenizers (the tiny models' own, GPT-2/Qwen style). A
+SentencePiece tokenizer that prepends a space marker to every encoded string (Llama's,
+as in llava-hf folders) puts one at each segment start too; single-turn prompts (one
+segment) are unaffected, so evaluating such a model is exact, while fine-tuning it on
+multi-segment conversations sees that marker before each answer.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 from mllm.records import IMAGE_TOKEN, Turn
 

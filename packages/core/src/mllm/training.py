@@ -324,16 +324,18 @@ def last_logged_values(log_history: Sequence[dict[str, Any]]) -> dict[str, float
 def train_method(method: Any, model: Any, records: Sequence[Any], settings: TrainSettings, stage_dir: Path, *,
                  seed: int = 0, resume: bool = False, projector_lr: float | None = None,
                  projector_module: str | None = None, callbacks: Sequence[TrainerCallback] = (),
-                 logger: logging.Logger | None = None) -> tuple[MethodTrainer, dict[str, float]]:
+                 logger: logging.Logger | None = None,
+                 args_overrides: dict[str, Any] | None = None) -> tuple[MethodTrainer, dict[str, float]]:
     """Train ``model`` with ``method`` on ``records``; logs go to ``<stage_dir>/train_log.jsonl``.
 
     With ``resume`` and a complete checkpoint in ``<stage_dir>/checkpoints``, training
     continues from it (optimizer, scheduler, RNG and data position included).
+    ``args_overrides`` are extra ``TrainingArguments`` (e.g. ``train_sampling_strategy``).
     Returns the trainer and the last logged value of every training metric.
     """
     stage_dir = Path(stage_dir)
     stage_dir.mkdir(parents=True, exist_ok=True)
-    args = settings.to_training_arguments(stage_dir, seed=seed)
+    args = settings.to_training_arguments(stage_dir, seed=seed, **(args_overrides or {}))
     log_path = stage_dir / TRAIN_LOG
     checkpoint = last_checkpoint(stage_dir / CHECKPOINTS_SUBDIR) if resume else None
     if checkpoint is not None:

@@ -30,8 +30,9 @@ from __future__ import annotations
 import copy
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import torch
 from pydantic import Field, model_validator
@@ -93,7 +94,7 @@ class LlavaModelConfig(ComponentConfig):
         return data
 
     @model_validator(mode="after")
-    def _exactly_one_source(self) -> "LlavaModelConfig":
+    def _exactly_one_source(self) -> LlavaModelConfig:
         if self.init is not None and self.path is not None:
             raise ValueError(f"give either init: {self.init} (build a small model) or path: {self.path} "
                              "(load a folder), not both")
@@ -220,6 +221,9 @@ class LlavaAdapter:
         # The folder whose weights the (un-adapted) model holds; a LoRA adapter saved
         # from this model names it as its base.
         self.base_path = Path(base_path).resolve() if base_path is not None else None
+        # Base weights a loaded LoRA folder replaced (mllm_base_overrides.safetensors);
+        # saved again with the adapter so that re-saving never drops them.
+        self.base_overrides: dict[str, torch.Tensor] = {}
         self._sync_generation_config()
 
     # -- construction -------------------------------------------------------------------
@@ -232,14 +236,14 @@ class LlavaAdapter:
         return Path(config.path).expanduser()
 
     @classmethod
-    def from_config(cls, config: LlavaModelConfig, seed: int = 0) -> "LlavaAdapter":
+    def from_config(cls, config: LlavaModelConfig, seed: int = 0) -> LlavaAdapter:
         """Load ``config.path``, or build the tiny model the config describes (seeded)."""
         if config.path is not None:
             return cls.load(Path(config.path).expanduser(), config=config)
         return cls.build_tiny(config, seed=seed)
 
     @classmethod
-    def build_tiny(cls, config: LlavaModelConfig, seed: int = 0) -> "LlavaAdapter":
+    def build_tiny(cls, config: LlavaModelConfig, seed: int = 0) -> LlavaAdapter:
         from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaProcessor
         from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
@@ -287,7 +291,7 @@ class LlavaAdapter:
                    max_length=config.max_length)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, config: LlavaModelConfig | None = None) -> "LlavaAdapter":
+    def load(cls, path: str | os.PathLike, *, config: LlavaModelConfig | None = None) -> LlavaAdapter:
         """A folder written by :meth:`save`, a llava-hf folder, or a peft adapter folder.
 
         ``config`` (optional): options set explicitly in it (template,
@@ -307,9 +311,10 @@ class LlavaAdapter:
             return meta.get(name, getattr(config, name) if config is not None else default)
 
         dtype = config.dtype if config is not None and "dtype" in chosen else None
+        overrides: dict[str, torch.Tensor] = {}
         if (path / "adapter_config.json").is_file():
             base_path = cls._adapter_base(path, meta)
-            model = cls._load_peft(path, base_path, dtype)
+            model, overrides = cls._load_peft(path, base_path, dtype)
         else:
             if not (path / "config.json").is_file():
                 raise FileNotFoundError(f"{path} holds no config.json: not a save_pretrained model folder")
@@ -317,9 +322,11 @@ class LlavaAdapter:
             model = load_llava(path, dtype)
         processor_dir = path if (path / "tokenizer_config.json").is_file() or (path / "tokenizer.json").is_file() else base_path
         processor = LlavaProcessor.from_pretrained(processor_dir, trust_remote_code=False)
-        return cls(model, processor, option("template", "llava-1.5"),
-                   image_aspect_ratio=option("image_aspect_ratio", "pad"),
-                   max_length=int(option("max_length", 512)), base_path=base_path)
+        adapter = cls(model, processor, option("template", "llava-1.5"),
+                      image_aspect_ratio=option("image_aspect_ratio", "pad"),
+                      max_length=int(option("max_length", 512)), base_path=base_path)
+        adapter.base_overrides = overrides
+        return adapter
 
     @staticmethod
     def _adapter_base(path: Path, meta: dict[str, Any]) -> Path:
@@ -340,12 +347,13 @@ class LlavaAdapter:
                                 f"(looked for: {', '.join(map(str, candidates)) or 'nothing recorded'})")
 
     @staticmethod
-    def _load_peft(path: Path, base_path: Path, dtype: str | None) -> Any:
+    def _load_peft(path: Path, base_path: Path, dtype: str | None) -> tuple[Any, dict[str, torch.Tensor]]:
         from peft import PeftModel
         from safetensors.torch import load_file
 
         base = load_llava(base_path, dtype)
         overrides = path / BASE_OVERRIDES_FILE
+        state: dict[str, torch.Tensor] = {}
         if overrides.is_file():
             state = load_file(str(overrides))
             missing = set(state) - set(base.state_dict())
@@ -354,7 +362,7 @@ class LlavaAdapter:
             base.load_state_dict(state, strict=False)
         model = PeftModel.from_pretrained(base, str(path))
         model.eval()
-        return model
+        return model, state
 
     # -- saving ---------------------------------------------------------------------------
 
@@ -406,7 +414,13 @@ class LlavaAdapter:
         model = self.model
         prefix = "base_model.model."
         out: dict[str, torch.Tensor] = {}
-        for name, param in model.named_parameters():
+        current = dict(model.named_parameters())
+        for key in self.base_overrides:  # loaded overrides, with their present values
+            for name in (prefix + key, prefix + key.rsplit(".", 1)[0] + ".base_layer." + key.rsplit(".", 1)[1]):
+                if name in current:
+                    out[key] = current[name].detach().to("cpu").contiguous().clone()
+                    break
+        for name, param in current.items():
             if not param.requires_grad or "lora_" in name or "modules_to_save" in name or "original_module" in name:
                 continue
             key = name[len(prefix):] if name.startswith(prefix) else name
@@ -602,7 +616,7 @@ class LlavaAdapter:
         input_ids = self._start()
         labels = [IGNORE_INDEX] * len(input_ids)
         image_id = self.image_token_id
-        for segment, ids in zip(segments, self._tokenize_segments([s.text for s in segments])):
+        for segment, ids in zip(segments, self._tokenize_segments([s.text for s in segments]), strict=True):
             input_ids.extend(ids)
             if segment.learned:
                 labels.extend(IGNORE_INDEX if token == image_id else token for token in ids)
@@ -627,7 +641,7 @@ class LlavaAdapter:
 
         if isinstance(turns, str):
             turns = [Turn("user", turns)]
-        elif hasattr(turns, "turns") or (hasattr(turns, "prompt") and not isinstance(getattr(turns, "prompt"), str)):
+        elif hasattr(turns, "turns") or (hasattr(turns, "prompt") and not isinstance(turns.prompt, str)):
             turns = getattr(turns, "turns", None) or turns.prompt
         elif hasattr(turns, "prompt"):
             turns = [Turn("user", turns.prompt)]

@@ -20,7 +20,7 @@ text adds ``<s>`` in front (like Llama's); :mod:`mllm.models.llava` encodes with
 from __future__ import annotations
 
 import string
-from typing import Iterable
+from collections.abc import Iterable
 
 PAD_TOKEN = "<pad>"
 BOS_TOKEN = "<s>"
