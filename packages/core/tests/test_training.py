@@ -15,9 +15,6 @@ easy_vqa = pytest.importorskip("easy_vqa")
 pytest.importorskip("mllm_align")
 
 from click.testing import CliRunner  # noqa: E402
-from transformers import TrainerCallback  # noqa: E402
-from transformers.trainer_pt_utils import LengthGroupedSampler  # noqa: E402
-
 from mllm import hookimpl, plugins  # noqa: E402
 from mllm.config import ConfigError, load_pipeline  # noqa: E402
 from mllm.interfaces import DatasetConfig  # noqa: E402
@@ -31,6 +28,8 @@ from mllm.training import (  # noqa: E402
     last_logged_values,
     truncate_log,
 )
+from transformers import TrainerCallback  # noqa: E402
+from transformers.trainer_pt_utils import LengthGroupedSampler  # noqa: E402
 
 TINY_MODEL = dict(name="llava", init="tiny", image_size=32, patch_size=8, vision_hidden_size=32, vision_layers=1,
                   vision_intermediate_size=64, text_hidden_size=32, text_layers=1, text_intermediate_size=64,

@@ -19,11 +19,11 @@ from __future__ import annotations
 import importlib.util
 import re
 import tempfile
-from typing import Any, Sequence
-
-from pydantic import Field, model_validator
+from collections.abc import Sequence
+from typing import Any
 
 from mllm.interfaces import ComponentConfig
+from pydantic import Field, model_validator
 
 IGNORE_INDEX = -100
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -46,7 +46,7 @@ class TrainableConfig(ComponentConfig):
     projector_lr: float | None = Field(None, gt=0, description="learning rate of the projector (LLaVA's mm_projector_lr); default: train.lr")
 
     @model_validator(mode="after")
-    def _check(self) -> "TrainableConfig":
+    def _check(self) -> TrainableConfig:
         if self.qlora and not self.lora:
             self.lora = True  # QLoRA is LoRA on a quantized base
         if self.lora and self.freeze_language_model:
@@ -167,7 +167,7 @@ def trainable_parameter_names(model: Any) -> list[str]:
 # -- batches --------------------------------------------------------------------------
 
 
-def pad_sequences(sequences: Sequence[Sequence[int]], value: int, *, side: str = "right") -> "Any":
+def pad_sequences(sequences: Sequence[Sequence[int]], value: int, *, side: str = "right") -> Any:
     """A ``[batch, longest]`` LongTensor of ``sequences`` padded with ``value``."""
     import torch
 
@@ -193,13 +193,6 @@ def pad_encoded(encoded: Sequence[dict[str, Sequence[int]]], pad_token_id: int, 
     if all("labels" in e for e in encoded):
         batch["labels"] = pad_sequences([e["labels"] for e in encoded], IGNORE_INDEX, side=side)
     return {k: v if isinstance(v, torch.Tensor) else torch.as_tensor(v) for k, v in batch.items()}
-
-
-def truncate(encoded: dict[str, list[int]], max_length: int | None) -> dict[str, list[int]]:
-    """Cut a sequence (and its labels) to ``max_length`` tokens from the right."""
-    if max_length is None or len(encoded["input_ids"]) <= max_length:
-        return encoded
-    return {key: list(value[:max_length]) for key, value in encoded.items()}
 
 
 def record_image_paths(records: Sequence[Any]) -> list[Any]:

@@ -14,9 +14,11 @@ method: {name: sft, lora: true, lora_r: 64, lora_alpha: 16, projector_lr: 2.0e-5
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 from mllm.records import Conversation
+
 from mllm_align.common import (
     TrainableConfig,
     load_batch_images,

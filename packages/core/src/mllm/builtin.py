@@ -37,3 +37,13 @@ def mllm_register_stage_kinds(register: Register) -> None:
     for name, (impl, config, description) in STAGE_KINDS.items():
         if _module_exists(impl):
             register(ComponentSpec(name=name, impl=impl, config=config, description=description))
+
+
+@hookimpl
+def mllm_register_datasets(register: Register) -> None:
+    register(ComponentSpec(name="stage-records", impl="mllm.recordio:StageRecords",
+                           config="mllm.recordio:StageRecordsConfig",
+                           description="the records.jsonl an earlier transform or generate stage of this pipeline wrote"))
+    register(ComponentSpec(name="records-jsonl", impl="mllm.recordio:RecordsJsonl",
+                           config="mllm.recordio:RecordsJsonlConfig",
+                           description="a records.jsonl file (mllm.recordio format) anywhere"))

@@ -327,8 +327,15 @@ def load_pipeline(path: Path | None, registry: Registry, overrides: list[str] = 
 
 
 def stage_inputs(stage: Stage) -> list[str]:
-    """Stage ids a stage reads: ``from``, plus what its config lists in ``inputs()``."""
+    """Stage ids a stage reads: ``from``, what its config lists in ``inputs()``, and what its
+    components' configs list in ``stage_inputs()``."""
     inputs = getattr(stage.config, "inputs", None)
-    extra = inputs() if callable(inputs) else []
+    extra = list(inputs()) if callable(inputs) else []
+    # components may read earlier stages too (the stage-records dataset): `stage_inputs()` on their config
+    for value in stage.components.values():
+        for component in value if isinstance(value, list) else [value]:
+            component_inputs = getattr(component.config, "stage_inputs", None)
+            if callable(component_inputs):
+                extra.extend(component_inputs())
     found = [stage.config.from_, *extra]
     return list(dict.fromkeys(found))

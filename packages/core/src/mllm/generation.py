@@ -87,9 +87,15 @@ class _Job:
     ids: list[str] = field(default_factory=list)  # item ids answered by this job (duplicates share it)
 
     @property
+    def first_token_only(self) -> bool:
+        """Choices that differ in their first token are told apart by it alone."""
+        return self.choices is not None and len({c.tokens[0] for c in self.choices}) == len(self.choices)
+
+    @property
     def length(self) -> int:
-        extra = sum(max(len(c.tokens) - 1, 0) for c in self.choices) if self.choices else 0
-        return len(self.prefix) + extra
+        if self.choices is None or self.first_token_only:
+            return len(self.prefix)
+        return len(self.prefix) + sum(max(len(c.tokens) - 1, 0) for c in self.choices)
 
 
 class AnswerCache:
@@ -174,6 +180,7 @@ class AnswerEngine:
         self.image_cache_bytes = image_cache_bytes
         self._features: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._feature_bytes = 0
+        self._stops: list[int] | None = None
         self.stats = {"cached": 0, "computed": 0, "batches": 0, "images_encoded": 0, "seconds": 0.0}
 
     # -- public ---------------------------------------------------------------------------
@@ -263,7 +270,8 @@ class AnswerEngine:
         # longest first: the biggest batch runs first, and equal lengths share batches
         pending.sort(key=lambda job: (-job.length, order[job.key]))
         generate_jobs = [job for job in pending if job.choices is None]
-        choice_jobs = [job for job in pending if job.choices is not None]
+        first_token_jobs = [job for job in pending if job.choices is not None and job.first_token_only]
+        tree_jobs = [job for job in pending if job.choices is not None and not job.first_token_only]
         total, done = len(pending), 0
         logger.info("answering %d item(s): %d cached, %d to compute (%s)", len(items), len(answers), total, mode)
         started = time.monotonic()
@@ -274,7 +282,8 @@ class AnswerEngine:
         model.eval()
         try:
             with torch.inference_mode():
-                for group, run in ((generate_jobs, self._generate_batch), (choice_jobs, self._choice_batch)):
+                for group, run in ((generate_jobs, self._generate_batch), (first_token_jobs, self._choice_batch),
+                                   (tree_jobs, self._choice_batch)):
                     for start in range(0, len(group), self.batch_size):
                         batch = group[start:start + self.batch_size]
                         results = run(batch)
@@ -328,15 +337,16 @@ class AnswerEngine:
 
         width = max(len(row) for row in rows)
         pad = self.adapter.pad_token_id
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for index, row in enumerate(rows):
-            if row:
-                ids[index, width - len(row):] = torch.tensor(row, dtype=torch.long)
-                mask[index, width - len(row):] = 1
+        ids = torch.tensor([[pad] * (width - len(row)) + list(row) for row in rows], dtype=torch.long)
+        mask = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in rows], dtype=torch.long)
         return ids.to(self._device), mask.to(self._device)
 
     def _stop_ids(self) -> list[int]:
+        if self._stops is None:
+            self._stops = self._find_stop_ids()
+        return self._stops
+
+    def _find_stop_ids(self) -> list[int]:
         stops = [self.adapter.eos_token_id]
         template = getattr(self.adapter, "template", None)
         stop_text = getattr(template, "stop", None)
@@ -376,7 +386,9 @@ class AnswerEngine:
         return "flash" not in implementation
 
     def _choice_batch(self, jobs: list[_Job]) -> list[str]:
-        if self._tree_masks_supported():
+        if all(job.first_token_only for job in jobs):
+            scores = self._choice_scores_first_token(jobs)
+        elif self._tree_masks_supported():
             scores = self._choice_scores_tree(jobs)
         else:
             scores = self._choice_scores_rows(jobs)
@@ -386,13 +398,30 @@ class AnswerEngine:
             answers.append(job.choices[best].text)
         return answers
 
+    def _choice_scores_first_token(self, jobs: list[_Job]) -> list[list[float]]:
+        """``log P(first token of each choice | prompt)``: one pass over the prompts, last position only."""
+        import torch
+
+        ids, mask = self._left_pad([job.prefix for job in jobs])
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        kwargs: dict[str, Any] = {}
+        features = self._image_features(jobs)
+        if features is not None:
+            kwargs["mm_encoder_outputs"] = features
+        output = self.adapter.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                                    logits_to_keep=1, use_cache=False, **kwargs)
+        logprobs = torch.log_softmax(output.logits[:, -1].float(), dim=-1)
+        return [logprobs[row, [c.tokens[0] for c in job.choices]].tolist() for row, job in enumerate(jobs)]
+
     def _choice_scores_tree(self, jobs: list[_Job]) -> list[list[float]]:
-        """Every choice's log-likelihood, all choices of a batch in one forward pass.
+        """Every choice's full log-likelihood, all choices of a batch in one forward pass.
 
         Row layout: ``[left padding | prompt | choice 1 tokens | choice 2 tokens | ... | right padding]``,
         where choice ``c`` contributes its continuation tokens except the last (the
-        last one is only predicted). The prompt ends at the same column in every row,
-        so one slice of the logits covers every prediction needed.
+        last one is only predicted). A 4-D mask lets each choice token see the prompt
+        and the earlier tokens of its own choice; its position id continues the
+        prompt's. The prompt ends at the same column in every row, so one slice of the
+        logits holds every prediction needed.
         """
         import torch
 
@@ -401,54 +430,56 @@ class AnswerEngine:
         tails = [[token for choice in job.choices for token in choice.tokens[:-1]] for job in jobs]
         tail_width = max(len(tail) for tail in tails)
         width = prompt_width + tail_width
-        batch = len(jobs)
-        ids = torch.full((batch, width), self.adapter.pad_token_id, dtype=torch.long)
-        positions = torch.zeros((batch, width), dtype=torch.long)
-        allowed = torch.zeros((batch, width, width), dtype=torch.bool)
-        causal = torch.ones((prompt_width, prompt_width), dtype=torch.bool).tril()
+        pad = self.adapter.pad_token_id
+        id_rows, position_rows = [], []
+        allowed = torch.zeros((len(jobs), width, width), dtype=torch.bool)
+        causal = torch.ones((width, width), dtype=torch.bool).tril()
         for row, (job, tail) in enumerate(zip(jobs, tails)):
-            start = prompt_width - len(job.prefix)
-            ids[row, start:prompt_width] = torch.tensor(job.prefix)
-            positions[row, start:prompt_width] = torch.arange(len(job.prefix))
-            allowed[row, start:prompt_width, start:prompt_width] = causal[:len(job.prefix), :len(job.prefix)]
+            n_prompt = len(job.prefix)
+            start = prompt_width - n_prompt
+            id_rows.append([pad] * start + job.prefix + tail + [pad] * (tail_width - len(tail)))
+            positions = [0] * start + list(range(n_prompt))
+            allowed[row, start:prompt_width, start:prompt_width] = causal[:n_prompt, :n_prompt]
             column = prompt_width
             for choice in job.choices:
                 n = len(choice.tokens) - 1
                 if n <= 0:
                     continue
-                span = slice(column, column + n)
-                ids[row, span] = torch.tensor(choice.tokens[:-1])
-                positions[row, span] = torch.arange(len(job.prefix), len(job.prefix) + n)
-                allowed[row, span, start:prompt_width] = True
-                allowed[row, span, span] = torch.ones((n, n), dtype=torch.bool).tril()
+                positions.extend(range(n_prompt, n_prompt + n))
+                allowed[row, column:column + n, start:prompt_width] = True
+                allowed[row, column:column + n, column:column + n] = causal[:n, :n]
                 column += n
-            # padding attends to itself only (keeps its softmax well defined; nobody reads it)
-            for pad_column in (*range(0, start), *range(column, width)):
-                allowed[row, pad_column, pad_column] = True
+            position_rows.append(positions + [0] * (width - len(positions)))
+        # padding attends to itself only (keeps its softmax well defined; nobody reads it)
+        lonely = ~allowed.any(-1)
+        allowed |= torch.diag_embed(lonely)
         dtype = next(self.adapter.model.parameters()).dtype
-        mask = torch.zeros((batch, 1, width, width), dtype=dtype)
+        mask = torch.zeros((len(jobs), 1, width, width), dtype=dtype)
         mask.masked_fill_(~allowed.unsqueeze(1), torch.finfo(dtype).min)
         kwargs: dict[str, Any] = {}
         features = self._image_features(jobs)
         if features is not None:
             kwargs["mm_encoder_outputs"] = features
         keep = width - prompt_width + 1  # the last prompt position and every tail position
-        output = self.adapter.model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                    position_ids=positions.to(device), logits_to_keep=keep, use_cache=False, **kwargs)
-        logprobs = torch.log_softmax(output.logits.float(), dim=-1)  # [batch, keep, vocab]; column 0 = last prompt token
+        output = self.adapter.model(input_ids=torch.tensor(id_rows, device=device), attention_mask=mask.to(device),
+                                    position_ids=torch.tensor(position_rows, device=device), logits_to_keep=keep,
+                                    use_cache=False, **kwargs)
+        logprobs = torch.log_softmax(output.logits.float(), dim=-1)  # [batch, keep, vocab]; column 0: prompt end
         scores = []
         for row, job in enumerate(jobs):
-            row_scores = []
-            offset = 1  # logits column of the first tail token of the current choice
-            for choice in job.choices:
-                total = 0.0
+            columns, tokens, owners = [], [], []
+            offset = 1  # logits column of the current choice's first tail token
+            for index, choice in enumerate(job.choices):
                 for j, (token, learned) in enumerate(zip(choice.tokens, choice.learned)):
-                    # token j is predicted by the prompt end (j == 0) or by this choice's token j-1
-                    column = 0 if j == 0 else offset + j - 1
-                    if learned:
-                        total += float(logprobs[row, column, token])
+                    if learned:  # token j is predicted by the prompt end (j == 0) or by token j-1
+                        columns.append(0 if j == 0 else offset + j - 1)
+                        tokens.append(token)
+                        owners.append(index)
                 offset += max(len(choice.tokens) - 1, 0)
-                row_scores.append(total)
+            picked = logprobs[row, columns, tokens].tolist()
+            row_scores = [0.0] * len(job.choices)
+            for owner, value in zip(owners, picked):
+                row_scores[owner] += value
             scores.append(row_scores)
         return scores
 

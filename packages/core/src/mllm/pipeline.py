@@ -287,7 +287,13 @@ class PipelineRunner:
         try:
             kind_impl = stage.kind_spec.load()
             context = StageContext(self, stage, folder, plan.fingerprint, plan.action == "resume", stage_logger)
-            kind_impl(stage.config, stage.components).run(context)
+            from mllm.recordio import CURRENT_RUN_DIR  # the stage-records dataset reads earlier stages' records
+
+            token = CURRENT_RUN_DIR.set(self.run_dir)
+            try:
+                kind_impl(stage.config, stage.components).run(context)
+            finally:
+                CURRENT_RUN_DIR.reset(token)
             if context.metrics:
                 atomic_write_text(folder.path / "metrics.json", json.dumps(context.metrics, indent=2, default=float))
             folder.finish(plan.fingerprint)

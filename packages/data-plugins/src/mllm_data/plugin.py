@@ -11,3 +11,19 @@ from mllm.specs import ComponentSpec
 def register_easyvqa_dataset(register: Register) -> None:
     register(ComponentSpec(name="easyvqa", impl="mllm_data.easyvqa:EasyVQA", config="mllm_data.easyvqa:EasyVQAConfig",
                            description="easy-VQA questions (the easy-vqa package) as single-turn conversations"))
+
+
+@hookimpl(specname="mllm_register_datasets")
+def register_file_datasets(register: Register) -> None:
+    """Datasets that read upstream files as they are (LLaVA JSON, ScienceQA, HF datasets, QA folders)."""
+    for name, module, cls, description in (
+        ("llava-json", "llava_json", "LlavaJson", "LLaVA conversation data (JSON or JSON Lines) with an image folder"),
+        ("scienceqa", "scienceqa", "ScienceQA", "ScienceQA problems.json + pid_splits.json (or a converted "
+                                                "llava_*.json) in LLaVA's prompt formats (QCM-LEA, QCM-A, CQM-A)"),
+        ("hf", "hf", "HFDataset", "a Hugging Face datasets dataset on disk or in the local cache (extra: mllm-data[hf])"),
+        ("image-qa-folder", "image_qa_folder", "ImageQAFolder",
+         "images + a JSON Lines question file (question_id, image, text, answer)"),
+    ):
+        config = "HFDatasetConfig" if cls == "HFDataset" else f"{cls}Config"
+        register(ComponentSpec(name=name, impl=f"mllm_data.{module}:{cls}", config=f"mllm_data.{module}:{config}",
+                               description=description))

@@ -32,7 +32,8 @@ class LlavaBenchConfig(ComponentConfig):
 class LlavaBench:
     """Relative score (model mean / reference mean x 100) overall and per category."""
 
-    metric_keys: ClassVar[tuple[str, ...]] = ("overall", "conv", "detail", "complex", "unparsed")
+    # keys every scoring returns; "conv", "detail", "complex" are added for the categories present
+    metric_keys: ClassVar[tuple[str, ...]] = ("overall", "unparsed")
     score_inputs: ClassVar[dict[str, str]] = {"reviews": REVIEWS_WHAT}
 
     def __init__(self, config: LlavaBenchConfig | None = None, *, judge: Any = None) -> None:

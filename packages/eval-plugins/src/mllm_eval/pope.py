@@ -93,6 +93,8 @@ class POPE:
         self.config = config or POPEConfig()
         self.answer_mode = self.config.answer_mode
         self.max_new_tokens = self.config.max_new_tokens
+        # the keys this config's splits always give (the class lists every split's)
+        self.metric_keys = tuple(k for k in self.metric_keys if k.partition("/")[0] in self.config.splits or "/" not in k)
 
     def items(self) -> list[EvalItem]:
         if not self.config.questions or not self.config.labels:

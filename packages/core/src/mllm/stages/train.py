@@ -13,6 +13,11 @@ Outputs in the stage folder: ``model/`` (the adapter's ``save``: a full model, o
 LoRA adapter folder), ``train_log.jsonl`` (every Trainer log entry), ``data_report.json``
 (rows read, kept and skipped), ``checkpoints/`` (for resume) and ``metrics.json`` (the
 last logged value of each training metric).
+
+A resumed stage (interrupted, same fingerprint) continues from its newest complete
+checkpoint (one with ``trainer_state.json``). Besides the Method protocol, a method may
+define ``projector_lr`` (a separate projector learning rate) and ``callbacks()``
+(extra ``transformers.TrainerCallback`` objects for its training run).
 """
 
 from __future__ import annotations

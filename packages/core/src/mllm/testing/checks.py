@@ -1,0 +1,597 @@
+"""The conformance kit: checks every component of a plugin module must pass.
+
+Use it from a test::
+
+    from mllm.testing import check_plugin, parametrize_with_checks
+
+    def test_my_plugin_conforms():
+        check_plugin("mllm_mine.plugin")                 # runs every check, reports all failures
+
+    @parametrize_with_checks("mllm_mine.plugin")          # one pytest test per check
+    def test_conformance(check):
+        check()
+
+The checks (one id each, ``<check>[<kind>:<name>]``):
+
+``imports-without-torch``
+    importing the plugin module in a fresh interpreter leaves torch, transformers and
+    deepspeed out of ``sys.modules`` (``mllm --help`` must stay fast).
+``registers``
+    the module registers at least one component through the hooks, without errors.
+``resolves``
+    each spec's ``impl`` and ``config`` strings import.
+``protocol``
+    the implementation has every member of its Protocol in :mod:`mllm.interfaces`
+    (``Dataset``, ``Method``, ``Benchmark``, ``Judge``, ``ModelAdapter``, ``StageKind``),
+    and ``record_kind`` / ``metric_keys`` hold valid values.
+``config``
+    the config class validates the example values, survives a YAML round trip
+    (``model_dump`` -> ``yaml.safe_dump`` -> ``yaml.safe_load`` -> validate, equal) and
+    rejects an unknown key; a dataset config has ``on_bad_row`` and ``max_bad_fraction``.
+``records`` (datasets)
+    the dataset yields at least one valid record of its ``record_kind`` (up to 16 are
+    checked) with unique ids, and every path ``data_files`` lists exists.
+``train-step`` (methods)
+    ``setup`` on a fresh tiny LLaVA, ``prepare``, ``collate`` of two records of the
+    method's ``record_kind``, then ``loss`` is a finite scalar, backward gives finite
+    gradients, not all zero, and one SGD step on CPU changes the trainable weights.
+``score`` (benchmarks)
+    ``items()`` gives at least two items; ``score`` of the first two (answered with their
+    gold answer, else their first choice) returns every key of the built benchmark's
+    ``metric_keys`` (an instance may narrow the class's keys to its config) as a number.
+``complete`` (judges)
+    ``complete(prompt, system=...)`` returns a string.
+``load`` (models)
+    ``from_config`` builds an adapter satisfying ``ModelAdapter`` whose ``module_names``
+    resolve, and ``save`` then ``load`` gives the same parameter names.
+
+Example config values. A component whose config needs values (a file path, a required
+key) declares them with an optional classmethod on its implementation::
+
+    @classmethod
+    def example_config(cls, tmp_path: pathlib.Path) -> dict:
+        (tmp_path / "rows.jsonl").write_text('{"question": "q", "answer": "a"}\\n')
+        return {"path": str(tmp_path / "rows.jsonl")}
+
+It may write small files into ``tmp_path`` (a fresh folder per check). Without it the
+config is built from its defaults. Callers can override per component:
+``check_plugin(module, examples={"dataset:mine": {...}})`` (key ``kind:name`` or ``name``;
+the value is a dict or a callable taking ``tmp_path``). A method may likewise define
+``example_records(cls, tmp_path) -> list[Record]`` to train on other records than the
+kit's (two one-image records of its ``record_kind``, see :mod:`mllm.testing.samples`).
+Benchmarks whose constructor takes a ``judge`` keyword get the judge given in
+``judges={"name": judge}`` (e.g. a :class:`mllm.testing.ScriptedJudge`).
+Stage kinds' example values are merged over ``{"id": "example", "kind": <name>}``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from mllm import interfaces
+from mllm.specs import ComponentSpec
+
+HEAVY_MODULES = ("torch", "transformers", "deepspeed")
+UNKNOWN_KEY = "mllm_conformance_unknown_key"
+RECORDS_CHECKED = 16
+
+PROTOCOLS: dict[str, type] = {
+    "model": interfaces.ModelAdapter,
+    "dataset": interfaces.Dataset,
+    "method": interfaces.Method,
+    "benchmark": interfaces.Benchmark,
+    "judge": interfaces.Judge,
+    "stage_kind": interfaces.StageKind,
+}
+# Members a model adapter has as class methods, besides its Protocol's.
+EXTRA_CLASS_MEMBERS: dict[str, tuple[str, ...]] = {"model": ("from_config", "load")}
+
+Example = Mapping[str, Any] | Callable[[Path], Mapping[str, Any]]
+
+
+class ConformanceError(AssertionError):
+    """A plugin failed one or more conformance checks; the message says which and how to fix them."""
+
+
+@dataclass
+class Check:
+    """One conformance check; call it to run it (raises :class:`ConformanceError`)."""
+
+    id: str
+    function: Callable[[], None] = field(repr=False)
+
+    def __call__(self) -> None:
+        self.function()
+
+    def __str__(self) -> str:
+        return self.id
+
+
+# -- helpers --------------------------------------------------------------------------
+
+
+def _fail(where: str, message: str) -> None:
+    raise ConformanceError(f"{where}: {message}")
+
+
+def _module_name(plugin: ModuleType | str) -> str:
+    return plugin if isinstance(plugin, str) else plugin.__name__
+
+
+def _import(plugin: ModuleType | str) -> ModuleType:
+    return importlib.import_module(plugin) if isinstance(plugin, str) else plugin
+
+
+def _guess_distribution(module_name: str) -> str:
+    from importlib import metadata
+
+    top = module_name.partition(".")[0]
+    dists = metadata.packages_distributions().get(top, [])
+    return dists[0] if dists else "plugin-under-test"
+
+
+def _protocol_members(protocol: type) -> tuple[set[str], set[str]]:
+    """(class-level members, instance attributes) of a Protocol."""
+    import typing
+
+    members = set(getattr(protocol, "__protocol_attrs__", None) or typing._get_protocol_attrs(protocol))
+    annotations = getattr(protocol, "__annotations__", {})
+    instance = {name for name, annotation in annotations.items()
+                if "ClassVar" not in str(annotation) and name in members}
+    return members - instance, instance
+
+
+def specs_of(plugin: ModuleType | str, distribution: str) -> list[ComponentSpec]:
+    """The specs a plugin module registers (in an isolated registry, no entry points)."""
+    from mllm.plugins import Registry
+
+    registry = Registry(autoload=False, builtins=False)
+    ok = registry.register_plugin(_import(plugin), distribution=distribution)
+    if not ok:
+        failure = registry.failures[-1]
+        raise ConformanceError(f"{_module_name(plugin)}: registering failed: {failure.cause}\n{failure.detail}")
+    return registry.specs()
+
+
+@dataclass
+class _Examples:
+    examples: Mapping[str, Example]
+    judges: Mapping[str, Any]
+
+    def config_values(self, spec: ComponentSpec, impl: Any, tmp_path: Path) -> dict[str, Any]:
+        given = self.examples.get(f"{spec.kind}:{spec.name}", self.examples.get(spec.name))
+        if given is None:
+            declared = getattr(impl, "example_config", None)
+            given = declared if callable(declared) else {}
+        values = dict(given(tmp_path) if callable(given) else given)
+        if spec.kind == "stage_kind":
+            values = {"id": "example", "kind": spec.name, **values}
+        return values
+
+    def judge(self, spec: ComponentSpec) -> Any:
+        return self.judges.get(f"{spec.kind}:{spec.name}", self.judges.get(spec.name))
+
+
+def _build_config(spec: ComponentSpec, values: Mapping[str, Any], where: str) -> Any:
+    from pydantic import ValidationError
+
+    config_cls = spec.load_config()
+    if config_cls is None:
+        if values:
+            _fail(where, f"example values {sorted(values)} were given but the spec names no config class")
+        return None
+    try:
+        return config_cls.model_validate(dict(values))
+    except ValidationError as error:
+        _fail(where, f"the example config values {dict(values)!r} do not validate:\n{error}\n"
+                     "Declare working values with an `example_config(cls, tmp_path)` classmethod on the "
+                     "implementation, or pass examples={...} to the kit")
+
+
+def _construct(spec: ComponentSpec, config: Any, judge: Any = None) -> Any:
+    impl = spec.load()
+    kwargs = {}
+    if judge is not None and "judge" in inspect.signature(impl).parameters:
+        kwargs["judge"] = judge
+    return impl(config, **kwargs) if config is not None else impl(**kwargs)
+
+
+# -- the checks -----------------------------------------------------------------------
+
+
+def check_imports_without_torch(module_name: str) -> None:
+    """Import ``module_name`` in a fresh interpreter; torch & co must stay out of ``sys.modules``."""
+    code = (
+        "import importlib, json, sys\n"
+        f"importlib.import_module({module_name!r})\n"
+        f"print(json.dumps([m for m in {list(HEAVY_MODULES)!r} if m in sys.modules]))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    if result.returncode != 0:
+        _fail(module_name, f"importing it failed:\n{result.stderr.strip()}")
+    heavy = json.loads(result.stdout.strip().splitlines()[-1])
+    if heavy:
+        _fail(module_name, f"importing the plugin module imports {', '.join(heavy)}; a plugin module only "
+                           "registers specs (strings): move heavy imports into the implementation modules")
+
+
+def check_registers(plugin: ModuleType | str, distribution: str) -> None:
+    specs = specs_of(plugin, distribution)
+    if not specs:
+        _fail(_module_name(plugin), "registers no component; implement a hook such as mllm_register_datasets "
+                                    "with @mllm.hookimpl and call register(ComponentSpec(...))")
+
+
+def check_resolves(spec: ComponentSpec) -> None:
+    where = f"{spec.kind} {spec.name!r}"
+    impl = spec.load()
+    if not callable(impl):
+        _fail(where, f"impl {spec.impl!r} is not a class or callable")
+    config_cls = spec.load_config()
+    if config_cls is not None and not (isinstance(config_cls, type) and hasattr(config_cls, "model_validate")):
+        _fail(where, f"config {spec.config!r} is not a pydantic model class; subclass "
+                     "mllm.interfaces.ComponentConfig (or DatasetConfig for datasets)")
+
+
+def check_protocol(spec: ComponentSpec) -> None:
+    from mllm.records import RECORD_KINDS
+
+    where = f"{spec.kind} {spec.name!r} ({spec.impl})"
+    impl = spec.load()
+    protocol = PROTOCOLS[spec.kind]
+    class_members, _ = _protocol_members(protocol)
+    missing = sorted(m for m in class_members | set(EXTRA_CLASS_MEMBERS.get(spec.kind, ())) if not hasattr(impl, m))
+    if missing:
+        _fail(where, f"does not satisfy mllm.interfaces.{protocol.__name__}: missing {', '.join(missing)}")
+    for name in class_members:
+        annotation = str(protocol.__annotations__.get(name, ""))
+        if "ClassVar" not in annotation and not callable(getattr(impl, name)):
+            _fail(where, f"{name} must be a method (mllm.interfaces.{protocol.__name__})")
+    if spec.kind in ("dataset", "method"):
+        if impl.record_kind not in RECORD_KINDS:
+            _fail(where, f"record_kind {impl.record_kind!r} is not one of {sorted(RECORD_KINDS)}")
+    if spec.kind == "benchmark":
+        keys = impl.metric_keys
+        if not keys or isinstance(keys, str) or not all(isinstance(k, str) for k in keys):
+            _fail(where, f"metric_keys must be a non-empty tuple of metric names, got {keys!r}")
+    if spec.kind == "stage_kind":
+        from mllm.config import StageConfig
+
+        config_cls = spec.load_config()
+        if config_cls is not None and not issubclass(config_cls, StageConfig):
+            _fail(where, f"config {spec.config!r} must subclass mllm.config.StageConfig")
+
+
+def check_config(spec: ComponentSpec, examples: _Examples) -> None:
+    import yaml
+    from pydantic import ValidationError
+
+    where = f"{spec.kind} {spec.name!r} config ({spec.config})"
+    config_cls = spec.load_config()
+    if config_cls is None:
+        return
+    with tempfile.TemporaryDirectory(prefix="mllm-check-") as tmp:
+        values = examples.config_values(spec, spec.load(), Path(tmp))
+        config = _build_config(spec, values, where)
+        dumped = config.model_dump(mode="json", by_alias=True)
+        try:
+            text = yaml.safe_dump(dumped, sort_keys=False)
+        except yaml.YAMLError as error:
+            _fail(where, f"model_dump(mode='json') is not plain YAML data: {error}")
+        try:
+            again = config_cls.model_validate(yaml.safe_load(text))
+        except ValidationError as error:
+            _fail(where, f"a YAML round trip does not validate:\n{text}\n{error}")
+        if again != config:
+            _fail(where, f"a YAML round trip changes the config:\nbefore: {config!r}\nafter:  {again!r}")
+        try:
+            config_cls.model_validate({**dumped, UNKNOWN_KEY: 1})
+        except ValidationError as error:
+            if not any(e["type"] == "extra_forbidden" for e in error.errors()):
+                _fail(where, f"an unknown key fails for another reason than extra_forbidden: {error}")
+        else:
+            _fail(where, "accepts unknown keys; subclass mllm.interfaces.ComponentConfig "
+                         "(model_config = ConfigDict(extra='forbid'))")
+        if spec.kind == "dataset":
+            missing = [k for k in ("on_bad_row", "max_bad_fraction") if k not in config_cls.model_fields]
+            if missing:
+                _fail(where, f"has no {', '.join(missing)}; subclass mllm.interfaces.DatasetConfig "
+                             "so the dataset follows the bad-row policy")
+
+
+def check_records(spec: ComponentSpec, examples: _Examples) -> None:
+    from mllm.badrows import DataReport
+    from mllm.records import RECORD_KINDS
+
+    where = f"dataset {spec.name!r}"
+    with tempfile.TemporaryDirectory(prefix="mllm-check-") as tmp:
+        impl = spec.load()
+        config = _build_config(spec, examples.config_values(spec, impl, Path(tmp)), where)
+        dataset = _construct(spec, config)
+        if not isinstance(dataset, interfaces.Dataset):
+            _fail(where, "the built dataset does not satisfy mllm.interfaces.Dataset")
+        for path in impl.data_files(config) if config is not None else ():
+            if not Path(path).exists():
+                _fail(where, f"data_files lists {os.fspath(path)!r}, which does not exist")
+        report = DataReport(source=where, on_bad_row="error")
+        record_cls = RECORD_KINDS[impl.record_kind]
+        records = list(islice(dataset.records(report), RECORDS_CHECKED))
+        if not records:
+            _fail(where, "yielded no records with the example config")
+        seen: set[str] = set()
+        for record in records:
+            if not isinstance(record, record_cls):
+                _fail(where, f"record_kind is {impl.record_kind!r} but it yielded a {type(record).__name__}")
+            if record.id in seen:
+                _fail(where, f"record id {record.id!r} appears twice; ids must be unique")
+            seen.add(record.id)
+        if report.total == 0:
+            _fail(where, "report.row() was never entered; build each record inside "
+                         "`with report.row(file=..., row=...):` so the bad-row policy applies")
+
+
+@dataclass
+class ExampleStageContext:
+    """What a method's ``prepare(context)`` gets during the ``train-step`` check.
+
+    A subset of :class:`mllm.pipeline.StageContext`: ``stage_dir``, ``fingerprint``,
+    ``seed``, ``resume``, ``logger``, ``metrics``, plus the records and adapter of the step.
+    """
+
+    stage_dir: Path
+    records: list[Any]
+    adapter: Any
+    fingerprint: str = "conformance"
+    seed: int = 0
+    resume: bool = False
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def logger(self) -> Any:
+        import logging
+
+        return logging.getLogger("mllm.testing")
+
+
+def check_train_step(spec: ComponentSpec, examples: _Examples) -> None:
+    import torch
+
+    from mllm.testing.samples import example_records
+    from mllm.testing.tiny import load_tiny_llava
+
+    where = f"method {spec.name!r}"
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory(prefix="mllm-check-") as tmp:
+        tmp_path = Path(tmp)
+        impl = spec.load()
+        config = _build_config(spec, examples.config_values(spec, impl, tmp_path), where)
+        method = _construct(spec, config)
+        if not isinstance(method, interfaces.Method):
+            _fail(where, "the built method does not satisfy mllm.interfaces.Method")
+        make_records = getattr(impl, "example_records", None)
+        records = list(make_records(tmp_path / "records") if callable(make_records)
+                       else example_records(impl.record_kind, tmp_path / "records"))
+        adapter = load_tiny_llava()
+        model = method.setup(adapter)
+        if model is None:
+            _fail(where, "setup(adapter) returned None; return the module to train (usually adapter.model)")
+        (tmp_path / "stage").mkdir()
+        method.prepare(ExampleStageContext(tmp_path / "stage", records, adapter))
+        model.train()
+        trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        if not trainable:
+            _fail(where, "setup() left no trainable parameter")
+        before = [p.detach().clone() for _, p in trainable]
+        batch = method.collate(records)
+        result = method.loss(model, batch)
+        if not (isinstance(result, tuple) and len(result) == 2):
+            _fail(where, f"loss() must return (loss tensor, metrics dict), got {type(result).__name__}")
+        loss, metrics = result
+        if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+            _fail(where, f"the loss must be a scalar tensor, got {loss!r}")
+        if not torch.isfinite(loss):
+            _fail(where, f"the loss is not finite: {loss.item()}")
+        if not isinstance(metrics, Mapping):
+            _fail(where, f"metrics must be a dict of name -> number, got {type(metrics).__name__}")
+        for key, value in metrics.items():
+            try:
+                float(value)
+            except (TypeError, ValueError):
+                _fail(where, f"metric {key!r} is not a number: {value!r}")
+        if not loss.requires_grad:
+            _fail(where, "the loss does not depend on any trainable parameter")
+        loss.backward()
+        grads = [(n, p.grad) for n, p in trainable if p.grad is not None]
+        if not grads:
+            _fail(where, "backward() gave no gradient to any trainable parameter")
+        bad = [n for n, g in grads if not torch.isfinite(g).all()]
+        if bad:
+            _fail(where, f"non-finite gradients in {', '.join(bad[:5])}")
+        if all(float(g.abs().sum()) == 0.0 for _, g in grads):
+            _fail(where, "every gradient is zero")
+        torch.optim.SGD([p for _, p in trainable], lr=1e-2).step()
+        if all(torch.equal(b, p.detach()) for b, (_, p) in zip(before, trainable)):
+            _fail(where, "one optimizer step changed no trainable weight")
+
+
+def _answer(item: Any) -> str:
+    if item.answer:
+        return item.answer
+    if item.choices:
+        return item.choices[0]
+    return "yes"
+
+
+def check_score(spec: ComponentSpec, examples: _Examples) -> None:
+    where = f"benchmark {spec.name!r}"
+    with tempfile.TemporaryDirectory(prefix="mllm-check-") as tmp:
+        impl = spec.load()
+        config = _build_config(spec, examples.config_values(spec, impl, Path(tmp)), where)
+        benchmark = _construct(spec, config, examples.judge(spec))
+        if not isinstance(benchmark, interfaces.Benchmark):
+            _fail(where, "the built benchmark does not satisfy mllm.interfaces.Benchmark")
+        mode = getattr(benchmark, "answer_mode", "generate")
+        if mode not in ("generate", "choice"):
+            _fail(where, f"answer_mode is {mode!r}; it must be 'generate' or 'choice'")
+        budget = getattr(benchmark, "max_new_tokens", 1)
+        if not isinstance(budget, int) or budget < 1:
+            _fail(where, f"max_new_tokens must be a positive int, got {budget!r}")
+        items = list(benchmark.items())
+        if len(items) < 2:
+            _fail(where, f"items() gave {len(items)} item(s) with the example config; the check needs two")
+        items = items[:2]
+        if mode == "choice" and any(not item.choices for item in items):
+            _fail(where, "answer_mode is 'choice' but an item has no choices")
+        metrics = benchmark.score(items, {item.id: _answer(item) for item in items})
+        if not isinstance(metrics, Mapping):
+            _fail(where, f"score() must return a dict of metric -> number, got {type(metrics).__name__}")
+        declared = tuple(benchmark.metric_keys)
+        missing = [k for k in declared if k not in metrics]
+        if missing:
+            _fail(where, f"score() did not return declared metric_keys {missing}; it returned {sorted(metrics)}. "
+                         "Declare only keys every scoring returns (an instance may narrow metric_keys to its config)")
+        for key in declared:
+            try:
+                value = float(metrics[key])
+            except (TypeError, ValueError):
+                _fail(where, f"metric {key!r} is not a number: {metrics[key]!r}")
+            if math.isnan(value):
+                _fail(where, f"metric {key!r} is NaN on two answered items")
+
+
+def check_complete(spec: ComponentSpec, examples: _Examples) -> None:
+    where = f"judge {spec.name!r}"
+    with tempfile.TemporaryDirectory(prefix="mllm-check-") as tmp:
+        impl = spec.load()
+        config = _build_config(spec, examples.config_values(spec, impl, Path(tmp)), where)
+        judge = _construct(spec, config)
+        if not isinstance(judge, interfaces.Judge):
+            _fail(where, "the built judge does not satisfy mllm.interfaces.Judge")
+        reply = judge.complete("Is the sky blue? Answer yes or no.", system="You are a careful judge.")
+        if not isinstance(reply, str):
+            _fail(where, f"complete() must return a str, got {type(reply).__name__}")
+
+
+def check_load(spec: ComponentSpec, examples: _Examples) -> None:
+    where = f"model {spec.name!r}"
+    with tempfile.TemporaryDirectory(prefix="mllm-check-") as tmp:
+        tmp_path = Path(tmp)
+        impl = spec.load()
+        config = _build_config(spec, examples.config_values(spec, impl, tmp_path), where)
+        adapter = impl.from_config(config, seed=0)
+        if not isinstance(adapter, interfaces.ModelAdapter):
+            _fail(where, "the built adapter does not satisfy mllm.interfaces.ModelAdapter")
+        names = adapter.module_names()
+        for part in ("vision_tower", "projector", "language_model"):
+            if part not in names:
+                _fail(where, f"module_names() has no {part!r}")
+            try:
+                adapter.model.get_submodule(names[part])
+            except AttributeError:
+                _fail(where, f"module_names()[{part!r}] = {names[part]!r} is not a module of adapter.model")
+        adapter.save(tmp_path / "saved")
+        loaded = impl.load(tmp_path / "saved")
+        before = sorted(n for n, _ in adapter.model.named_parameters())
+        after = sorted(n for n, _ in loaded.model.named_parameters())
+        if before != after:
+            _fail(where, "save() then load() gives a model with other parameters")
+
+
+BEHAVIOUR_CHECKS: dict[str, tuple[str, Callable[[ComponentSpec, _Examples], None]]] = {
+    "dataset": ("records", check_records),
+    "method": ("train-step", check_train_step),
+    "benchmark": ("score", check_score),
+    "judge": ("complete", check_complete),
+    "model": ("load", check_load),
+}
+
+
+def plugin_checks(plugin: ModuleType | str, *, distribution: str | None = None,
+                  examples: Mapping[str, Example] | None = None, judges: Mapping[str, Any] | None = None,
+                  kinds: Iterable[str] | None = None, names: Iterable[str] | None = None) -> list[Check]:
+    """The checks of a plugin module (see the module docstring), without running them.
+
+    Args:
+        plugin: the plugin module (the entry point's value), or its dotted name.
+        distribution: the name it registers under (default: the installed distribution
+            that provides the module, else ``plugin-under-test``).
+        examples: config values per component, ``{"kind:name" or "name": dict | callable(tmp_path)}``,
+            overriding the implementation's ``example_config``.
+        judges: judge objects for benchmarks whose constructor takes ``judge=``.
+        kinds, names: only check components of these kinds / names.
+    """
+    module_name = _module_name(plugin)
+    distribution = distribution or _guess_distribution(module_name)
+    context = _Examples(dict(examples or {}), dict(judges or {}))
+    checks = [
+        Check(f"imports-without-torch[{module_name}]", lambda: check_imports_without_torch(module_name)),
+        Check(f"registers[{module_name}]", lambda: check_registers(plugin, distribution)),
+    ]
+    wanted_kinds = set(kinds) if kinds is not None else None
+    wanted_names = set(names) if names is not None else None
+    for spec in specs_of(plugin, distribution):
+        if wanted_kinds is not None and spec.kind not in wanted_kinds:
+            continue
+        if wanted_names is not None and spec.name not in wanted_names:
+            continue
+        label = f"{spec.kind}:{spec.name}"
+        checks.append(Check(f"resolves[{label}]", lambda s=spec: check_resolves(s)))
+        checks.append(Check(f"protocol[{label}]", lambda s=spec: check_protocol(s)))
+        if spec.config is not None:
+            checks.append(Check(f"config[{label}]", lambda s=spec: check_config(s, context)))
+        if spec.kind in BEHAVIOUR_CHECKS:
+            check_name, function = BEHAVIOUR_CHECKS[spec.kind]
+            checks.append(Check(f"{check_name}[{label}]", lambda s=spec, f=function: f(s, context)))
+    return checks
+
+
+def check_plugin(plugin: ModuleType | str, **options: Any) -> list[str]:
+    """Run every conformance check of ``plugin``; raise one :class:`ConformanceError` listing all failures.
+
+    Takes the options of :func:`plugin_checks`. Returns the ids of the checks that ran.
+    """
+    failures: list[str] = []
+    checks = plugin_checks(plugin, **options)
+    for check in checks:
+        try:
+            check()
+        except Exception as error:  # report every failing check, not just the first
+            failures.append(f"- {check.id}: {type(error).__name__}: {error}")
+    if failures:
+        raise ConformanceError(f"{len(failures)} of {len(checks)} conformance checks failed for "
+                               f"{_module_name(plugin)}:\n" + "\n".join(failures))
+    return [check.id for check in checks]
+
+
+def parametrize_with_checks(plugin: ModuleType | str, **options: Any) -> Any:
+    """A ``pytest.mark.parametrize("check", ...)`` with one test per conformance check.
+
+    ::
+
+        @parametrize_with_checks("mllm_mine.plugin")
+        def test_conformance(check):
+            check()
+    """
+    import pytest
+
+    checks = plugin_checks(plugin, **options)
+    return pytest.mark.parametrize("check", checks, ids=[check.id for check in checks])
+
+
+def run_checks(checks: Sequence[Check]) -> None:
+    """Run ``checks`` in order (the first failure raises)."""
+    for check in checks:
+        check()

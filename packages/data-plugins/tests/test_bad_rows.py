@@ -1,0 +1,127 @@
+"""Broken rows of each kind, in each file-format dataset: the error (on_bad_row: error) or the
+data_report.json entry (on_bad_row: skip) names the file and the row."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from mllm.badrows import BadRowError
+from mllm_data.image_qa_folder import ImageQAFolder, ImageQAFolderConfig
+from mllm_data.llava_json import LlavaJson, LlavaJsonConfig
+from mllm_data.scienceqa import ScienceQA, ScienceQAConfig
+
+GOOD = {"id": "good", "image": "ok.png", "conversations": [{"from": "human", "value": "<image>\nWhat colour?"},
+                                                           {"from": "gpt", "value": "red"}]}
+
+# kind -> (the bad JSON Lines line, words the reason must contain)
+BROKEN = {
+    "missing image": (json.dumps({**GOOD, "id": "b1", "image": "nowhere.png"}), "nowhere.png' does not exist"),
+    "malformed JSON line": ('{"id": "b2", "conversations": [', "malformed JSON line"),
+    "empty conversation": (json.dumps({"id": "b3", "conversations": []}), "empty conversation"),
+    "wrong role order": (json.dumps({"id": "b4", "conversations": [{"from": "gpt", "value": "hi"},
+                                                                   {"from": "human", "value": "q"}]}),
+                         "turn 0 has role 'assistant' but 'user' was expected"),
+    "image count mismatch": (json.dumps({**GOOD, "id": "b5", "conversations": [
+        {"from": "human", "value": "<image>\n<image>\ntwo?"}, {"from": "gpt", "value": "a"}]}),
+        "2 <image> placeholder(s) in the conversation but 1 image(s)"),
+    "over-long row": (json.dumps({"id": "b6", "conversations": [{"from": "human", "value": "q" * 500},
+                                                                {"from": "gpt", "value": "a"}]}),
+                      "over-long: 501 characters"),
+    "unreadable image": (json.dumps({**GOOD, "id": "b7", "image": "broken.png"}), "broken.png' cannot be read"),
+}
+
+
+@pytest.fixture
+def data_dir(tmp_path, make_image):
+    make_image(tmp_path / "ok.png")
+    (tmp_path / "broken.png").write_bytes(b"not an image at all")
+    return tmp_path
+
+
+def write_lines(path, lines):
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("kind", sorted(BROKEN))
+def test_llava_json_error_names_file_and_row(data_dir, load, kind):
+    bad, reason = BROKEN[kind]
+    path = write_lines(data_dir / "train.jsonl", [json.dumps(GOOD), bad, json.dumps(GOOD)])
+    config = LlavaJsonConfig(path=str(path), max_chars=200)
+    with pytest.raises(BadRowError) as caught:
+        load(LlavaJson(config))
+    message = str(caught.value)
+    assert message.startswith(f"{path}, row line 2: ") and reason in message
+    assert "on_bad_row: skip" in message  # says how to go on
+
+
+@pytest.mark.parametrize("kind", sorted(BROKEN))
+def test_llava_json_skip_lists_file_and_row(data_dir, load, kind):
+    bad, reason = BROKEN[kind]
+    path = write_lines(data_dir / "train.jsonl", [json.dumps(GOOD), bad, json.dumps(GOOD)])
+    config = LlavaJsonConfig(path=str(path), max_chars=200, on_bad_row="skip", max_bad_fraction=0.5)
+    records, report = load(LlavaJson(config))
+    assert len(records) == 2 and report.total == 3
+    (entry,) = report.skipped
+    assert entry.file == str(path) and entry.row == "line 2" and reason in entry.reason
+    written = data_dir / "data_report.json"
+    report.write(written)
+    assert json.loads(written.read_text())["skipped"][0] == {"file": str(path), "row": "line 2",
+                                                             "reason": entry.reason}
+
+
+def test_json_list_rows_are_numbered_and_bad_fraction_stops(data_dir, load):
+    rows = [GOOD, {"id": "x", "conversations": []}, {"id": "y", "conversations": []}]
+    path = data_dir / "train.json"
+    path.write_text(json.dumps(rows))
+    with pytest.raises(BadRowError, match=r"train.json, row row 1: ValueError: empty conversation"):
+        load(LlavaJson(LlavaJsonConfig(path=str(path))))
+    with pytest.raises(BadRowError, match=r"2 of 3 rows are bad .* first: .*train.json, row row 1"):
+        load(LlavaJson(LlavaJsonConfig(path=str(path), on_bad_row="skip", max_bad_fraction=0.5)))
+
+
+def test_broken_json_file_names_file_and_position(data_dir, load):
+    path = data_dir / "train.json"
+    path.write_text('[{"id": 1,\n "conversations": [}]')
+    with pytest.raises(ValueError, match=r"train.json: not valid JSON .* line 2"):
+        load(LlavaJson(LlavaJsonConfig(path=str(path))))
+
+
+def test_image_qa_folder_bad_rows(data_dir, load):
+    path = write_lines(data_dir / "questions.jsonl", [
+        json.dumps({"question_id": 0, "image": "ok.png", "text": "colour?", "answer": "red"}),
+        json.dumps({"question_id": 1, "image": "gone.png", "text": "colour?", "answer": "red"}),
+        "{not json",
+        json.dumps({"question_id": 3, "image": "ok.png", "text": "<image> <image> two?", "answer": "a"}),
+        json.dumps({"question_id": 4, "text": "x" * 300, "answer": "a"}),
+    ])
+    config = ImageQAFolderConfig(path=str(path), max_chars=100, on_bad_row="skip", max_bad_fraction=1.0)
+    records, report = load(ImageQAFolder(config))
+    assert [r.id for r in records] == ["0"]
+    assert [(s.file, s.row) for s in report.skipped] == [(str(path), f"line {n}") for n in (2, 3, 4, 5)]
+    reasons = [s.reason for s in report.skipped]
+    assert "gone.png' does not exist" in reasons[0] and "malformed JSON line" in reasons[1]
+    assert "2 <image> placeholder(s) in 'text' but 1 image(s)" in reasons[2] and "over-long" in reasons[3]
+
+
+def test_scienceqa_bad_rows(tmp_path, load):
+    problems = {
+        "1": {"question": "q?", "choices": ["a", "b"], "answer": 0, "hint": "", "image": "image.png",
+              "lecture": "", "solution": "", "split": "train"},
+        "2": {"question": "q?" * 200, "choices": ["a", "b"], "answer": 1, "hint": "", "image": None,
+              "lecture": "", "solution": "", "split": "train"},
+        "3": {"question": "q?", "choices": ["a", "b"], "answer": 5, "hint": "", "image": None,
+              "lecture": "", "solution": "", "split": "train"},
+    }
+    (tmp_path / "problems.json").write_text(json.dumps(problems))
+    (tmp_path / "pid_splits.json").write_text(json.dumps({"train": ["1", "2", "3", "4"]}))
+    config = ScienceQAConfig(root=str(tmp_path), max_chars=100, on_bad_row="skip", max_bad_fraction=1.0)
+    records, report = load(ScienceQA(config))
+    assert records == []
+    rows = {s.row: s for s in report.skipped}
+    assert set(rows) == {"pid 1", "pid 2", "pid 3", "pid 4"}
+    assert all(s.file == str(tmp_path / "problems.json") for s in report.skipped)
+    assert "images/train/1/image.png' does not exist" in rows["pid 1"].reason
+    assert "over-long" in rows["pid 2"].reason and "not an index" in rows["pid 3"].reason
+    assert "is not in problems.json" in rows["pid 4"].reason
