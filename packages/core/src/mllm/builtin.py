@@ -28,7 +28,7 @@ def _module_exists(target: str) -> bool:
 @hookimpl
 def mllm_register_models(register: Register) -> None:
     register(ComponentSpec(name="llava", impl="mllm.models.llava:LlavaAdapter",
-                           config="mllm.models.llava:LlavaModelConfig",
+                           config="mllm.models.llava_config:LlavaModelConfig",
                            description="LLaVA (transformers LlavaForConditionalGeneration): a local folder or a tiny model built from a config"))
 
 

@@ -30,7 +30,7 @@ from mllm.badrows import DataReport
 from mllm.config import ComponentRef, ConfigError, ResolvedComponent, StageConfig
 from mllm.pipeline import MODEL_SUBDIR
 from mllm.specs import ComponentKind
-from mllm.training import TrainSettings, train_method
+from mllm.trainsettings import TrainSettings
 
 DATA_REPORT = "data_report.json"
 
@@ -95,6 +95,8 @@ class TrainStage:
         projector_lr = getattr(method, "projector_lr", None)
         projector_module = adapter.module_names().get("projector") if projector_lr is not None else None
         extra_callbacks = getattr(method, "callbacks", None)
+        from mllm.training import train_method
+
         trainer, metrics = train_method(
             method, model, records, config.train, context.stage_dir,
             seed=context.seed, resume=context.resume,

@@ -1,0 +1,222 @@
+"""Every built-in component passes the same conformance kit third-party plugins use.
+
+The plugin modules checked are the ``mllm`` entry points of this repository's own
+distributions (packages/*/pyproject.toml) plus the core's :mod:`mllm.builtin`, so a
+component added to any of them is checked without editing this file. Components whose
+configs need files get them from ``example_config`` classmethods or, for the score-only
+benchmarks and the judges (which need a grader or an endpoint), from ``EXAMPLES`` below.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+from mllm.testing import TINY_LLAVA, ScriptedJudge, parametrize_with_checks, write_image
+from mllm.testing.checks import plugin_checks
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+REPO = Path(__file__).resolve().parents[3]
+JUDGE_KEY_ENV = "MLLM_CONFORMANCE_JUDGE_KEY"
+
+
+def repository_plugin_modules() -> list[tuple[str, str]]:
+    """(distribution, plugin module) of mllm-core and every packages/* distribution's entry points."""
+    found = [("mllm-core", "mllm.builtin")]
+    for pyproject in sorted(REPO.glob("packages/*/pyproject.toml")):
+        project = tomllib.loads(pyproject.read_text())["project"]
+        for module in project.get("entry-points", {}).get("mllm", {}).values():
+            found.append((project["name"], module))
+    return found
+
+
+# -- example inputs of the built-ins that need files, a grader or an endpoint ----------------
+
+
+def _images(folder: Path, *names: str) -> str:
+    for index, name in enumerate(names):
+        write_image(folder / name, ("red", "blue", "green")[index % 3])
+    return str(folder)
+
+
+def _jsonl(path: Path, rows: list[dict]) -> str:
+    path.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    return str(path)
+
+
+def scienceqa_example(tmp: Path) -> dict:
+    rows = [{"id": str(i), "image": f"{i}/image.png", "conversations": [
+        {"from": "human", "value": f"<image>\nWhich colour is shown?\nA. red\nB. blue"},
+        {"from": "gpt", "value": "AB"[i]}]} for i in range(2)]
+    (tmp / "q.json").write_text(json.dumps(rows))
+    return {"questions": str(tmp / "q.json"), "image_folder": _images(tmp / "img", "0/image.png", "1/image.png")}
+
+
+def pope_example(tmp: Path) -> dict:
+    questions = [{"question_id": i, "image": f"{i}.jpg", "text": f"Is there a {w} in the image?", "category": "random"}
+                 for i, w in enumerate(("cat", "dog"))]
+    (tmp / "labels").mkdir()
+    _jsonl(tmp / "labels" / "coco_pope_random.json",
+           [{"question_id": q["question_id"], "image": q["image"], "text": q["text"], "label": label}
+            for q, label in zip(questions, ("yes", "no"))])
+    return {"questions": _jsonl(tmp / "q.jsonl", questions), "labels": str(tmp / "labels"), "splits": ["random"],
+            "image_folder": _images(tmp / "img", "0.jpg", "1.jpg")}
+
+
+def mmvet_example(tmp: Path) -> dict:
+    questions = [{"question_id": i, "image": f"v1_{i}.png", "text": "What colour is the square?"} for i in range(2)]
+    (tmp / "mm-vet.json").write_text(json.dumps({f"v1_{i}": {"capability": ["rec"], "answer": "red"} for i in range(2)}))
+    return {"questions": _jsonl(tmp / "q.jsonl", questions), "annotations": str(tmp / "mm-vet.json"),
+            "image_folder": _images(tmp / "img", "v1_0.png", "v1_1.png")}
+
+
+def llava_bench_example(tmp: Path) -> dict:
+    questions = [{"question_id": i, "image": f"{i}.jpg", "text": "Describe the image.", "category": c}
+                 for i, c in enumerate(("conv", "detail"))]
+    (tmp / "rule.json").write_text(json.dumps({"default": {"role": "Assistant", "prompt": "Rate both answers 1-10."}}))
+    return {"questions": _jsonl(tmp / "q.jsonl", questions), "rule": str(tmp / "rule.json"),
+            "references": _jsonl(tmp / "ref.jsonl", [{"question_id": i, "text": "A red square."} for i in range(2)]),
+            "image_folder": _images(tmp / "img", "0.jpg", "1.jpg")}
+
+
+def mtbench_example(tmp: Path) -> dict:
+    prompts = [{"name": "single-v1", "type": "single", "system_prompt": "You are a judge.",
+                "prompt_template": "[Question]\n{question}\n[Answer]\n{answer}\nRate 1-10 as [[rating]]."}]
+    questions = [{"question_id": 81 + i, "category": "writing", "turns": [f"Write line {i}."]} for i in range(2)]
+    return {"questions": _jsonl(tmp / "q.jsonl", questions), "judge_prompts": _jsonl(tmp / "p.jsonl", prompts)}
+
+
+def shr_example(tmp: Path) -> dict:
+    rows = [{"image_id": 2339 + i, "image": f"{2339 + i}.jpg", "factual": [],
+             "regions": [{"x": 0, "y": 0, "w": 8, "h": 8, "phrase": "a red square"}]} for i in range(2)]
+    return {"questions": _jsonl(tmp / "shr.jsonl", rows), "image_folder": _images(tmp / "img", "2339.jpg", "2340.jpg")}
+
+
+class _ChatCompletions(BaseHTTPRequestHandler):
+    """A minimal OpenAI-compatible endpoint: every chat completion answers "yes"."""
+
+    def do_POST(self):  # noqa: N802 - http.server's naming
+        length = int(self.headers.get("Content-Length", 0))
+        request = json.loads(self.rfile.read(length) or b"{}")
+        body = json.dumps({
+            "id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": request.get("model", "m"),
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "yes"}}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        }).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def chat_endpoint():
+    server = HTTPServer(("127.0.0.1", 0), _ChatCompletions)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/v1"
+    server.shutdown()
+
+
+def _tiny_causal_lm(folder: Path) -> str:
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.train_from_iterator(["is the sky blue? yes or no"] * 4, trainers.BpeTrainer(
+        vocab_size=280, special_tokens=["<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<eos>", pad_token="<eos>")
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=fast.vocab_size, hidden_size=16, intermediate_size=32,
+                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                                         max_position_embeddings=256, eos_token_id=0, pad_token_id=0))
+    model.save_pretrained(folder)
+    fast.save_pretrained(folder)
+    return str(folder)
+
+
+ENDPOINT: dict[str, str | None] = {"url": None}
+
+
+def examples_for() -> dict:
+    return {
+        "model:llava": TINY_LLAVA,
+        "stage_kind:train": {"method": {"name": "sft"}, "data": {"name": "easyvqa", "limit": 4}},
+        "stage_kind:eval": {"benchmarks": [{"name": "easyvqa", "limit": 4}]},
+        "dataset:easyvqa": {"limit": 4},
+        "benchmark:easyvqa": {"limit": 4},
+        "benchmark:scienceqa": scienceqa_example,
+        "benchmark:pope": pope_example,
+        "benchmark:mmvet": mmvet_example,
+        "benchmark:llava-bench": llava_bench_example,
+        "benchmark:mtbench": mtbench_example,
+        "benchmark:shr": shr_example,
+        "judge:openai": lambda tmp: {"base_url": ENDPOINT["url"], "api_key_env": JUDGE_KEY_ENV,
+                                     "max_retries": 0, "timeout_s": 10, "model": "test-judge"},
+        "judge:hf-local": lambda tmp: {"path": _tiny_causal_lm(tmp / "lm"), "max_new_tokens": 4},
+    }
+
+
+JUDGES = {
+    "benchmark:mmvet": ScriptedJudge("0.5"),
+    "benchmark:llava-bench": ScriptedJudge("7 8\nBoth answers are fine."),
+    "benchmark:mtbench": ScriptedJudge("Good. Rating: [[7]]"),
+    "benchmark:shr": ScriptedJudge("Judgement:\n1. correct: a red square"),
+}
+
+
+def _checks():
+    found = []
+    for distribution, module in repository_plugin_modules():
+        try:
+            checks = plugin_checks(module, distribution=distribution, examples=examples_for(), judges=JUDGES)
+        except ImportError:  # a distribution of this repo that is not installed here
+            continue
+        found.extend(pytest.param(check, id=f"{distribution}-{check.id}") for check in checks)
+    return found
+
+
+@pytest.fixture(autouse=True)
+def _judge_endpoint(request, monkeypatch):
+    """The openai judge's check talks to a local endpoint (its URL is known only at run time)."""
+    callspec = getattr(request.node, "callspec", None)
+    check = callspec.params.get("check") if callspec else None
+    if check is not None and check.id.endswith("[judge:openai]"):
+        monkeypatch.setitem(ENDPOINT, "url", request.getfixturevalue("chat_endpoint"))
+        monkeypatch.setenv(JUDGE_KEY_ENV, "sk-test-not-a-secret")
+
+
+def test_every_repository_distribution_is_checked():
+    installed = {dist.metadata["Name"] for dist in metadata.distributions()}
+    for distribution, module in repository_plugin_modules():
+        if distribution in installed:
+            assert any(p.id.startswith(f"{distribution}-registers[{module}]") for p in _checks()), module
+
+
+@pytest.mark.parametrize("check", _checks())
+def test_builtin_component_conforms(check):
+    check()
+
+
+def test_parametrize_with_checks_gives_one_test_per_check():
+    marker = parametrize_with_checks("mllm.builtin", distribution="mllm-core", examples={"model:llava": TINY_LLAVA})
+    ids = marker.kwargs["ids"]
+    assert "imports-without-torch[mllm.builtin]" in ids and "load[model:llava]" in ids
+    assert "config[stage_kind:train]" in ids
