@@ -102,6 +102,62 @@ def shr_example(tmp: Path) -> dict:
     return {"questions": _jsonl(tmp / "shr.jsonl", rows), "image_folder": _images(tmp / "img", "2339.jpg", "2340.jpg")}
 
 
+def _conversation_rows(tmp: Path) -> list[dict]:
+    _images(tmp, "a.png", "b.png")
+    return [{"id": f"row-{i}", "image": name, "conversations": [
+        {"from": "human", "value": "<image>\nWhat colour is the square?"}, {"from": "gpt", "value": colour}]}
+        for i, (name, colour) in enumerate((("a.png", "red"), ("b.png", "blue")))]
+
+
+def llava_json_example(tmp: Path) -> dict:
+    (tmp / "data.json").write_text(json.dumps(_conversation_rows(tmp)))
+    return {"path": str(tmp / "data.json")}
+
+
+def image_qa_folder_example(tmp: Path) -> dict:
+    _images(tmp, "a.png", "b.png")
+    rows = [{"question_id": i, "image": name, "text": "What colour is the square?", "answer": colour}
+            for i, (name, colour) in enumerate((("a.png", "red"), ("b.png", "blue")))]
+    return {"path": _jsonl(tmp / "questions.jsonl", rows)}
+
+
+def hf_example(tmp: Path) -> dict:
+    import datasets
+
+    rows = _conversation_rows(tmp)
+    table = datasets.Dataset.from_dict({
+        "id": [r["id"] for r in rows], "image": [str(tmp / r["image"]) for r in rows],
+        "conversations": [r["conversations"] for r in rows]})
+    table.save_to_disk(str(tmp / "hf"))
+    return {"path": str(tmp / "hf")}
+
+
+def scienceqa_data_example(tmp: Path) -> dict:
+    rows = _conversation_rows(tmp)
+    (tmp / "llava_train_QCM-LEA.json").write_text(json.dumps(rows))
+    return {"path": str(tmp / "llava_train_QCM-LEA.json")}
+
+
+def _records_file(path: Path) -> str:
+    from mllm.recordio import write_records
+    from mllm.testing import example_records
+
+    write_records(path, example_records("conversation", path.parent / "images"))
+    return str(path)
+
+
+def records_jsonl_example(tmp: Path) -> dict:
+    return {"path": _records_file(tmp / "records.jsonl")}
+
+
+def stage_records_example(tmp: Path) -> dict:
+    from mllm.recordio import CURRENT_RUN_DIR, RECORDS_FILE
+
+    _records_file(tmp / "run" / "mistakes" / RECORDS_FILE)
+    CURRENT_RUN_DIR.set(tmp / "run")  # as while a pipeline runs; each check runs in its own context
+    return {"stage": "mistakes"}
+
+
 class _ChatCompletions(BaseHTTPRequestHandler):
     """A minimal OpenAI-compatible endpoint: every chat completion answers "yes"."""
 
@@ -160,7 +216,14 @@ def examples_for() -> dict:
         "model:llava": TINY_LLAVA,
         "stage_kind:train": {"method": {"name": "sft"}, "data": {"name": "easyvqa", "limit": 4}},
         "stage_kind:eval": {"benchmarks": [{"name": "easyvqa", "limit": 4}]},
+        "stage_kind:transform": {"data": {"name": "easyvqa", "limit": 4}, "ops": [{"op": "subsample", "n": 2}]},
         "dataset:easyvqa": {"limit": 4},
+        "dataset:llava-json": llava_json_example,
+        "dataset:image-qa-folder": image_qa_folder_example,
+        "dataset:hf": hf_example,
+        "dataset:scienceqa": scienceqa_data_example,
+        "dataset:records-jsonl": records_jsonl_example,
+        "dataset:stage-records": stage_records_example,
         "benchmark:easyvqa": {"limit": 4},
         "benchmark:scienceqa": scienceqa_example,
         "benchmark:pope": pope_example,

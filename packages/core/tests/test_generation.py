@@ -39,8 +39,18 @@ def _batch(adapter, records):
             "pixel_values": adapter.load_images([r.images[0] for r in records])}
 
 
-@pytest.fixture(scope="session")
-def trained():
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: on a small shared CPU, two threads spin against other processes
+    (10x slower here); the answers do not depend on it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def trained(one_thread):
     """A tiny LLaVA after a few seconds of plain-torch training on easy-VQA train questions."""
     from mllm_data.easyvqa import EasyVQA, EasyVQAConfig
 
@@ -60,7 +70,7 @@ def trained():
     return adapter
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def items():
     from mllm_eval.easyvqa import EasyVQABenchConfig, EasyVQABenchmark
 

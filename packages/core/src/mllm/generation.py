@@ -61,6 +61,8 @@ logger = logging.getLogger("mllm.generation")
 
 AnswerMode = Literal["generate", "choice"]
 CACHE_VERSION = 1
+_MIN_SHARED_PREFIX = 4  # shorter shared prompt starts are not worth a cache
+_REUSE_AFTER = 3  # prompts after which a choice's answer tokens are taken as prompt-independent
 
 
 def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
@@ -181,6 +183,11 @@ class AnswerEngine:
         self._features: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._feature_bytes = 0
         self._stops: list[int] | None = None
+        self._shared_prefix: tuple[int, ...] = ()
+        self._prefix_kv: list[tuple[Any, Any]] | None = None
+        self._answer_tokens: dict[str, tuple[list[int], list[bool]]] = {}
+        self._answer_seen: dict[str, int] = {}
+        self._reuse_answers = True
         self.stats = {"cached": 0, "computed": 0, "batches": 0, "images_encoded": 0, "seconds": 0.0}
 
     # -- public ---------------------------------------------------------------------------
@@ -220,7 +227,17 @@ class AnswerEngine:
         return list(self.adapter.encode_prompt((Turn("user", item.prompt),)))
 
     def _choice_job(self, key: str, item: EvalItem) -> _Job:
+        """The prompt and each choice's answer tokens (the template's learned tokens: answer + end of turn).
+
+        Encoding every (prompt, choice) conversation costs more than the forward pass on
+        small models, so a choice's answer tokens are remembered once they were seen to
+        be the same after several different prompts (true of templates tokenized segment
+        by segment, as LLaVA's); one mismatch turns the shortcut off for good.
+        """
         prompt = self._prompt_ids(item)
+        if self._reuse_answers and all(self._answer_seen.get(c, 0) >= _REUSE_AFTER for c in item.choices):
+            choices = [_Choice(c, *self._answer_tokens[c]) for c in item.choices]
+            return _Job(key, item, prompt, choices)
         sequences = []
         for choice in item.choices:
             encoded = self.adapter.encode_conversation((Turn("user", item.prompt), Turn("assistant", choice)))
@@ -239,7 +256,19 @@ class AnswerEngine:
         for choice, ids, learned in sequences:
             last = len(learned) - learned[::-1].index(True)
             choices.append(_Choice(choice, ids[shared:last], learned[shared:last]))
+        self._remember_answers(choices, clean=shared == len(prompt))
         return _Job(key, item, prompt[:shared], choices)
+
+    def _remember_answers(self, choices: list[_Choice], *, clean: bool) -> None:
+        if not clean:
+            self._reuse_answers = False
+        for choice in choices:
+            known = self._answer_tokens.get(choice.text)
+            if known is None:
+                self._answer_tokens[choice.text] = (choice.tokens, choice.learned)
+            elif known != (choice.tokens, choice.learned):
+                self._reuse_answers = False
+            self._answer_seen[choice.text] = self._answer_seen.get(choice.text, 0) + 1
 
     # -- running --------------------------------------------------------------------------
 
@@ -269,6 +298,7 @@ class AnswerEngine:
         order = {job.key: index for index, job in enumerate(pending)}
         # longest first: the biggest batch runs first, and equal lengths share batches
         pending.sort(key=lambda job: (-job.length, order[job.key]))
+        self._set_shared_prefix([job.prefix for job in pending])
         generate_jobs = [job for job in pending if job.choices is None]
         first_token_jobs = [job for job in pending if job.choices is not None and job.first_token_only]
         tree_jobs = [job for job in pending if job.choices is not None and not job.first_token_only]
@@ -332,6 +362,53 @@ class AnswerEngine:
 
         return {"image": BaseModelOutputWithPooling(pooler_output=wanted)}
 
+    def _set_shared_prefix(self, prompts: list[list[int]]) -> None:
+        """Find the tokens every prompt starts with (BOS, system prompt, ``USER:``), before any image.
+
+        Their keys and values are computed once (batch 1) and copied into every batch's
+        cache, so no batch recomputes them, and every row, whatever batch it is in,
+        attends to the very same numbers.
+        """
+        shared = min(len(p) for p in prompts) - 1  # every row keeps at least one token to compute
+        first = prompts[0]
+        for prompt in prompts[1:]:
+            shared = min(shared, _lcp(first, prompt))
+        image_token = getattr(self.adapter, "image_token_id", None)
+        if image_token is not None and image_token in first[:shared]:
+            shared = first.index(image_token)
+        prefix = tuple(first[:max(shared, 0)]) if shared >= _MIN_SHARED_PREFIX else ()
+        if prefix != self._shared_prefix:
+            self._shared_prefix, self._prefix_kv = prefix, None
+
+    def _prefix_cache(self, batch: int) -> Any:
+        """A fresh ``DynamicCache`` holding the shared prefix for ``batch`` rows (``None`` without one)."""
+        if not self._shared_prefix:
+            return None
+        import torch
+        from transformers import DynamicCache
+
+        model = self.adapter.model
+        if self._prefix_kv is None:
+            ids = torch.tensor([self._shared_prefix], device=self._device)
+            output = model(input_ids=ids, use_cache=True, logits_to_keep=1)
+            self._prefix_kv = [(layer[0], layer[1]) for layer in output.past_key_values]
+        data = [(k.expand(batch, *k.shape[1:]).contiguous(), v.expand(batch, *v.shape[1:]).contiguous())
+                for k, v in self._prefix_kv]
+        return DynamicCache(ddp_cache_data=data, config=model.config)
+
+    def _prompt_batch(self, jobs: list[_Job]) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """``input_ids`` ``[shared prefix | left padding | rest]``, its 2-D attention mask, and the
+        prefix cache (``None`` when there is no shared prefix: plain left padding)."""
+        import torch
+
+        n = len(self._shared_prefix)
+        ids, mask = self._left_pad([job.prefix[n:] for job in jobs])
+        if n:
+            prefix = torch.tensor([self._shared_prefix], dtype=torch.long, device=ids.device).expand(len(jobs), n)
+            ids = torch.cat([prefix, ids], dim=1)
+            mask = torch.cat([torch.ones_like(prefix), mask], dim=1)
+        return ids, mask, self._prefix_cache(len(jobs))
+
     def _left_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         import torch
 
@@ -361,7 +438,7 @@ class AnswerEngine:
     def _generate_batch(self, jobs: list[_Job]) -> list[str]:
         from transformers import GenerationConfig
 
-        ids, mask = self._left_pad([job.prefix for job in jobs])
+        ids, mask, past = self._prompt_batch(jobs)
         stops = self._stop_ids()
         config = GenerationConfig(max_new_tokens=self.max_new_tokens, do_sample=False, num_beams=1,
                                   pad_token_id=self.adapter.pad_token_id, eos_token_id=stops,
@@ -370,6 +447,8 @@ class AnswerEngine:
         features = self._image_features(jobs)
         if features is not None:
             kwargs["mm_encoder_outputs"] = features
+        if past is not None:
+            kwargs["past_key_values"] = past
         output = self.adapter.model.generate(input_ids=ids, attention_mask=mask, generation_config=config, **kwargs)
         new_tokens = output[:, ids.shape[1]:].tolist()
         texts = []
@@ -402,14 +481,19 @@ class AnswerEngine:
         """``log P(first token of each choice | prompt)``: one pass over the prompts, last position only."""
         import torch
 
-        ids, mask = self._left_pad([job.prefix for job in jobs])
+        ids, mask, past = self._prompt_batch(jobs)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cached = len(self._shared_prefix)
         kwargs: dict[str, Any] = {}
         features = self._image_features(jobs)
         if features is not None:
             kwargs["mm_encoder_outputs"] = features
-        output = self.adapter.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                                    logits_to_keep=1, use_cache=False, **kwargs)
+        if past is not None:
+            kwargs.update(past_key_values=past, use_cache=True)
+        else:
+            kwargs["use_cache"] = False
+        output = self.adapter.model(input_ids=ids[:, cached:], attention_mask=mask, position_ids=positions[:, cached:],
+                                    logits_to_keep=1, **kwargs)
         logprobs = torch.log_softmax(output.logits[:, -1].float(), dim=-1)
         return [logprobs[row, [c.tokens[0] for c in job.choices]].tolist() for row, job in enumerate(jobs)]
 

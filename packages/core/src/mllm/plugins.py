@@ -48,6 +48,7 @@ class PluginFailure:
     entry_point: str
     cause: str
     detail: str = ""
+    requirement: str = ""  # the plugin's mllm-core range when it excludes the installed core
 
 
 def _distribution_version(name: str) -> str:
@@ -87,6 +88,16 @@ class Registry:
             dist = getattr(entry_point, "dist", None)
             dist_name = dist.metadata["Name"] if dist is not None else entry_point.name
             version = dist.version if dist is not None else "0"
+            label = f"{entry_point.name} = {entry_point.value}"
+            skew = core_requirement_mismatch(dist) if dist is not None else None
+            if skew is not None:  # never import a plugin built for another core
+                requirement, installed = skew
+                self.failures.append(PluginFailure(
+                    dist_name, version, label,
+                    f"incompatible: requires {requirement} but {CORE_DISTRIBUTION} {installed} is installed; "
+                    f"not loaded (install a {dist_name} release that supports {CORE_DISTRIBUTION} {installed})",
+                    requirement=requirement))
+                continue
             try:
                 module = entry_point.load()
             except Exception as error:  # a broken plugin must not stop the others
@@ -213,6 +224,27 @@ class Registry:
     def load(self, kind: ComponentKind, name: str) -> Any:
         """Import and return the implementation of ``kind`` ``name``."""
         return self.get(kind, name).load()
+
+
+def core_requirement_mismatch(dist: metadata.Distribution) -> tuple[str, str] | None:
+    """``(requirement, installed version)`` when ``dist``'s ``Requires-Dist: mllm-core ...``
+    range excludes the installed mllm-core, else ``None`` (no requirement, or satisfied)."""
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
+    installed = _distribution_version(CORE_DISTRIBUTION)
+    for text in dist.requires or ():
+        try:
+            requirement = Requirement(text)
+        except InvalidRequirement:
+            continue
+        if canonicalize_name(requirement.name) != CORE_DISTRIBUTION:
+            continue
+        if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
+            continue  # only under an extra or another platform
+        if requirement.specifier and not requirement.specifier.contains(installed, prereleases=True):
+            return f"{CORE_DISTRIBUTION}{requirement.specifier}", installed
+    return None
 
 
 def _names(spec: ComponentSpec) -> set[str]:

@@ -13,10 +13,9 @@ import random
 from pathlib import Path
 from typing import Any, Iterator, Literal, Sequence
 
-from pydantic import ConfigDict, Field
-
 from mllm.interfaces import DatasetConfig
 from mllm.records import IMAGE_TOKEN, Conversation, EvalItem, Turn
+from pydantic import ConfigDict, Field
 
 #: LLaVA's role names (``from``) and the record roles they map to.
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}

@@ -33,10 +33,9 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from mllm.badrows import DataReport
 from mllm.records import IMAGE_TOKEN, Conversation, EvalItem, Turn
+from pydantic import BaseModel, ConfigDict, Field
 
 from mllm_data._rows import (
     FileDatasetConfig,

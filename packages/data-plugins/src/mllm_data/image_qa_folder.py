@@ -26,12 +26,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Iterator
 
-from pydantic import Field
-
 from mllm.badrows import DataReport
 from mllm.records import IMAGE_TOKEN, Conversation, EvalItem, Turn
+from pydantic import Field
 
-from mllm_data._rows import FileDatasetConfig, RecordAs, check_length, image_list, iter_selected, read_rows, resolve_images
+from mllm_data._rows import (
+    FileDatasetConfig,
+    RecordAs,
+    check_length,
+    image_list,
+    iter_selected,
+    read_rows,
+    resolve_images,
+)
 
 
 class ImageQAFolderConfig(FileDatasetConfig):

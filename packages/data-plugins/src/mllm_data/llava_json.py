@@ -27,10 +27,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Iterator
 
-from pydantic import Field
-
 from mllm.badrows import DataReport
 from mllm.records import Conversation, EvalItem
+from pydantic import Field
 
 from mllm_data._rows import FileDatasetConfig, RecordAs, iter_selected, llava_row_record, read_rows
 

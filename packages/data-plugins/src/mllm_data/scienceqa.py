@@ -39,10 +39,9 @@ import json
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Literal
 
-from pydantic import Field, model_validator
-
 from mllm.badrows import DataReport
 from mllm.records import IMAGE_TOKEN, Conversation, EvalItem, Turn
+from pydantic import Field, model_validator
 
 from mllm_data._rows import (
     FileDatasetConfig,

@@ -17,22 +17,59 @@ last logged value of each training metric).
 A resumed stage (interrupted, same fingerprint) continues from its newest complete
 checkpoint (one with ``trainer_state.json``). Besides the Method protocol, a method may
 define ``projector_lr`` (a separate projector learning rate) and ``callbacks()``
-(extra ``transformers.TrainerCallback`` objects for its training run).
+(extra ``transformers.TrainerCallback`` objects for its training run). ``prepare(context)``
+finds the training records in ``context.records``.
+
+``data:`` may also read the records an earlier stage wrote (a ``generate`` or
+``transform`` stage), with ``from:`` instead of ``name:``:
+
+```yaml
+data: {from: mistakes, pairs: wrong-vs-gold}   # generated answers -> Preference pairs
+data: {from: samples}                          # the generated Conversations as they are
+```
+
+``pairs: wrong-vs-gold``: for each question the model answered wrong (its record's
+``metadata.correct`` is false), chosen = the gold answer, rejected = the model's answer.
+The stage named by ``from`` is an input of this stage (it must come earlier; its
+fingerprint chains into this one's). It is the dataset ``stage-output``
+(:mod:`mllm.stages.generate`): ``{name: stage-output, stage: mistakes, pairs: wrong-vs-gold}``
+is the same.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, Union
 
-from pydantic import Field
+from pydantic import ConfigDict, Field, field_validator
 
-from mllm.badrows import DataReport
+from mllm.badrows import DataReport, OnBadRow
 from mllm.config import ComponentRef, ConfigError, ResolvedComponent, StageConfig
 from mllm.pipeline import MODEL_SUBDIR
 from mllm.specs import ComponentKind
 from mllm.trainsettings import TrainSettings
 
 DATA_REPORT = "data_report.json"
+
+
+STAGE_OUTPUT_DATASET = "stage-output"
+
+
+class StageDataRef(ComponentRef):
+    """``data: {from: <stage id>, pairs: wrong-vs-gold}``: the records an earlier stage wrote."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, protected_namespaces=())
+
+    name: str = Field(STAGE_OUTPUT_DATASET, exclude=True, description="the dataset that reads a stage's records")
+    from_: str = Field(alias="from", description="id of an earlier generate or transform stage")
+    pairs: Literal["wrong-vs-gold"] | None = Field(
+        None, description="wrong-vs-gold: Preference pairs (chosen = gold, rejected = the model's wrong answer); "
+                          "none: the records as written")
+    on_bad_row: OnBadRow = Field("error", description="error: stop at the first bad row; skip: list it")
+    max_bad_fraction: float = Field(0.05, ge=0.0, le=1.0, description="with skip, the largest tolerated share")
+
+    def options(self) -> dict[str, Any]:
+        return {"stage": self.from_, "pairs": self.pairs, "on_bad_row": self.on_bad_row,
+                "max_bad_fraction": self.max_bad_fraction}
 
 
 class TrainStageConfig(StageConfig):
@@ -42,8 +79,22 @@ class TrainStageConfig(StageConfig):
     produces_model: ClassVar[bool] = True
 
     method: ComponentRef = Field(description="the alignment method: {name: sft, <its keys>...}")
-    data: ComponentRef = Field(description="the training dataset: {name: easyvqa, <its keys>...}")
+    data: Union[StageDataRef, ComponentRef] = Field(
+        description="the training dataset: {name: easyvqa, <its keys>...}, or an earlier stage's records: "
+                    "{from: <stage id>, pairs: wrong-vs-gold}")
     train: TrainSettings = Field(default_factory=TrainSettings, description="Trainer settings (lr, epochs, batch_size, ...)")
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _data_form(cls, value: Any) -> Any:
+        """``{from: ...}`` reads a stage's records, ``{name: ...}`` names a dataset."""
+        if isinstance(value, dict):
+            return StageDataRef.model_validate(value) if "from" in value else ComponentRef.model_validate(value)
+        return value
+
+    def inputs(self) -> list[str]:
+        """Stages read besides ``from``: the stage whose records ``data: {from: ...}`` reads."""
+        return [self.data.from_] if isinstance(self.data, StageDataRef) else []
 
 
 def collect_records(dataset: Any, data: ResolvedComponent, where: str) -> tuple[list[Any], DataReport]:
@@ -90,6 +141,7 @@ class TrainStage:
 
         adapter = context.load_model(config.from_)
         model = method.setup(adapter)
+        context.records = records  # what prepare() may precompute over (e.g. DPO's reference log-probs)
         method.prepare(context)
 
         projector_lr = getattr(method, "projector_lr", None)

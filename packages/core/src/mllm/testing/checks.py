@@ -23,13 +23,15 @@ The checks (one id each, ``<check>[<kind>:<name>]``):
 ``protocol``
     the implementation has every member of its Protocol in :mod:`mllm.interfaces`
     (``Dataset``, ``Method``, ``Benchmark``, ``Judge``, ``ModelAdapter``, ``StageKind``),
-    and ``record_kind`` / ``metric_keys`` hold valid values.
+    and ``record_kind`` / ``metric_keys`` hold valid values. A dataset's ``data_files``
+    is optional (without it only the config is fingerprinted). The behaviour checks below
+    check the built object's members too (instance attributes such as ``model``).
 ``config``
     the config class validates the example values, survives a YAML round trip
     (``model_dump`` -> ``yaml.safe_dump`` -> ``yaml.safe_load`` -> validate, equal) and
     rejects an unknown key; a dataset config has ``on_bad_row`` and ``max_bad_fraction``.
 ``records`` (datasets)
-    the dataset yields at least one valid record of its ``record_kind`` (up to 16 are
+    the dataset yields at least one valid record of its (instance's) ``record_kind`` (up to 16 are
     checked) with unique ids, and every path ``data_files`` lists exists.
 ``train-step`` (methods)
     ``setup`` on a fresh tiny LLaVA, ``prepare``, ``collate`` of two records of the
@@ -66,6 +68,7 @@ Stage kinds' example values are merged over ``{"id": "example", "kind": <name>}`
 
 from __future__ import annotations
 
+import contextvars
 import importlib
 import inspect
 import json
@@ -97,6 +100,8 @@ PROTOCOLS: dict[str, type] = {
 }
 # Members a model adapter has as class methods, besides its Protocol's.
 EXTRA_CLASS_MEMBERS: dict[str, tuple[str, ...]] = {"model": ("from_config", "load")}
+# Protocol members the core treats as optional (the runner uses getattr with a default).
+OPTIONAL_MEMBERS: dict[str, frozenset[str]] = {"dataset": frozenset({"data_files"})}
 
 Example = Mapping[str, Any] | Callable[[Path], Mapping[str, Any]]
 
@@ -113,7 +118,8 @@ class Check:
     function: Callable[[], None] = field(repr=False)
 
     def __call__(self) -> None:
-        self.function()
+        # a copied context: context variables an example sets never leak into later tests
+        contextvars.copy_context().run(self.function)
 
     def __str__(self) -> str:
         return self.id
@@ -151,6 +157,16 @@ def _protocol_members(protocol: type) -> tuple[set[str], set[str]]:
     instance = {name for name, annotation in annotations.items()
                 if "ClassVar" not in str(annotation) and name in members}
     return members - instance, instance
+
+
+def _check_instance(obj: Any, kind: str, where: str) -> None:
+    """The built object has every (non-optional) member of its Protocol."""
+    class_members, instance_members = _protocol_members(PROTOCOLS[kind])
+    wanted = (class_members | instance_members) - OPTIONAL_MEMBERS.get(kind, frozenset())
+    missing = sorted(m for m in wanted if not hasattr(obj, m))
+    if missing:
+        _fail(where, f"the built object does not satisfy mllm.interfaces.{PROTOCOLS[kind].__name__}: "
+                     f"missing {', '.join(missing)}")
 
 
 def specs_of(plugin: ModuleType | str, distribution: str) -> list[ComponentSpec]:
@@ -253,6 +269,7 @@ def check_protocol(spec: ComponentSpec) -> None:
     impl = spec.load()
     protocol = PROTOCOLS[spec.kind]
     class_members, _ = _protocol_members(protocol)
+    class_members -= OPTIONAL_MEMBERS.get(spec.kind, frozenset())
     missing = sorted(m for m in class_members | set(EXTRA_CLASS_MEMBERS.get(spec.kind, ())) if not hasattr(impl, m))
     if missing:
         _fail(where, f"does not satisfy mllm.interfaces.{protocol.__name__}: missing {', '.join(missing)}")
@@ -321,20 +338,23 @@ def check_records(spec: ComponentSpec, examples: _Examples) -> None:
         impl = spec.load()
         config = _build_config(spec, examples.config_values(spec, impl, Path(tmp)), where)
         dataset = _construct(spec, config)
-        if not isinstance(dataset, interfaces.Dataset):
-            _fail(where, "the built dataset does not satisfy mllm.interfaces.Dataset")
-        for path in impl.data_files(config) if config is not None else ():
+        _check_instance(dataset, "dataset", where)
+        record_kind = dataset.record_kind
+        if record_kind not in RECORD_KINDS:
+            _fail(where, f"record_kind {record_kind!r} is not one of {sorted(RECORD_KINDS)}")
+        data_files = getattr(impl, "data_files", None)
+        for path in data_files(config) if data_files is not None and config is not None else ():
             if not Path(path).exists():
                 _fail(where, f"data_files lists {os.fspath(path)!r}, which does not exist")
         report = DataReport(source=where, on_bad_row="error")
-        record_cls = RECORD_KINDS[impl.record_kind]
+        record_cls = RECORD_KINDS[record_kind]
         records = list(islice(dataset.records(report), RECORDS_CHECKED))
         if not records:
             _fail(where, "yielded no records with the example config")
         seen: set[str] = set()
         for record in records:
             if not isinstance(record, record_cls):
-                _fail(where, f"record_kind is {impl.record_kind!r} but it yielded a {type(record).__name__}")
+                _fail(where, f"record_kind is {record_kind!r} but it yielded a {type(record).__name__}")
             if record.id in seen:
                 _fail(where, f"record id {record.id!r} appears twice; ids must be unique")
             seen.add(record.id)
@@ -379,11 +399,10 @@ def check_train_step(spec: ComponentSpec, examples: _Examples) -> None:
         impl = spec.load()
         config = _build_config(spec, examples.config_values(spec, impl, tmp_path), where)
         method = _construct(spec, config)
-        if not isinstance(method, interfaces.Method):
-            _fail(where, "the built method does not satisfy mllm.interfaces.Method")
+        _check_instance(method, "method", where)
         make_records = getattr(impl, "example_records", None)
         records = list(make_records(tmp_path / "records") if callable(make_records)
-                       else example_records(impl.record_kind, tmp_path / "records"))
+                       else example_records(method.record_kind, tmp_path / "records"))
         adapter = load_tiny_llava()
         model = method.setup(adapter)
         if model is None:
@@ -441,8 +460,7 @@ def check_score(spec: ComponentSpec, examples: _Examples) -> None:
         impl = spec.load()
         config = _build_config(spec, examples.config_values(spec, impl, Path(tmp)), where)
         benchmark = _construct(spec, config, examples.judge(spec))
-        if not isinstance(benchmark, interfaces.Benchmark):
-            _fail(where, "the built benchmark does not satisfy mllm.interfaces.Benchmark")
+        _check_instance(benchmark, "benchmark", where)
         mode = getattr(benchmark, "answer_mode", "generate")
         if mode not in ("generate", "choice"):
             _fail(where, f"answer_mode is {mode!r}; it must be 'generate' or 'choice'")
@@ -478,8 +496,7 @@ def check_complete(spec: ComponentSpec, examples: _Examples) -> None:
         impl = spec.load()
         config = _build_config(spec, examples.config_values(spec, impl, Path(tmp)), where)
         judge = _construct(spec, config)
-        if not isinstance(judge, interfaces.Judge):
-            _fail(where, "the built judge does not satisfy mllm.interfaces.Judge")
+        _check_instance(judge, "judge", where)
         reply = judge.complete("Is the sky blue? Answer yes or no.", system="You are a careful judge.")
         if not isinstance(reply, str):
             _fail(where, f"complete() must return a str, got {type(reply).__name__}")
@@ -492,8 +509,7 @@ def check_load(spec: ComponentSpec, examples: _Examples) -> None:
         impl = spec.load()
         config = _build_config(spec, examples.config_values(spec, impl, tmp_path), where)
         adapter = impl.from_config(config, seed=0)
-        if not isinstance(adapter, interfaces.ModelAdapter):
-            _fail(where, "the built adapter does not satisfy mllm.interfaces.ModelAdapter")
+        _check_instance(adapter, "model", where)
         names = adapter.module_names()
         for part in ("vision_tower", "projector", "language_model"):
             if part not in names:
