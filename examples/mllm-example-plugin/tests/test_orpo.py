@@ -3,7 +3,6 @@
 import math
 
 import torch
-
 from mllm.testing import example_records, load_tiny_llava
 from mllm_example.orpo import ORPO, ORPOConfig
 

@@ -17,7 +17,6 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
-
 from mllm.testing import TINY_LLAVA, ScriptedJudge, parametrize_with_checks, write_image
 from mllm.testing.checks import plugin_checks
 
@@ -56,7 +55,7 @@ def _jsonl(path: Path, rows: list[dict]) -> str:
 
 def scienceqa_example(tmp: Path) -> dict:
     rows = [{"id": str(i), "image": f"{i}/image.png", "conversations": [
-        {"from": "human", "value": f"<image>\nWhich colour is shown?\nA. red\nB. blue"},
+        {"from": "human", "value": "<image>\nWhich colour is shown?\nA. red\nB. blue"},
         {"from": "gpt", "value": "AB"[i]}]} for i in range(2)]
     (tmp / "q.json").write_text(json.dumps(rows))
     return {"questions": str(tmp / "q.json"), "image_folder": _images(tmp / "img", "0/image.png", "1/image.png")}
@@ -158,6 +157,39 @@ def stage_records_example(tmp: Path) -> dict:
     return {"stage": "mistakes"}
 
 
+def stage_output_example(tmp: Path) -> dict:
+    from mllm.recordio import CURRENT_RUN_DIR, RECORDS_FILE
+
+    _records_file(tmp / "run" / "answers" / RECORDS_FILE)
+    CURRENT_RUN_DIR.set(tmp / "run")
+    return {"stage": "answers"}
+
+
+def _pairs(tmp: Path) -> list[dict]:
+    _images(tmp, "a.png", "b.png")
+    return [{"image": name, "question": "What colour is the square?", "chosen": c, "rejected": r}
+            for name, c, r in (("a.png", "red", "blue"), ("b.png", "blue", "red"))]
+
+
+def mllm_dpo_json_example(tmp: Path) -> dict:
+    (tmp / "pairs.json").write_text(json.dumps(_pairs(tmp)))
+    return {"path": str(tmp / "pairs.json")}
+
+
+def hf_preference_example(tmp: Path) -> dict:
+    rows = [{"prompt": p["question"], "chosen": p["chosen"], "rejected": p["rejected"], "images": [p["image"]]}
+            for p in _pairs(tmp)]
+    return {"path": _jsonl(tmp / "pairs.jsonl", rows)}
+
+
+def hadpo_example(tmp: Path) -> dict:
+    _images(tmp / "vg", "1.jpg", "2.jpg")
+    (tmp / "desc_data.json").write_text(json.dumps({
+        "1": {"chosen": ["A red square on white."], "rejected": ["A blue circle on grass."]},
+        "2": {"chosen": ["A blue square on white."], "rejected": ["A red dog."]}}))
+    return {"desc_data": str(tmp / "desc_data.json"), "vg_images": str(tmp / "vg")}
+
+
 class _ChatCompletions(BaseHTTPRequestHandler):
     """A minimal OpenAI-compatible endpoint: every chat completion answers "yes"."""
 
@@ -224,6 +256,11 @@ def examples_for() -> dict:
         "dataset:scienceqa": scienceqa_data_example,
         "dataset:records-jsonl": records_jsonl_example,
         "dataset:stage-records": stage_records_example,
+        "dataset:stage-output": stage_output_example,
+        "dataset:mllm-dpo-json": mllm_dpo_json_example,
+        "dataset:hf-preference": hf_preference_example,
+        "dataset:hadpo": hadpo_example,
+        "stage_kind:generate": {"data": {"name": "easyvqa", "limit": 2}},
         "benchmark:easyvqa": {"limit": 4},
         "benchmark:scienceqa": scienceqa_example,
         "benchmark:pope": pope_example,

@@ -152,17 +152,18 @@ def test_choices_sharing_a_first_token_are_scored_in_full(trained, items):
 
 
 class _CountPrefill:
-    """Counts the prompts the language model encodes (rows of its multi-token forward calls)."""
+    """Counts the prompts the model reads: rows of its forward calls that hold image tokens
+    (a prompt's first pass; decoding steps and the shared text prefix hold none)."""
 
     def __init__(self, adapter):
-        language_model = adapter.model.get_submodule(adapter.module_names()["language_model"])
+        self.image_token = adapter.image_token_id
         self.rows = 0
-        self.handle = language_model.register_forward_pre_hook(self.hook, with_kwargs=True)
+        self.handle = adapter.model.register_forward_pre_hook(self.hook, with_kwargs=True)
 
     def hook(self, module, args, kwargs):
-        embeds = kwargs.get("inputs_embeds")
-        if embeds is not None and embeds.shape[1] > 1:
-            self.rows += embeds.shape[0]
+        ids = kwargs.get("input_ids")
+        if ids is not None:
+            self.rows += int((ids == self.image_token).any(-1).sum())
 
     def close(self):
         self.handle.remove()

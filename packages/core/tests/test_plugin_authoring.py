@@ -16,7 +16,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from mllm.testing import TINY_LLAVA
 
 REPO = Path(__file__).resolve().parents[3]
@@ -51,7 +50,6 @@ def tiny_model() -> dict:
     return {"name": "llava", **TINY_LLAVA}
 
 
-@pytest.mark.slow
 def test_new_plugin_installs_passes_its_tests_is_listed_and_trains(tmp_path):
     python = fresh_venv(tmp_path / "venv")
     run(python, "-m", "mllm", "new-plugin", "demo", "--kind", "method", "--output", tmp_path)
@@ -211,7 +209,6 @@ def test_core_requirement_check_reads_markers_and_ranges():
 
 def test_new_plugin_renders_every_kind_and_rejects_bad_names(tmp_path):
     from click.testing import CliRunner
-
     from mllm.cli import main
     from mllm.newplugin import core_requirement, render_plugin
 

@@ -11,11 +11,10 @@ import json
 from pathlib import Path
 from typing import ClassVar, Iterator
 
-from pydantic import Field
-
 from mllm.badrows import DataReport
 from mllm.interfaces import DatasetConfig
 from mllm.records import IMAGE_TOKEN, Preference, Turn
+from pydantic import Field
 
 
 class PreferenceJsonlConfig(DatasetConfig):

@@ -17,10 +17,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Sequence
 
-from pydantic import Field
-
 from mllm.interfaces import ComponentConfig
 from mllm.records import Preference, Turn
+from pydantic import Field
 
 IGNORE_INDEX = -100
 

@@ -13,10 +13,9 @@ import re
 from pathlib import Path
 from typing import ClassVar, Literal, Sequence
 
-from pydantic import Field
-
 from mllm.interfaces import ComponentConfig
 from mllm.records import IMAGE_TOKEN, EvalItem
+from pydantic import Field
 
 
 def to_yes_no(text: str) -> str:

@@ -138,6 +138,7 @@ class DPO:
         self.adapter: Any = None
         self.reference_model: Any = None  # full fine-tuning without precomputed log-probs: a frozen copy
         self.reference: dict[str, tuple[float, float]] = {}  # record key -> (chosen, rejected) reference log-probs
+        # reference_forward_passes: reference passes during training (0 with precompute_reference)
         self.stats = {"reference_forward_passes": 0, "reference_cached": 0, "reference_computed": 0}
 
     @property
@@ -356,7 +357,6 @@ class DPO:
 
         with torch.no_grad(), self._reference_context(model) as (reference, reference_adapter):
             logps, _ = self.sequence_logps(reference, batch, adapter=reference_adapter)
-        self.stats["reference_forward_passes"] += 1
         n = logps.shape[0] // 2
         return logps[:n].detach(), logps[n:].detach()
 
@@ -379,6 +379,7 @@ class DPO:
                                    "precompute_reference on and full fine-tuning (the start model is gone); "
                                    "call prepare() with every training record first")
             ref_chosen, ref_rejected = self.reference_logps_now(model, batch)
+            self.stats["reference_forward_passes"] += 1
         losses, chosen_rewards, rejected_rewards = dpo_losses(
             chosen, rejected, ref_chosen, ref_rejected, beta=config.beta, loss_type=config.loss_type,
             label_smoothing=config.label_smoothing, chosen_lengths=counts[:n], rejected_lengths=counts[n:])

@@ -44,6 +44,10 @@ def mllm_register_datasets(register: Register) -> None:
     register(ComponentSpec(name="stage-records", impl="mllm.recordio:StageRecords",
                            config="mllm.recordio:StageRecordsConfig",
                            description="the records.jsonl an earlier transform or generate stage of this pipeline wrote"))
+    register(ComponentSpec(name="stage-output", impl="mllm.stages.generate:StageOutput",
+                           config="mllm.stages.generate:StageOutputConfig",
+                           description="records of an earlier generate stage, as written or as wrong-vs-gold "
+                                       "preference pairs (a train stage's data: {from: <stage>, pairs: ...})"))
     register(ComponentSpec(name="records-jsonl", impl="mllm.recordio:RecordsJsonl",
                            config="mllm.recordio:RecordsJsonlConfig",
                            description="a records.jsonl file (mllm.recordio format) anywhere"))

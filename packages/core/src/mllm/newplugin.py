@@ -67,7 +67,7 @@ def _fill(text: str, values: dict[str, str]) -> str:
 
 
 def _pipeline_example(name: str, kinds: tuple[str, ...]) -> str:
-    lines = [f"# mllm run pipeline.yaml", f"name: try-{name}", "model: {name: llava, init: tiny}", "stages:"]
+    lines = ["# mllm run pipeline.yaml", f"name: try-{name}", "model: {name: llava, init: tiny}", "stages:"]
     if "method" in kinds or "dataset" in kinds:
         lines += ["  - id: train", "    kind: train",
                   _PIPELINE_LINES["method"] % (name if "method" in kinds else "sft"),

@@ -27,3 +27,16 @@ def register_file_datasets(register: Register) -> None:
         config = "HFDatasetConfig" if cls == "HFDataset" else f"{cls}Config"
         register(ComponentSpec(name=name, impl=f"mllm_data.{module}:{cls}", config=f"mllm_data.{module}:{config}",
                                description=description))
+
+
+@hookimpl(specname="mllm_register_datasets")
+def register_preference_datasets(register: Register) -> None:
+    """Preference pairs for DPO: mllm-dpo's JSON and the Hugging Face / TRL format."""
+    register(ComponentSpec(name="mllm-dpo-json", impl="mllm_data.preference:MllmDpoJson",
+                           config="mllm_data.preference:MllmDpoJsonConfig",
+                           description="mllm-dpo preference JSON (image, question, chosen, rejected, optional "
+                                       "ref_win_logp/ref_rej_logp)"))
+    register(ComponentSpec(name="hf-preference", impl="mllm_data.preference:HFPreference",
+                           config="mllm_data.preference:HFPreferenceConfig",
+                           description="Hugging Face / TRL preference data (prompt, chosen, rejected, images): "
+                                       "JSON, JSON Lines or a save_to_disk folder"))

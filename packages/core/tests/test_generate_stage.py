@@ -1,0 +1,157 @@
+"""The generate stage: greedy and sampled answers of a tiny LLaVA, score rules, records,
+and reading them back as wrong-vs-gold pairs through a train stage's data: {from: ...}."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from mllm.badrows import DataReport
+from mllm.config import ConfigError, load_pipeline, stage_inputs
+from mllm.pipeline import PipelineRunner
+from mllm.plugins import Registry
+from mllm.recordio import read_records, write_records
+from mllm.records import Conversation, EvalItem, Turn
+from mllm.stages import generate as G
+
+TINY = ("{name: llava, init: tiny, image_size: 16, patch_size: 8, vision_hidden_size: 16, vision_layers: 1, "
+        "vision_intermediate_size: 32, text_hidden_size: 32, text_layers: 1, text_intermediate_size: 64, heads: 2, "
+        "vocab_size: 300}")
+
+
+@pytest.fixture(scope="module")
+def registry():
+    return Registry(autoload=True)
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory):
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("gen-data")
+    records = []
+    for i, colour in enumerate(["red", "blue", "green", "red", "blue", "green"]):
+        image = folder / f"{i}.png"
+        Image.new("RGB", (16, 16), colour).save(image)
+        records.append(Conversation(id=f"q{i}", turns=(Turn("user", "<image>\nWhat colour is it?"),
+                                                       Turn("assistant", colour)), images=(str(image),)))
+    # a multi-turn conversation: the prompt keeps the earlier answer
+    records.append(Conversation(id="multi", turns=(Turn("user", "<image>\nColour?"), Turn("assistant", "red"),
+                                                   Turn("user", "Sure?"), Turn("assistant", "yes")),
+                                images=(str(folder / "0.png"),)))
+    path = folder / "records.jsonl"
+    write_records(path, records)
+    return path
+
+
+def pipeline_text(data_file: Path, generate_extra: str = "", train: str = "") -> str:
+    return f"""
+name: gen
+model: {TINY}
+stages:
+  - id: mistakes
+    kind: generate
+    data: {{name: records-jsonl, path: {data_file}}}
+    score: {{rule: exact-match}}
+    max_new_tokens: 4
+    batch_size: 4
+{generate_extra}
+{train}
+"""
+
+
+def test_score_rules():
+    exact = G.ExactMatchRule(rule="exact-match")
+    assert G.score_answer(exact, " The Red. ", "red") == (1.0, True)
+    assert G.score_answer(exact, "blue", "red") == (0.0, False)
+    regex = G.RegexRule(rule="regex", pattern=r"answer is [A-D]")
+    assert G.score_answer(regex, "so the answer is B.", None) == (1.0, True)
+    full = G.RegexRule(rule="regex", pattern=r"[A-D]", full_match=True)
+    assert G.score_answer(full, "B is it", None)[1] is False
+    length = G.LengthRule(rule="length", min_chars=2, max_chars=4)
+    assert G.score_answer(length, "abc", None) == (3.0, True)
+    assert G.score_answer(length, "abcdef", None) == (6.0, False)
+    with pytest.raises(ValueError):
+        G.RegexRule(rule="regex", pattern="(")
+
+
+def test_config_validation(write_pipeline, registry, data_file):
+    with pytest.raises(ConfigError, match="temperature"):
+        load_pipeline(write_pipeline(pipeline_text(data_file, "    num_samples: 3")), registry)
+    with pytest.raises(ConfigError, match="rule"):
+        load_pipeline(write_pipeline(pipeline_text(data_file).replace("exact-match", "exact")), registry)
+    # data: {from: ...} in a train stage: the stage is an input; unknown keys are rejected with a hint
+    train = """  - id: dpo
+    kind: train
+    method: {name: dpo}
+    data: {from: mistakes, pairs: wrong-vs-gold}"""
+    pipeline = load_pipeline(write_pipeline(pipeline_text(data_file, train=train)), registry)
+    assert stage_inputs(pipeline.stage("dpo")) == ["init", "mistakes"]
+    assert pipeline.stage("dpo").config.model_dump(mode="json", by_alias=True)["data"] == {
+        "from": "mistakes", "pairs": "wrong-vs-gold", "on_bad_row": "error", "max_bad_fraction": 0.05}
+    with pytest.raises(ConfigError, match="did you mean 'pairs'"):
+        load_pipeline(write_pipeline(pipeline_text(data_file, train=train.replace("pairs:", "pair:"))), registry)
+    with pytest.raises(ConfigError, match="not defined before"):
+        load_pipeline(write_pipeline(pipeline_text(data_file, train=train.replace("from: mistakes", "from: later"))),
+                      registry)
+    # the name form still works
+    named = train.replace("{from: mistakes, pairs: wrong-vs-gold}", f"{{name: records-jsonl, path: {data_file}}}")
+    assert load_pipeline(write_pipeline(pipeline_text(data_file, train=named)), registry)
+
+
+def test_greedy_generation_scores_writes_records_and_pairs(tmp_path, write_pipeline, registry, data_file):
+    path = write_pipeline(pipeline_text(data_file))
+    runner = PipelineRunner(load_pipeline(path, registry), registry, tmp_path / "runs")
+    runner.run()
+    stage_dir = tmp_path / "runs" / "gen" / "mistakes"
+    records = list(read_records(stage_dir / "records.jsonl"))
+    assert [r.id for r in records] == ["q0", "q1", "q2", "q3", "q4", "q5", "multi"]
+    multi = records[-1]
+    assert [t.content for t in multi.turns[:3]] == ["<image>\nColour?", "red", "Sure?"]
+    assert multi.metadata["gold"] == "yes"
+    metrics = json.loads((stage_dir / "metrics.json").read_text())
+    assert metrics["prompts"] == 7 and metrics["answers"] == 7
+    assert metrics["wrong"] == sum(not r.metadata["correct"] for r in records)
+    # greedy single-turn answers are the evaluation engine's answers (same cache format)
+    from mllm.generation import AnswerEngine
+    adapter = runner.load_model("init")
+    engine = AnswerEngine(adapter, batch_size=2, max_new_tokens=4)
+    direct = engine.answer([EvalItem(id=r.id, prompt=r.turns[0].content, images=r.images) for r in records[:6]])
+    assert {r.id: r.turns[-1].content for r in records[:6]} == direct
+
+    # the pairs: every wrong, non-empty answer gives chosen = gold, rejected = answer
+    from mllm.recordio import CURRENT_RUN_DIR
+    token = CURRENT_RUN_DIR.set(tmp_path / "runs" / "gen")
+    try:
+        dataset = G.StageOutput(G.StageOutputConfig(stage="mistakes", pairs="wrong-vs-gold"))
+        assert dataset.record_kind == "preference"
+        pairs = list(dataset.records(DataReport(source="test")))
+        plain = list(G.StageOutput(G.StageOutputConfig(stage="mistakes")).records(DataReport(source="test")))
+    finally:
+        CURRENT_RUN_DIR.reset(token)
+    assert len(plain) == 7
+    expected = [r for r in records if not r.metadata["correct"] and r.turns[-1].content.strip()
+                and G.normalize_answer(r.turns[-1].content) != G.normalize_answer(r.metadata["gold"])]
+    assert [p.id for p in pairs] == [r.id for r in expected]
+    for pair, record in zip(pairs, expected):
+        assert pair.chosen == record.metadata["gold"] and pair.rejected == record.turns[-1].content
+        assert pair.prompt == record.turns[:-1] and pair.images == record.images
+
+    # a second run skips the stage
+    plans = PipelineRunner(load_pipeline(path, registry), registry, tmp_path / "runs").run()
+    assert {p.stage_id: p.action for p in plans}["mistakes"] == "skip"
+
+
+def test_sampling_is_seeded_and_returns_num_samples(tmp_path, write_pipeline, registry, data_file):
+    extra = "    num_samples: 3\n    temperature: 1.5\n    top_p: 0.95\n    seed: 7"
+    path = write_pipeline(pipeline_text(data_file, extra))
+    PipelineRunner(load_pipeline(path, registry), registry, tmp_path / "a").run()
+    PipelineRunner(load_pipeline(path, registry), registry, tmp_path / "b").run()
+    first = list(read_records(tmp_path / "a" / "gen" / "mistakes" / "records.jsonl"))
+    second = list(read_records(tmp_path / "b" / "gen" / "mistakes" / "records.jsonl"))
+    assert len(first) == 21
+    assert [r.id for r in first[:3]] == ["q0-s0", "q0-s1", "q0-s2"]
+    assert [r.turns[-1].content for r in first] == [r.turns[-1].content for r in second]
+    answers = {r.turns[-1].content for r in first}
+    assert len(answers) > 3  # sampling at a high temperature varies the answers

@@ -1,0 +1,165 @@
+# ruff: noqa: F811 - the kit's fixtures are imported by name and used as arguments
+"""The test kit itself: its fixtures work, and its checks catch what they promise to."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+
+import pytest
+from mllm.testing import (  # noqa: F401 - fixtures used by name
+    TINY_LLAVA,
+    ConformanceError,
+    check_plugin,
+    example_records,
+    plugin_checks,
+    plugin_registry,
+    run_pipeline,
+    tiny_llava,
+)
+
+GOOD = '''
+from mllm import hookimpl
+from mllm.specs import ComponentSpec
+
+@hookimpl
+def mllm_register_benchmarks(register):
+    register(ComponentSpec(name="kitbench", impl="{module}_impl:Bench", config="{module}_impl:BenchConfig"))
+'''
+
+IMPL = '''
+from typing import ClassVar
+from pydantic import ConfigDict
+from mllm.interfaces import ComponentConfig
+from mllm.records import EvalItem
+
+class BenchConfig(ComponentConfig):
+    n: int = 2
+    {extra_config}
+
+class Bench:
+    metric_keys: ClassVar[tuple] = ("accuracy", {extra_key})
+
+    def __init__(self, config):
+        self.config = config
+
+    def items(self):
+        return [EvalItem(id=str(i), prompt="2+2?", answer="4") for i in range(self.config.n)]
+
+    def score(self, items, answers):
+        return {{"accuracy": sum(answers[i.id] == i.answer for i in items) / len(items)}}
+'''
+
+
+def write_plugin(tmp_path, monkeypatch, name, *, plugin_head="", extra_config="", extra_key=""):
+    (tmp_path / f"{name}.py").write_text(plugin_head + GOOD.format(module=name))
+    (tmp_path / f"{name}_impl.py").write_text(textwrap.dedent(IMPL.format(extra_config=extra_config,
+                                                                         extra_key=extra_key)))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for module in (name, f"{name}_impl"):
+        sys.modules.pop(module, None)
+    return name
+
+
+def test_a_conforming_plugin_passes(tmp_path, monkeypatch):
+    name = write_plugin(tmp_path, monkeypatch, "kit_good")
+    ran = check_plugin(name, distribution="kit-good")
+    assert ran == ["imports-without-torch[kit_good]", "registers[kit_good]", "resolves[benchmark:kitbench]",
+                   "protocol[benchmark:kitbench]", "config[benchmark:kitbench]", "score[benchmark:kitbench]"]
+
+
+def test_failures_are_all_reported_with_how_to_fix(tmp_path, monkeypatch):
+    name = write_plugin(tmp_path, monkeypatch, "kit_bad", plugin_head="import torch\n",
+                        extra_config="model_config = ConfigDict(extra='allow')", extra_key='"recall"')
+    with pytest.raises(ConformanceError) as info:
+        check_plugin(name, distribution="kit-bad")
+    message = str(info.value)
+    assert "3 of 6 conformance checks failed" in message
+    assert "imports torch" in message and "move heavy imports" in message
+    assert "accepts unknown keys" in message
+    assert "did not return declared metric_keys ['recall']" in message
+
+
+def test_example_values_come_from_examples_then_example_config(tmp_path, monkeypatch):
+    name = write_plugin(tmp_path, monkeypatch, "kit_examples")
+    checks = {c.id: c for c in plugin_checks(name, distribution="kit-examples", examples={"kitbench": {"n": 1}})}
+    with pytest.raises(ConformanceError, match="items\\(\\) gave 1 item"):
+        checks["score[benchmark:kitbench]"]()
+
+
+def test_method_check_catches_a_loss_without_gradients(tmp_path, monkeypatch):
+    (tmp_path / "kit_method.py").write_text(textwrap.dedent('''
+        from mllm import hookimpl
+        from mllm.specs import ComponentSpec
+
+        @hookimpl
+        def mllm_register_methods(register):
+            register(ComponentSpec(name="flat", impl="kit_method_impl:Flat"))
+    '''))
+    (tmp_path / "kit_method_impl.py").write_text(textwrap.dedent('''
+        import torch
+
+        class Flat:
+            record_kind = "conversation"
+            def __init__(self): pass
+            def setup(self, adapter):
+                self.adapter = adapter
+                return adapter.model
+            def prepare(self, context): pass
+            def collate(self, records): return {"n": len(records)}
+            def loss(self, model, batch): return torch.tensor(1.0), {}
+    '''))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    checks = {c.id: c for c in plugin_checks("kit_method", distribution="kit-method")}
+    with pytest.raises(ConformanceError, match="does not depend on any trainable parameter"):
+        checks["train-step[method:flat]"]()
+
+
+def test_plugin_registry_registers_and_cleans_up(tmp_path, monkeypatch, plugin_registry):
+    from mllm.plugins import get_registry
+
+    name = write_plugin(tmp_path, monkeypatch, "kit_registry")
+    import importlib
+
+    plugin_registry.register(importlib.import_module(name), distribution="kit-registry", version="1.0")
+    assert get_registry() is plugin_registry
+    assert plugin_registry.get("benchmark", "kit-registry:kitbench").version == "1.0"
+    plugin_registry.close()
+    assert "kitbench" not in plugin_registry.names("benchmark")
+    from mllm import hookimpl
+
+    class Broken:
+        @hookimpl
+        def mllm_register_datasets(self, register):
+            raise ValueError("no data today")
+
+    with pytest.raises(RuntimeError, match="registering .* as bad failed: ValueError: no data today"):
+        plugin_registry.register(Broken(), distribution="bad")
+
+
+def test_run_pipeline_trains_a_stage_on_the_tiny_model(tmp_path, run_pipeline):
+    from mllm.recordio import write_records
+
+    write_records(tmp_path / "train.jsonl", example_records("conversation", tmp_path / "img", count=2))
+    pipeline = {"name": "kit", "model": {"name": "llava", **TINY_LLAVA}, "stages": [{
+        "id": "sft", "kind": "train", "method": {"name": "sft"},
+        "data": {"name": "records-jsonl", "path": str(tmp_path / "train.jsonl")},
+        "train": {"max_steps": 1, "batch_size": 2, "logging_steps": 1}}]}
+    run_dir = run_pipeline(json.dumps(pipeline, indent=2))
+    assert run_dir == tmp_path / "runs" / "kit" and (run_dir / "sft" / "COMPLETE").is_file()
+
+
+def test_tiny_llava_is_small_and_satisfies_the_protocol(tiny_llava):
+    from mllm.interfaces import ModelAdapter
+
+    assert isinstance(tiny_llava, ModelAdapter)
+    assert tiny_llava.num_image_tokens == 4
+    assert sum(p.numel() for p in tiny_llava.model.parameters()) < 200_000
+
+
+def test_importing_the_kit_leaves_torch_out():
+    import subprocess
+
+    code = "import sys, mllm.testing; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
