@@ -31,7 +31,7 @@ engine at batch size 1). The last line printed is one JSON object: ``speedup_bat
 (target >= 4), ``speedup_choice`` (target >= 4.5), ``differing_answers``, with the
 throughputs and accuracies.
 
-    python benchmarks/eval_speed.py [--questions 1000] [--train-steps 300] [--model FOLDER]
+    python benchmarks/eval_speed.py [--questions 1000] [--train-steps 200] [--model FOLDER]
 """
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--questions", type=int, default=1000, help="easy-VQA test questions to answer")
     parser.add_argument("--model", type=Path, default=None, help="a saved model folder (skips training)")
-    parser.add_argument("--train-steps", type=int, default=300, help="plain SFT steps when no --model is given")
+    parser.add_argument("--train-steps", type=int, default=200, help="plain SFT steps when no --model is given")
     parser.add_argument("--train-batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--batch-size", type=int, default=32, help="batch size of batched generation and choice")
@@ -169,7 +169,10 @@ def main() -> None:
                                                     max_new_tokens=args.max_new_tokens))
     items = benchmark.items()
     n_chunks = max(1, min(args.chunks, len(items)))
-    chunks = [items[i::n_chunks] for i in range(n_chunks)]
+    # contiguous chunks: each keeps the benchmark's own mix (questions come grouped by image,
+    # ~10 per image), as one engine answering the whole benchmark sees it
+    bounds = [round(i * len(items) / n_chunks) for i in range(n_chunks + 1)]
+    chunks = [items[bounds[i]:bounds[i + 1]] for i in range(n_chunks)]
     methods = {
         "one-at-a-time": None,
         "engine, batch 1": dict(batch_size=1, mode="generate"),

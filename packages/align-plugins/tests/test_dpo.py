@@ -71,7 +71,7 @@ def test_speedups_give_the_plain_log_probs(adapter, records, tmp_path, lora):
     model = method.setup(adapter)
     # move the weights away from the start so that LoRA's reference (adapters off) differs from the policy
     with torch.no_grad():
-        for name, param in model.named_parameters():
+        for param in model.parameters():
             if param.requires_grad:
                 param.add_(0.05 * torch.randn_like(param))
     batch = method.collate(records)

@@ -106,6 +106,38 @@ def test_padding_does_not_change_the_numbers(trained, items):
         assert a == pytest.approx(b, abs=1e-4)
 
 
+def _plain_generate(adapter, item, max_new_tokens):
+    """Plain transformers: one question, pixel values, ``model.generate`` -- no engine, no caches."""
+    ids = torch.tensor([adapter.encode_prompt(item.prompt)])
+    with torch.inference_mode():
+        out = adapter.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                     pixel_values=adapter.load_images(list(item.images)),
+                                     max_new_tokens=max_new_tokens, do_sample=False,
+                                     eos_token_id=adapter.eos_token_id, pad_token_id=adapter.pad_token_id)
+    new = out[0, ids.shape[1]:].tolist()
+    if adapter.eos_token_id in new:
+        new = new[:new.index(adapter.eos_token_id)]
+    return adapter.tokenizer.decode(new, skip_special_tokens=True).strip()
+
+
+def test_prompt_caches_do_not_change_answers(trained):
+    """Questions about the same image reuse its cached prompt start; the answers equal those
+    without any cache and those of plain ``model.generate``."""
+    from mllm_eval.easyvqa import EasyVQABenchConfig, EasyVQABenchmark
+
+    same_images = EasyVQABenchmark(EasyVQABenchConfig(split="test")).items()[:30]  # file order: ~3 images
+    engine = AnswerEngine(trained, batch_size=8, max_new_tokens=6)
+    cached = engine.answer(same_images)
+    images = len({item.images for item in same_images})
+    assert engine.stats["prompt_prefixes_computed"] == images < len(same_images)
+    assert engine.stats["images_encoded"] == images
+    uncached = AnswerEngine(trained, batch_size=8, max_new_tokens=6, kv_cache_bytes=0).answer(same_images)
+    assert cached == uncached
+    assert cached == {item.id: _plain_generate(trained, item, 6) for item in same_images}
+    chosen = AnswerEngine(trained, batch_size=8).answer(same_images, mode="choice")
+    assert chosen == AnswerEngine(trained, batch_size=8, kv_cache_bytes=0).answer(same_images, mode="choice")
+
+
 def test_choice_scoring_returns_a_choice_and_agrees_with_generation(trained, items):
     generated = AnswerEngine(trained, batch_size=16, max_new_tokens=6).answer(items)
     chosen = AnswerEngine(trained, batch_size=16).answer(items, mode="choice")
@@ -152,18 +184,19 @@ def test_choices_sharing_a_first_token_are_scored_in_full(trained, items):
 
 
 class _CountPrefill:
-    """Counts the prompts the model reads: rows of its forward calls that hold image tokens
-    (a prompt's first pass; decoding steps and the shared text prefix hold none)."""
+    """Counts the prompts the model reads: rows of multi-token forward calls that end with
+    the prompt's last token (the assistant's cue). Decoding steps are single tokens, and
+    cached prompt starts (shared text prefix, prefix through the image) end elsewhere."""
 
-    def __init__(self, adapter):
-        self.image_token = adapter.image_token_id
+    def __init__(self, adapter, last_token):
+        self.last_token = last_token
         self.rows = 0
         self.handle = adapter.model.register_forward_pre_hook(self.hook, with_kwargs=True)
 
     def hook(self, module, args, kwargs):
         ids = kwargs.get("input_ids")
-        if ids is not None:
-            self.rows += int((ids == self.image_token).any(-1).sum())
+        if ids is not None and ids.shape[1] > 1:
+            self.rows += int((ids[:, -1] == self.last_token).sum())
 
     def close(self):
         self.handle.remove()
@@ -183,7 +216,7 @@ def test_interrupted_evaluation_resumes_with_only_the_missing_items(trained, ite
         if done >= 8:
             raise Interrupted
 
-    counter = _CountPrefill(trained)
+    counter = _CountPrefill(trained, trained.encode_prompt(items[0].prompt)[-1])
     try:
         with pytest.raises(Interrupted):
             AnswerEngine(trained, on_batch=stop_after_two_batches, **settings).answer(items, mode=mode)
@@ -260,6 +293,20 @@ def test_eval_stage_in_a_pipeline(tmp_path):
 
     plans = PipelineRunner(load_pipeline(None, registry, data=data), registry, runs_dir=tmp_path).run()
     assert [p.action for p in plans if p.stage_id == "eval"] == ["skip"]
+
+    # an interrupted stage (no completion marker, half its answers cached) resumes: only
+    # the missing answers are computed, and the results are the same
+    cache = stage_dir / "init" / "easyvqa" / "answer_cache.jsonl"
+    cached = cache.read_text().splitlines()
+    cache.write_text("\n".join(cached[:5]) + "\n")
+    (stage_dir / "COMPLETE").unlink()
+    (stage_dir / "metrics.json").unlink()
+    plans = PipelineRunner(load_pipeline(None, registry, data=data), registry, runs_dir=tmp_path).run()
+    assert [p.action for p in plans if p.stage_id == "eval"] == ["resume"]
+    assert json.loads((stage_dir / "metrics.json").read_text()) == metrics
+    assert sorted(cache.read_text().splitlines()) == sorted(cached)  # 5 kept + 7 recomputed, none twice
+    log = (stage_dir / "log.txt").read_text()
+    assert "init on easyvqa: 12 answers (5 from the cache, 7 computed" in log
 
 
 def test_eval_stage_config():

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from mllm.badrows import BadRowError, DataReport
 from mllm.records import Conversation
 from mllm_data.easyvqa import EasyVQA, EasyVQAConfig, format_prompt

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from mllm.records import EvalItem
 from mllm_eval.easyvqa import EasyVQABenchConfig, EasyVQABenchmark, normalize_answer, score_answers
 

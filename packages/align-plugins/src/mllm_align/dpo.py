@@ -57,9 +57,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
-
 from mllm.records import Preference, Turn
+from pydantic import Field, model_validator
 
 from mllm_align.common import IGNORE_INDEX, TrainableConfig, load_batch_images, pad_encoded, prepare_trainable
 

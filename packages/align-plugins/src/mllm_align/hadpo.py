@@ -37,17 +37,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import Field, model_validator
-
 from mllm.badrows import DataReport
 from mllm.interfaces import DatasetConfig
 from mllm.records import IMAGE_TOKEN, Preference, Turn
+from pydantic import Field, model_validator
 
 from mllm_align.dpo import DPO, DPOConfig
 

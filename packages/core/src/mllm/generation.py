@@ -5,39 +5,49 @@ Every ``eval`` stage (and anything else that needs a model's answers) goes throu
 
     engine = AnswerEngine(adapter, batch_size=32, max_new_tokens=8,
                           cache_path=stage_dir / "answer_cache.jsonl", model_fingerprint=fp)
-    answers = engine.answer(items, mode="generate")   # or mode="choice"
+    answers = engine.answer(items, mode="generate")   # or mode="choice"; {item id: answer}
 
 How it works, and why each piece is there:
 
 * **Same preprocessing for both modes.** A prompt is the model's chat template applied
   to one user turn (``adapter.encode_prompt``), ending with the assistant's cue; images
   are loaded with ``adapter.load_images`` and encoded once per distinct image with
-  ``adapter.encode_images`` (a bounded cache keeps recent features, easy-VQA asks ~10
-  questions per image); the features go to the model as ``mm_encoder_outputs``, so the
-  vision tower never runs twice for one image.
+  ``adapter.encode_images`` (byte-bounded LRU); the features reach the model as
+  ``mm_encoder_outputs``, so the vision tower never runs twice for one image.
 * **Generate**: ``model.generate`` on left-padded batches, greedy, stopping at the end of
-  the assistant turn; only the new tokens are decoded, then stripped.
-* **Choice**: for an item with ``choices``, every choice's log-likelihood
-  ``log P(answer + end-of-turn | prompt)`` (the tokens the model is trained on: the
-  template's learned segment, from ``adapter.encode_conversation``) is computed in *one*
-  forward pass per batch: the prompt is followed by the tokens of all choices, laid
-  out as a tree with a 4-D attention mask (each choice sees the prompt and its own
-  earlier tokens, never another choice) and position ids that restart after the prompt
-  for each choice. The likeliest choice is the answer (ties: the first listed). Items
-  without choices are generated. (With flash-attention, which takes no custom masks,
-  each choice becomes its own row instead.)
+  the assistant turn (EOS, or the template's stop token); only the new tokens are
+  decoded, then stripped.
+* **Choice**: for an item with ``choices``, the answer is the likeliest choice (ties: the
+  first listed). When the choices' answer tokens differ in their first token (yes/no,
+  option letters, one-word answers), that token's log-probability at the end of the
+  prompt decides: one forward pass over the prompts, last position only. Otherwise
+  each choice's full log-likelihood ``log P(answer + end of turn | prompt)`` (the
+  template's learned tokens, from ``adapter.encode_conversation``) is computed, still in
+  one forward pass per batch: the prompt is followed by the tokens of all choices laid
+  out as a tree, with a 4-D attention mask (each choice sees the prompt and its own
+  earlier tokens, never another choice's) and position ids that continue the prompt's
+  for every choice. (With flash-attention, which takes no custom masks, each choice
+  becomes its own row instead.) Items without choices are generated.
+* **Prompt-start caches.** The tokens every prompt starts with (BOS, system prompt,
+  ``USER:``) are run once and their keys/values copied into every batch; then each
+  prompt's start through its last image token -- the same for every question about an
+  image -- is computed once and kept (byte-bounded LRU). A batch computes only the
+  question text after the image. Rows of a batch have one cached length, so the cache
+  is a plain ``DynamicCache`` and padding sits between the cached start and the rest.
 * **Batching never changes an answer.** Rows are left-padded; the attention mask hides
-  the padding and position ids are counted from each row's first real token
-  (``generate`` derives them from the mask; the choice pass builds them explicitly), so
-  a padded row computes what the same row computes alone, up to floating-point
-  rounding of differently-shaped matrix products (~1e-6), far below the margins that
-  decide a greedy answer. Items are sorted by length so batches carry little padding.
+  the padding and position ids are counted over real tokens only (``generate`` derives
+  them from the mask; the forward passes here build them explicitly), so a padded row
+  computes what the same row computes alone, up to floating-point rounding of
+  differently shaped matrix products (~1e-6), far below the margins that decide a
+  greedy answer. Tests check batched, one-at-a-time, uncached and plain
+  ``model.generate`` answers are identical on a trained model. Items are sorted by
+  length so batches carry little padding.
 * **Answer cache.** Each answer is appended to ``cache_path`` (JSON Lines, flushed and
   fsynced after every batch) under a key hashing the model fingerprint, the prompt, the
   images (path, size, mtime) and the generation settings (mode, ``max_new_tokens``,
-  choices). An interrupted evaluation resumes with only the missing items, a finished
-  one is never recomputed. The batch size is not part of the key because it cannot
-  change an answer.
+  choices). An interrupted evaluation resumes with only the missing items; a finished
+  one is never recomputed. The batch size is not part of the key: it cannot change an
+  answer.
 """
 
 from __future__ import annotations
@@ -87,17 +97,17 @@ class _Job:
     prefix: list[int]  # prompt ids (for choice jobs: the prefix shared by every choice's sequence)
     choices: list[_Choice] | None = None
     ids: list[str] = field(default_factory=list)  # item ids answered by this job (duplicates share it)
+    cached: int = 0  # leading prompt tokens whose keys/values come from a cache (set per run)
 
-    @property
-    def first_token_only(self) -> bool:
-        """Choices that differ in their first token are told apart by it alone."""
-        return self.choices is not None and len({c.tokens[0] for c in self.choices}) == len(self.choices)
+    first_token_only: bool = False  # choices differ in their first token: it alone tells them apart
+    length: int = 0  # tokens of its forward pass (prompt, plus choice tokens for a choice tree)
 
-    @property
-    def length(self) -> int:
-        if self.choices is None or self.first_token_only:
-            return len(self.prefix)
-        return len(self.prefix) + sum(max(len(c.tokens) - 1, 0) for c in self.choices)
+    def __post_init__(self) -> None:
+        if self.choices is not None:
+            self.first_token_only = len({c.tokens[0] for c in self.choices}) == len(self.choices)
+        self.length = len(self.prefix)
+        if self.choices is not None and not self.first_token_only:
+            self.length += sum(max(len(c.tokens) - 1, 0) for c in self.choices)
 
 
 class AnswerCache:
@@ -168,7 +178,7 @@ class AnswerEngine:
     def __init__(self, adapter: Any, *, batch_size: int = 32, max_new_tokens: int = 16,
                  cache_path: Path | str | None = None, model_fingerprint: str = "",
                  on_batch: Callable[[int, int], None] | None = None,
-                 image_cache_bytes: int = 512 * 2**20) -> None:
+                 image_cache_bytes: int = 512 * 2**20, kv_cache_bytes: int = 512 * 2**20) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if max_new_tokens < 1:
@@ -183,12 +193,17 @@ class AnswerEngine:
         self._features: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._feature_bytes = 0
         self._stops: list[int] | None = None
+        self._prompts: dict[str, list[int]] = {}
         self._shared_prefix: tuple[int, ...] = ()
         self._prefix_kv: list[tuple[Any, Any]] | None = None
+        self.kv_cache_bytes = kv_cache_bytes
+        self._kv: OrderedDict[tuple, list[tuple[Any, Any]]] = OrderedDict()
+        self._kv_bytes = 0
         self._answer_tokens: dict[str, tuple[list[int], list[bool]]] = {}
         self._answer_seen: dict[str, int] = {}
         self._reuse_answers = True
-        self.stats = {"cached": 0, "computed": 0, "batches": 0, "images_encoded": 0, "seconds": 0.0}
+        self.stats = {"cached": 0, "computed": 0, "batches": 0, "images_encoded": 0, "prompt_prefixes_computed": 0,
+                      "seconds": 0.0}
 
     # -- public ---------------------------------------------------------------------------
 
@@ -224,7 +239,12 @@ class AnswerEngine:
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     def _prompt_ids(self, item: EvalItem) -> list[int]:
-        return list(self.adapter.encode_prompt((Turn("user", item.prompt),)))
+        ids = self._prompts.get(item.prompt)
+        if ids is None:  # benchmarks repeat question texts (easy-VQA, POPE): tokenize each once
+            ids = list(self.adapter.encode_prompt((Turn("user", item.prompt),)))
+            if len(self._prompts) < 100_000:
+                self._prompts[item.prompt] = ids
+        return ids
 
     def _choice_job(self, key: str, item: EvalItem) -> _Job:
         """The prompt and each choice's answer tokens (the template's learned tokens: answer + end of turn).
@@ -297,8 +317,12 @@ class AnswerEngine:
         pending = list(jobs.values())
         order = {job.key: index for index, job in enumerate(pending)}
         # longest first: the biggest batch runs first, and equal lengths share batches
-        pending.sort(key=lambda job: (-job.length, order[job.key]))
         self._set_shared_prefix([job.prefix for job in pending])
+        for job in pending:
+            job.cached = self._cacheable(job)
+        # rows of a batch share their cached length; longest first within it (the biggest
+        # batch runs first, and equal lengths share batches)
+        pending.sort(key=lambda job: (-job.cached, -job.length, order[job.key]))
         generate_jobs = [job for job in pending if job.choices is None]
         first_token_jobs = [job for job in pending if job.choices is not None and job.first_token_only]
         tree_jobs = [job for job in pending if job.choices is not None and not job.first_token_only]
@@ -314,8 +338,7 @@ class AnswerEngine:
             with torch.inference_mode():
                 for group, run in ((generate_jobs, self._generate_batch), (first_token_jobs, self._choice_batch),
                                    (tree_jobs, self._choice_batch)):
-                    for start in range(0, len(group), self.batch_size):
-                        batch = group[start:start + self.batch_size]
+                    for batch in self._batches(group):
                         results = run(batch)
                         cache.add([(job.key, job.ids[0], text) for job, text in zip(batch, results)])
                         for job, text in zip(batch, results):
@@ -396,18 +419,90 @@ class AnswerEngine:
                 for k, v in self._prefix_kv]
         return DynamicCache(ddp_cache_data=data, config=model.config)
 
-    def _prompt_batch(self, jobs: list[_Job]) -> tuple[torch.Tensor, torch.Tensor, Any]:
-        """``input_ids`` ``[shared prefix | left padding | rest]``, its 2-D attention mask, and the
-        prefix cache (``None`` when there is no shared prefix: plain left padding)."""
+    def _batches(self, jobs: list[_Job]) -> list[list[_Job]]:
+        """Consecutive runs of at most ``batch_size`` jobs with one cached length."""
+        batches: list[list[_Job]] = []
+        for job in jobs:
+            if batches and len(batches[-1]) < self.batch_size and batches[-1][0].cached == job.cached:
+                batches[-1].append(job)
+            else:
+                batches.append([job])
+        return batches
+
+    def _cacheable(self, job: _Job) -> int:
+        """How many leading prompt tokens come from caches: through the last image token
+        (the shared prefix, then the image: the same for every question about that
+        image), or just the shared prefix. Choice trees use no cache."""
+        if job.choices is not None and not job.first_token_only:
+            return 0
+        shared = len(self._shared_prefix)
+        image_token = getattr(self.adapter, "image_token_id", None)
+        if image_token is None or not job.item.images or self.kv_cache_bytes <= 0:
+            return shared
+        last = max((i for i in range(len(job.prefix)) if job.prefix[i] == image_token), default=-1)
+        return last + 1 if shared <= last + 1 < len(job.prefix) else shared
+
+    def _image_prefix_cache(self, jobs: list[_Job]) -> Any:
+        """A ``DynamicCache`` of every row's prompt through its last image token.
+
+        Each distinct (prompt start, images) is computed once -- on top of the shared
+        prefix, with the encoded images -- and kept in a byte-bounded LRU, so a second
+        question about an image reuses the first one's keys and values.
+        """
+        import torch
+        from transformers import DynamicCache
+
+        cached = jobs[0].cached
+        keys = [(tuple(job.prefix[:cached]), tuple(os.fspath(p) for p in job.item.images)) for job in jobs]
+        missing = {key: job for key, job in zip(keys, jobs) if key not in self._kv}
+        if missing:
+            todo = list(missing.values())
+            shared = len(self._shared_prefix)
+            ids = torch.tensor([job.prefix[shared:cached] for job in todo], device=self._device)
+            kwargs: dict[str, Any] = {}
+            features = self._image_features(todo)
+            if features is not None:
+                kwargs["mm_encoder_outputs"] = features
+            past = self._prefix_cache(len(todo))
+            if past is not None:
+                kwargs["past_key_values"] = past
+                mask = torch.ones((len(todo), cached), dtype=torch.long, device=self._device)
+                kwargs["attention_mask"] = mask
+            output = self.adapter.model(input_ids=ids, use_cache=True, logits_to_keep=1,
+                                        position_ids=torch.arange(shared, cached, device=self._device).expand(len(todo), -1),
+                                        **kwargs)
+            layers = [(layer[0], layer[1]) for layer in output.past_key_values]
+            for row, key in enumerate(missing):
+                entry = [(k[row:row + 1].clone(), v[row:row + 1].clone()) for k, v in layers]
+                self._kv[key] = entry
+                self._kv_bytes += sum(k.numel() * k.element_size() * 2 for k, _ in entry)
+            self.stats["prompt_prefixes_computed"] += len(todo)
+        entries = [self._kv[key] for key in keys]
+        for key in dict.fromkeys(keys):
+            self._kv.move_to_end(key)
+        while self._kv_bytes > self.kv_cache_bytes and len(self._kv) > len(set(keys)):
+            _, old = self._kv.popitem(last=False)
+            self._kv_bytes -= sum(k.numel() * k.element_size() * 2 for k, _ in old)
+        data = [(torch.cat([entry[layer][0] for entry in entries]), torch.cat([entry[layer][1] for entry in entries]))
+                for layer in range(len(entries[0]))]
+        return DynamicCache(ddp_cache_data=data, config=self.adapter.model.config)
+
+    def _prompt_batch(self, jobs: list[_Job]) -> tuple[torch.Tensor, torch.Tensor, Any, Any]:
+        """``input_ids`` ``[cached start | left padding | rest]``, its 2-D attention mask, the cache
+        holding the cached start (``None``: plain left padding) and the ``mm_encoder_outputs``
+        the rest needs (``None`` when its images are inside the cache)."""
         import torch
 
-        n = len(self._shared_prefix)
-        ids, mask = self._left_pad([job.prefix[n:] for job in jobs])
-        if n:
-            prefix = torch.tensor([self._shared_prefix], dtype=torch.long, device=ids.device).expand(len(jobs), n)
-            ids = torch.cat([prefix, ids], dim=1)
-            mask = torch.cat([torch.ones_like(prefix), mask], dim=1)
-        return ids, mask, self._prefix_cache(len(jobs))
+        cached = jobs[0].cached
+        assert all(job.cached == cached for job in jobs)
+        ids, mask = self._left_pad([job.prefix[cached:] for job in jobs])
+        if cached:
+            start = torch.tensor([job.prefix[:cached] for job in jobs], dtype=torch.long, device=ids.device)
+            ids = torch.cat([start, ids], dim=1)
+            mask = torch.cat([torch.ones_like(start), mask], dim=1)
+        if cached > len(self._shared_prefix):
+            return ids, mask, self._image_prefix_cache(jobs), None
+        return ids, mask, self._prefix_cache(len(jobs)) if cached else None, self._image_features(jobs)
 
     def _left_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         import torch
@@ -438,13 +533,12 @@ class AnswerEngine:
     def _generate_batch(self, jobs: list[_Job]) -> list[str]:
         from transformers import GenerationConfig
 
-        ids, mask, past = self._prompt_batch(jobs)
+        ids, mask, past, features = self._prompt_batch(jobs)
         stops = self._stop_ids()
         config = GenerationConfig(max_new_tokens=self.max_new_tokens, do_sample=False, num_beams=1,
                                   pad_token_id=self.adapter.pad_token_id, eos_token_id=stops,
                                   bos_token_id=getattr(self.adapter.tokenizer, "bos_token_id", None))
         kwargs: dict[str, Any] = {}
-        features = self._image_features(jobs)
         if features is not None:
             kwargs["mm_encoder_outputs"] = features
         if past is not None:
@@ -481,11 +575,10 @@ class AnswerEngine:
         """``log P(first token of each choice | prompt)``: one pass over the prompts, last position only."""
         import torch
 
-        ids, mask, past = self._prompt_batch(jobs)
+        ids, mask, past, features = self._prompt_batch(jobs)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cached = len(self._shared_prefix)
+        cached = jobs[0].cached
         kwargs: dict[str, Any] = {}
-        features = self._image_features(jobs)
         if features is not None:
             kwargs["mm_encoder_outputs"] = features
         if past is not None:

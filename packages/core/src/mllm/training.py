@@ -27,13 +27,14 @@ import json
 import logging
 import math
 import re
+import sys
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from mllm.trainsettings import CHECKPOINTS_SUBDIR, TrainSettings
@@ -273,7 +274,10 @@ def train_method(method: Any, model: Any, records: Sequence[Any], settings: Trai
     """
     stage_dir = Path(stage_dir)
     stage_dir.mkdir(parents=True, exist_ok=True)
-    args = settings.to_training_arguments(stage_dir, seed=seed, **(args_overrides or {}))
+    overrides = dict(args_overrides or {})
+    # plain log lines (our StageLoggerCallback) instead of a progress bar when not on a terminal
+    overrides.setdefault("disable_tqdm", not sys.stderr.isatty())
+    args = settings.to_training_arguments(stage_dir, seed=seed, **overrides)
     log_path = stage_dir / TRAIN_LOG
     checkpoint = last_checkpoint(stage_dir / CHECKPOINTS_SUBDIR) if resume else None
     if checkpoint is not None:
@@ -290,5 +294,7 @@ def train_method(method: Any, model: Any, records: Sequence[Any], settings: Trai
     trainer = MethodTrainer(method, model=model, args=args, train_dataset=records,
                             group_by_length=settings.group_by_length, projector_lr=projector_lr,
                             projector_module=projector_module, callbacks=all_callbacks)
+    if logger is not None:
+        trainer.remove_callback(PrinterCallback)  # it would print every log entry a second time
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
     return trainer, last_logged_values(trainer.state.log_history)

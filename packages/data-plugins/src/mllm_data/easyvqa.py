@@ -20,11 +20,10 @@ import random
 from pathlib import Path
 from typing import ClassVar, Iterator, Literal
 
-from pydantic import Field
-
 from mllm.badrows import DataReport
 from mllm.interfaces import DatasetConfig
 from mllm.records import IMAGE_TOKEN, Conversation, Turn
+from pydantic import Field
 
 #: LLaVA-1.5's short-answer instruction, appended to every easy-VQA question.
 SHORT_ANSWER = "Answer the question using a single word or phrase."

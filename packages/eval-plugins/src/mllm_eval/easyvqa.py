@@ -37,10 +37,9 @@ import string
 from pathlib import Path
 from typing import ClassVar, Literal, Sequence
 
-from pydantic import Field
-
 from mllm.interfaces import ComponentConfig
 from mllm.records import IMAGE_TOKEN, EvalItem
+from pydantic import Field
 
 SHORT_ANSWER = "Answer the question using a single word or phrase."
 SPLITS = ("train", "test")

@@ -58,7 +58,6 @@ from mllm.config import INIT, ComponentRef, ConfigError, ResolvedComponent, Stag
 from mllm.interfaces import DatasetConfig
 from mllm.recordio import CURRENT_RUN_DIR, RECORDS_FILE, read_records, write_records
 from mllm.records import Conversation, EvalItem, Preference, Turn
-from mllm.runfolder import atomic_write_text
 from mllm.specs import ComponentKind
 
 DATA_REPORT = "data_report.json"

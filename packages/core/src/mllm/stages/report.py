@@ -108,6 +108,20 @@ def plot_losses(context: Any, stage_ids: list[str]) -> list[str]:
         figure.savefig(context.stage_dir / name, dpi=100)
         plt.close(figure)
         written.append(name)
+        # preference methods (dpo, hadpo) log rewards/margins: plot it beside the loss
+        margins = [row for row in log if isinstance(row.get("rewards/margins"), (int, float))]
+        if margins:
+            figure, axis = plt.subplots(figsize=(6, 3.5))
+            axis.plot([row["step"] for row in margins], [row["rewards/margins"] for row in margins], marker=".")
+            axis.set_xlabel("step")
+            axis.set_ylabel("rewards/margins")
+            axis.set_title(f"{context.pipeline.name}: {stage_id}")
+            axis.grid(alpha=0.3)
+            name = f"margins_{stage_id}.png"
+            figure.tight_layout()
+            figure.savefig(context.stage_dir / name, dpi=100)
+            plt.close(figure)
+            written.append(name)
     return written
 
 
