@@ -135,12 +135,15 @@ def test_train_settings_map_to_training_arguments(tmp_path):
         TrainSettings(learning_rate=1e-3)
 
 
-def test_last_checkpoint_needs_trainer_state_and_log_truncation(tmp_path):
+def test_last_checkpoint_needs_the_completion_marker_and_log_truncation(tmp_path):
+    from mllm.checkpoints import mark_complete
+
     (tmp_path / "checkpoint-2").mkdir()
     (tmp_path / "checkpoint-2" / "trainer_state.json").write_text("{}")
+    mark_complete(tmp_path / "checkpoint-2", 2)
     (tmp_path / "checkpoint-10").mkdir()
-    (tmp_path / "checkpoint-4").mkdir()  # interrupted while saving: no trainer_state.json
-    (tmp_path / "checkpoint-4" / "model.safetensors").write_text("")
+    (tmp_path / "checkpoint-4").mkdir()  # interrupted while saving: every file, but no marker
+    (tmp_path / "checkpoint-4" / "trainer_state.json").write_text("{}")
     assert last_checkpoint(tmp_path).name == "checkpoint-2"
     log = tmp_path / "train_log.jsonl"
     log.write_text("".join(json.dumps({"step": s, "loss": 1.0 / s}) + "\n" for s in (1, 2, 3)))

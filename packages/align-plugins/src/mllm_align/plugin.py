@@ -34,3 +34,18 @@ def register_hadpo_dataset(register: Register) -> None:
         name="hadpo", impl="mllm_align.hadpo:HADPOData", config="mllm_align.hadpo:HADPODataConfig",
         description="HA-DPO's desc_data.json and pope_data.json with Visual Genome images, as preference pairs",
     ))
+
+
+@hookimpl(specname="mllm_register_methods")
+def register_attribute_methods(register: Register) -> None:
+    """Methods on attribute-scored candidates (the mllm-dpo comparison)."""
+    register(ComponentSpec(
+        name="rejection-sampling", impl="mllm_align.rejection_sampling:RejectionSampling",
+        config="mllm_align.rejection_sampling:RejectionSamplingConfig",
+        description="SFT on the best attribute-scored candidate per prompt (ties, min_score); rounds: k repeats "
+                    "generate-score-train",
+    ))
+    register(ComponentSpec(
+        name="steerlm", impl="mllm_align.steerlm:SteerLM", config="mllm_align.steerlm:SteerLMConfig",
+        description="SteerLM: SFT conditioned on each candidate's attributes (mllm-dpo's 5-point Likert text)",
+    ))

@@ -4,6 +4,10 @@ A dataset wraps the building of each record in :meth:`DataReport.row`; with
 ``on_bad_row: error`` the first bad row stops the run with its file and row in the
 message, with ``skip`` it is listed in ``data_report.json`` and the run goes on unless
 more than ``max_bad_fraction`` of the rows were bad.
+
+Rows that turn out bad only later -- an image whose header reads fine but whose data
+does not decode when a training batch is built -- follow the same policy through
+:class:`LateBadRows` (the model adapter raises :class:`ImageReadError`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,14 @@ OnBadRow = Literal["error", "skip"]
 
 class BadRowError(ValueError):
     """A row could not be turned into a record (policy ``error``), or too many were skipped."""
+
+
+class ImageReadError(ValueError):
+    """An image file could not be read or decoded; ``path`` names it."""
+
+    def __init__(self, path: str | os.PathLike, message: str) -> None:
+        super().__init__(message)
+        self.path = os.fspath(path)
 
 
 @dataclass
@@ -80,4 +92,50 @@ class DataReport:
         return asdict(self)
 
     def write(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_dict(), indent=2))
+        from mllm.runfolder import atomic_write_text
+
+        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2))
+
+
+class LateBadRows:
+    """Applies a dataset's ``on_bad_row`` policy to records that turn bad after loading
+    (during training) and keeps ``data_report.json`` current.
+
+    ``error``: :class:`BadRowError` naming the image and the record; ``skip``: the record
+    is listed in the report (file = the image, row = ``id <record id>``) and left out of
+    every later batch; more than ``max_bad_fraction`` bad rows in all stops the run.
+    """
+
+    def __init__(self, report: DataReport, path: Path | None = None) -> None:
+        self.report = report
+        self.path = Path(path) if path is not None else None
+        self.bad_ids: set[str] = set()
+
+    def is_bad(self, record: object) -> bool:
+        return str(getattr(record, "id", "")) in self.bad_ids
+
+    def reject(self, record: object, error: BaseException) -> None:
+        record_id = str(getattr(record, "id", "?"))
+        if record_id in self.bad_ids:
+            return  # already listed (e.g. by an interrupted attempt of this stage)
+        file = getattr(error, "path", "") or ""
+        self.report.skip(file=file, row=f"id {record_id}", reason=f"while training: {error}")
+        self.bad_ids.add(record_id)
+        if self.path is not None:
+            self.report.write(self.path)
+        self.report.finish()
+
+    def restore(self, previous: dict | None, ids: set[str]) -> None:
+        """Carry over the rows an interrupted attempt of the stage found bad while training
+        (a resumed run may never reach their batches again)."""
+        listed = {(s.file, s.row) for s in self.report.skipped}
+        for entry in (previous or {}).get("skipped", []):
+            row = str(entry.get("row", ""))
+            if not str(entry.get("reason", "")).startswith("while training:") or not row.startswith("id "):
+                continue
+            if row[3:] in ids and (entry.get("file"), row) not in listed:
+                self.report.skipped.append(SkippedRow(str(entry.get("file")), row, str(entry["reason"])))
+                self.report.kept -= 1
+                self.bad_ids.add(row[3:])
+        if self.path is not None:
+            self.report.write(self.path)

@@ -48,11 +48,29 @@ def main() -> None:
               help="where run folders go (default: ./runs, or $MLLM_RUNS_DIR)")
 @click.option("--force", "force", multiple=True, metavar="STAGE", help="re-run this stage (and what depends on it)")
 @click.option("--dry-run", is_flag=True, help="show the stage plan and what would be skipped, run nothing")
-def run(pipeline_file: str, overrides: tuple[str, ...], runs_dir: str | None, force: tuple[str, ...], dry_run: bool) -> None:
-    """Run PIPELINE_FILE; OVERRIDES are key=value (e.g. stages.sft.train.lr=1e-4)."""
+@click.option("--nproc-per-node", type=click.IntRange(min=1), default=1, show_default=True,
+              help="processes per node for train and eval stages (torchrun; one per GPU)")
+@click.option("--nnodes", type=click.IntRange(min=1), default=1, show_default=True, help="number of nodes")
+@click.option("--node-rank", type=click.IntRange(min=0), default=0, show_default=True, help="this node's rank")
+@click.option("--master-addr", default=None, help="address of node 0 (several nodes)")
+@click.option("--master-port", type=click.IntRange(1, 65535), default=None,
+              help="port on node 0 (several nodes; default on one node: a free port)")
+def run(pipeline_file: str, overrides: tuple[str, ...], runs_dir: str | None, force: tuple[str, ...], dry_run: bool,
+        nproc_per_node: int = 1, nnodes: int = 1, node_rank: int = 0, master_addr: str | None = None,
+        master_port: int | None = None) -> None:
+    """Run PIPELINE_FILE; OVERRIDES are key=value (e.g. stages.sft.train.lr=1e-4).
+
+    With --nproc-per-node N (and --nnodes M), train and eval stages run as N x M
+    torchrun processes (DDP, or DeepSpeed ZeRO with train.deepspeed); other stages run once."""
     from mllm.config import ConfigError
+    from mllm.launch import LaunchSettings
     from mllm.pipeline import PipelineRunner, default_runs_dir
 
+    try:
+        launch = LaunchSettings(nproc_per_node=nproc_per_node, nnodes=nnodes, node_rank=node_rank,
+                                master_addr=master_addr, master_port=master_port)
+    except ValueError as error:
+        _fail(str(error))
     pipeline, registry = _load(pipeline_file, overrides)
     console = _console()
     _setup_logging(console)
@@ -62,13 +80,22 @@ def run(pipeline_file: str, overrides: tuple[str, ...], runs_dir: str | None, fo
 
     try:
         runner = PipelineRunner(pipeline, registry, Path(runs_dir) if runs_dir else default_runs_dir(),
-                                force=force, on_event=on_event)
+                                force=force, on_event=on_event, launch=launch if launch.distributed else None)
     except ConfigError as error:
         _fail(str(error))
     if dry_run:
         _print_plan(console, runner)
         return
-    runner.run()
+    from mllm.badrows import BadRowError
+    from mllm.runfolder import TrainingStopped, UnsafeCheckpointError
+
+    try:
+        runner.run()
+    except TrainingStopped as error:  # SIGTERM: a complete checkpoint was saved; not marked COMPLETE
+        click.echo(f"stopped: {error}", err=True)
+        sys.exit(error.exit_code)
+    except (BadRowError, UnsafeCheckpointError, ConfigError) as error:
+        _fail(str(error))
     console.print(f"done: {runner.run_dir}")
 
 

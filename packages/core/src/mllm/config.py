@@ -22,6 +22,7 @@ from mllm.plugins import PluginError, Registry
 from mllm.specs import ComponentKind, ComponentSpec, SpecImportError
 
 STAGE_ID_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+_SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|authorization|credential)", re.IGNORECASE)
 INIT = "init"
 
 
@@ -177,6 +178,8 @@ def format_validation_error(error: ValidationError, model: type[BaseModel], wher
                 message += f"; known keys: {', '.join(known)}"
         elif item["type"] == "missing":
             message = "required key is missing"
+        elif _SECRET_KEY.search(str(loc[-1]) if loc else ""):
+            message += " (value not shown: the key names a secret)"
         else:
             message += f" (got {item.get('input')!r})"
         lines.append(f"{location}: {message}")

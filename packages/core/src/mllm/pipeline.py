@@ -23,7 +23,7 @@ from typing import Any, Callable, Literal
 from mllm import __version__
 from mllm.config import INIT, Pipeline, ResolvedComponent, Stage, stage_inputs
 from mllm.plugins import Registry
-from mllm.runfolder import StageFolder, atomic_write_text
+from mllm.runfolder import RunFolderError, StageFolder, atomic_write_text, check_run_folder, create_run_folder, redact
 
 logger = logging.getLogger("mllm")
 
@@ -108,8 +108,11 @@ class PipelineRunner:
     """Plans and runs a pipeline in ``runs_dir/<name>/``."""
 
     def __init__(self, pipeline: Pipeline, registry: Registry, runs_dir: Path = Path("runs"),
-                 force: tuple[str, ...] = (), on_event: Callable[[StagePlan, str], None] | None = None) -> None:
+                 force: tuple[str, ...] = (), on_event: Callable[[StagePlan, str], None] | None = None,
+                 launch: Any = None) -> None:
         self.pipeline = pipeline
+        # mllm.launch.LaunchSettings: distributed stage kinds run under torchrun when it asks for > 1 process
+        self.launch = launch
         self.registry = registry
         self.run_dir = Path(runs_dir) / pipeline.name
         self.force = set(force)
@@ -120,6 +123,13 @@ class PipelineRunner:
 
             raise ConfigError(f"--force names unknown stage(s) {sorted(unknown)}; stages are "
                               f"{[INIT] + [s.id for s in pipeline.stages]}")
+        try:  # never write into (or move things out of) a folder that is not ours
+            check_run_folder(self.run_dir)
+        except RunFolderError as error:
+            from mllm.config import ConfigError
+
+            raise ConfigError(str(error)) from None
+        self._rerun_notes: dict[str, str] = {}
         self._fingerprints: dict[str, str] = {}
         self._model_cls: Any = None
         self._init_done: set[str] = set()
@@ -152,6 +162,7 @@ class PipelineRunner:
         plan = self._plan_one(INIT, "model", self.init_fingerprint(), INIT in self._forced())
         if plan.action == "skip" or INIT in self._init_done:
             return
+        create_run_folder(self.run_dir)
         folder = StageFolder(self.run_dir, INIT)
         if folder.exists():
             moved = folder.archive()
@@ -245,10 +256,13 @@ class PipelineRunner:
 
     def run(self, only: set[str] | None = None) -> list[StagePlan]:
         """Run every stage that is not finished with its current fingerprint."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        create_run_folder(self.run_dir)  # refuses a non-empty folder without the .mllm-run marker
         plans = self.plan()
         for plan in plans:
             if only is not None and plan.stage_id not in only:
+                continue
+            if self.launch is not None and self.launch.node_rank > 0:
+                self._follow(plan)  # another node: join distributed stages, wait for the rest
                 continue
             if plan.action == "skip":
                 self.on_event(plan, "skipped")
@@ -257,13 +271,33 @@ class PipelineRunner:
                 continue  # built on first use, see _ensure_init
             folder = StageFolder(self.run_dir, plan.stage_id)
             if plan.action in ("rerun", "force"):
+                changed = self._what_changed(folder, self.pipeline.stage(plan.stage_id)) if plan.action == "rerun" else ""
                 moved = folder.archive()
-                logger.warning("stage %s: %s; previous output moved to %s", plan.stage_id, plan.reason, moved)
+                note = f"{plan.reason}{changed}; previous output moved to {moved}"
+                logger.warning("stage %s: %s", plan.stage_id, note)
+                self._rerun_notes[plan.stage_id] = note
             self.on_event(plan, "started")
             started = time.monotonic()
             self._run_stage(self.pipeline.stage(plan.stage_id), folder, plan)
             self.on_event(plan, f"finished in {time.monotonic() - started:.1f}s")
         return plans
+
+    @staticmethod
+    def _what_changed(folder: StageFolder, stage: Stage) -> str:
+        """`` (changed config keys: a.b: old -> new, ...)`` from the old ``resolved_config.yaml``."""
+        import yaml
+
+        try:
+            old = yaml.safe_load((folder.path / "resolved_config.yaml").read_text())
+        except (OSError, yaml.YAMLError):
+            return ""
+        new = redact(stage.config.model_dump(mode="json", by_alias=True))
+        changes = changed_keys(old, new)
+        if not changes:
+            return " (config unchanged: an input stage, a data file or a plugin version changed)"
+        shown = ", ".join(f"{key}: {_short(a)} -> {_short(b)}" for key, a, b in changes[:20])
+        more = f", and {len(changes) - 20} more" if len(changes) > 20 else ""
+        return f" (changed config keys: {shown}{more})"
 
     def _stage_logger(self, folder: StageFolder) -> tuple[logging.Logger, logging.Handler]:
         stage_logger = logging.getLogger(f"mllm.stage.{self.pipeline.name}.{folder.stage_id}")
@@ -284,14 +318,20 @@ class PipelineRunner:
         resolved = stage.config.model_dump(mode="json", by_alias=True)
         folder.start(plan.fingerprint, resolved)
         stage_logger, handler = self._stage_logger(folder)
+        if stage.id in self._rerun_notes:
+            stage_logger.warning("re-run: %s", self._rerun_notes.pop(stage.id))
         try:
             kind_impl = stage.kind_spec.load()
             context = StageContext(self, stage, folder, plan.fingerprint, plan.action == "resume", stage_logger)
             from mllm.recordio import CURRENT_RUN_DIR  # the stage-records dataset reads earlier stages' records
 
+            self._write_environment(stage, folder)
             token = CURRENT_RUN_DIR.set(self.run_dir)
             try:
-                kind_impl(stage.config, stage.components).run(context)
+                if self._launches(kind_impl):
+                    self._run_distributed(stage, folder, plan, context)
+                else:
+                    kind_impl(stage.config, stage.components).run(context)
             finally:
                 CURRENT_RUN_DIR.reset(token)
             if context.metrics:
@@ -300,6 +340,98 @@ class PipelineRunner:
         finally:
             stage_logger.removeHandler(handler)
             handler.close()
+
+
+    # -- several processes (mllm.launch) ---------------------------------------------------
+
+    def _launches(self, kind_impl: Any) -> bool:
+        """Whether this stage kind runs as torchrun processes (``distributed = True`` on the kind)."""
+        return bool(self.launch is not None and self.launch.distributed and getattr(kind_impl, "distributed", False))
+
+    def _write_environment(self, stage: Stage, folder: StageFolder) -> None:
+        """``environment.json``: processes, precision, DeepSpeed, attention, library versions."""
+        try:
+            from mllm.envinfo import stage_environment
+
+            info = stage_environment(stage.config, self.launch if self._launches(stage.kind_spec.load()) else None)
+            atomic_write_text(folder.path / "environment.json", json.dumps(info, indent=2, default=str))
+        except Exception as error:  # a report must never stop a stage
+            logger.warning("stage %s: environment.json not written (%s)", stage.id, error)
+
+    def _run_distributed(self, stage: Stage, folder: StageFolder, plan: StagePlan, context: StageContext) -> None:
+        from mllm.launch import RESULT_FILE, run_torchrun, write_launch_file
+
+        for needed in stage_inputs(stage):
+            if needed == INIT:
+                self.model_dir(INIT)  # built here once, before the processes start
+        (folder.path / RESULT_FILE).unlink(missing_ok=True)
+        launch_file = write_launch_file(folder.path, pipeline_raw=self.pipeline.raw, pipeline_path=self.pipeline.path,
+                                        runs_dir=self.run_dir.parent, stage_id=stage.id, fingerprint=plan.fingerprint,
+                                        resume=plan.action == "resume", node_rank=self.launch.node_rank)
+        context.logger.info("stage %s: %d processes (%d per node, %d nodes) through torchrun", stage.id,
+                            self.launch.world_size, self.launch.nproc_per_node, self.launch.nnodes)
+        try:
+            code = run_torchrun(self.launch, launch_file)
+        finally:
+            launch_file.unlink(missing_ok=True)  # it holds the unredacted pipeline
+        if code != 0:
+            raise RuntimeError(f"stage {stage.id!r}: a torchrun process failed (exit status {code}); see the "
+                               f"messages above and {folder.path / 'log.txt'}")
+        result = folder.path / RESULT_FILE
+        if result.is_file():
+            context.metrics = json.loads(result.read_text()).get("metrics") or {}
+            result.unlink()
+
+    def _follow(self, plan: StagePlan, poll_seconds: float = 5.0) -> None:
+        """Node rank > 0: join a distributed stage's torchrun; wait for node 0 to finish any other stage."""
+        from mllm.launch import run_torchrun, write_launch_file
+
+        if plan.stage_id == INIT or plan.action == "skip":
+            return
+        stage = self.pipeline.stage(plan.stage_id)
+        folder = StageFolder(self.run_dir, plan.stage_id)
+        if self._launches(stage.kind_spec.load()):
+            for _ in range(int(3600 / poll_seconds)):  # node 0 starts the folder first
+                if folder.started_fingerprint() == plan.fingerprint:
+                    break
+                time.sleep(poll_seconds)
+            launch_file = write_launch_file(folder.path, pipeline_raw=self.pipeline.raw,
+                                            pipeline_path=self.pipeline.path, runs_dir=self.run_dir.parent,
+                                            stage_id=stage.id, fingerprint=plan.fingerprint,
+                                            resume=plan.action == "resume", node_rank=self.launch.node_rank)
+            try:
+                code = run_torchrun(self.launch, launch_file)
+            finally:
+                launch_file.unlink(missing_ok=True)
+            if code != 0:
+                raise RuntimeError(f"stage {stage.id!r}: a torchrun process on node {self.launch.node_rank} "
+                                   f"failed (exit status {code})")
+        self.on_event(plan, "waiting for node 0")
+        while folder.completed_fingerprint() != plan.fingerprint:
+            time.sleep(poll_seconds)
+        self.on_event(plan, "finished on node 0")
+
+
+_MISSING = object()
+
+
+def changed_keys(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """``(dotted key, old value, new value)`` for every leaf that differs between two configs."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in list(old) + [k for k in new if k not in old]:
+            out += changed_keys(old.get(key, _MISSING), new.get(key, _MISSING), f"{prefix}{key}.")
+        return out
+    if old == new:
+        return []
+    return [(prefix.rstrip(".") or "(config)", old, new)]
+
+
+def _short(value: Any) -> str:
+    if value is _MISSING:
+        return "(unset)"
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def default_runs_dir() -> Path:

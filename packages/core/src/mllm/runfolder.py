@@ -4,6 +4,8 @@ Layout: ``runs/<pipeline>/<stage>/`` holds ``stage.json`` (fingerprint, written 
 stage starts), ``resolved_config.yaml`` (secrets redacted), the stage's outputs and,
 written last and atomically, ``COMPLETE``. A stage folder whose fingerprint no longer
 matches is moved to ``runs/<pipeline>/.history/<stage>-<old fingerprint>/``, never deleted.
+``runs/<pipeline>/.mllm-run`` marks the folder as mllm's: ``mllm run`` refuses an output
+folder that exists, is not empty and has no such marker.
 """
 
 from __future__ import annotations
@@ -21,8 +23,53 @@ import yaml
 COMPLETE = "COMPLETE"
 STAGE_STATE = "stage.json"
 HISTORY = ".history"
+RUN_MARKER = ".mllm-run"  # in runs/<pipeline>/: written when mllm creates the folder
+EXIT_STOPPED = 143  # 128 + SIGTERM: what a shell reports for a process ended by SIGTERM
 REDACTED = "***REDACTED***"
 SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|authorization|credential)", re.IGNORECASE)
+
+
+class RunFolderError(ValueError):
+    """The output folder is not one mllm may write into (not empty, not an mllm run folder)."""
+
+
+class TrainingStopped(RuntimeError):
+    """Training stopped on a signal after saving a complete checkpoint; re-running resumes."""
+
+    exit_code = EXIT_STOPPED
+
+
+class UnsafeCheckpointError(RuntimeError):
+    """A checkpoint file needs more than tensors and plain containers to load (or cannot be read)."""
+
+
+def is_run_folder(run_dir: Path) -> bool:
+    """``runs/<pipeline>/`` holds the marker (or, written before markers existed, a stage's ``stage.json``)."""
+    run_dir = Path(run_dir)
+    if (run_dir / RUN_MARKER).is_file():
+        return True
+    return any((child / STAGE_STATE).is_file() for child in run_dir.iterdir() if child.is_dir())
+
+
+def check_run_folder(run_dir: Path) -> None:
+    """Refuse an output folder that exists, is not empty and is not an mllm run folder."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunFolderError(f"{run_dir} exists and is not a folder; pick another --runs-dir or pipeline name")
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not is_run_folder(run_dir):
+        raise RunFolderError(
+            f"{run_dir} exists, is not empty and is not an mllm run folder (it has no {RUN_MARKER} file); "
+            "mllm will not write into it or move anything out of it. Pick another --runs-dir (or pipeline name), "
+            "or empty the folder yourself")
+
+
+def create_run_folder(run_dir: Path) -> None:
+    """Create ``runs/<pipeline>/`` (after :func:`check_run_folder`) and mark it as mllm's."""
+    check_run_folder(run_dir)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / RUN_MARKER).is_file():
+        atomic_write_text(run_dir / RUN_MARKER, json.dumps({"mllm_run": run_dir.name, "created": time.time()}) + "\n")
 
 
 def atomic_write_text(path: Path, text: str) -> None:

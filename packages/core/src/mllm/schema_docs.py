@@ -6,6 +6,7 @@ the markers below; a test fails when the doc is out of date.
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ END = "<!-- END GENERATED: pipeline keys -->"
 def _type_name(annotation: Any) -> str:
     text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
     text = text or str(annotation)
+    text = re.sub(r", FieldInfo\(.*\)\]", "]", text)  # pydantic's discriminator metadata
+    text = re.sub(r"\b(?:\w+\.)+(\w+)", r"\1", text)  # module paths
     return text.replace("typing.", "").replace("mllm.config.", "").replace("NoneType", "None").replace("|", "\\|")
 
 
@@ -28,7 +31,8 @@ def field_table(fields: dict[str, Any]) -> str:
     for name, field in fields.items():
         key = field.alias or name
         default = "required" if field.is_required() else repr(field.get_default(call_default_factory=True))
-        rows.append(f"| `{key}` | `{_type_name(field.annotation)}` | `{default}` | {field.description or ''} |")
+        meaning = (field.description or "").replace("|", "\\|")  # a bare | would end the table cell
+        rows.append(f"| `{key}` | `{_type_name(field.annotation)}` | `{default}` | {meaning} |")
     return "\n".join(rows)
 
 

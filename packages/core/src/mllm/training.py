@@ -11,11 +11,17 @@ the Trainer documents for subclassing and through callbacks, never a loop of our
   Trainer's own log entries (the pattern TRL's trainers use);
 - the train dataset is a plain list of records; the data collator is the method's
   ``collate`` (so ``remove_unused_columns`` is off);
-- length-grouped batches: ``LengthGroupedSampler`` over ``method.lengths(records)``;
+- length-grouped batches: ``LengthGroupedSampler`` over ``method.lengths(records)``,
+  shuffled from the seed and the epoch only (exact example order after a resume);
 - a separate learning rate for the projector (LLaVA's ``mm_projector_lr``): its
   parameters get their own optimizer param groups;
 - callbacks: :class:`JsonlLogCallback` writes every log entry as a line of
-  ``train_log.jsonl``; :class:`StageLoggerCallback` mirrors them to the stage's log.
+  ``train_log.jsonl``; :class:`StageLoggerCallback` mirrors them to the stage's log;
+  :class:`mllm.checkpoints.CheckpointMarkerCallback` marks each checkpoint complete
+  (then rotates); :class:`mllm.checkpoints.StopOnSignal` turns SIGTERM into a checkpoint
+  and a clean stop (see :mod:`mllm.checkpoints`);
+- an image that fails to decode while a batch is collated follows the dataset's
+  ``on_bad_row`` policy (:class:`MethodCollator`, :class:`mllm.badrows.LateBadRows`).
 
 :class:`TrainSettings` is the ``train:`` block of a train stage; it maps onto
 ``TrainingArguments`` with ``output_dir = <stage_dir>/checkpoints``.
@@ -23,9 +29,11 @@ the Trainer documents for subclassing and through callbacks, never a loop of our
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
+import os
 import re
 import sys
 from collections import defaultdict
@@ -37,6 +45,8 @@ import torch
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from mllm import checkpoints as _checkpoints
+from mllm.badrows import ImageReadError
 from mllm.trainsettings import CHECKPOINTS_SUBDIR, TrainSettings
 
 TRAIN_LOG = "train_log.jsonl"
@@ -46,13 +56,63 @@ _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
 class MethodCollator:
-    """The Trainer's ``data_collator``: a list of records -> ``method.collate(records)``."""
+    """The Trainer's ``data_collator``: a list of records -> ``method.collate(records)``.
 
-    def __init__(self, method: Any) -> None:
+    With ``bad_rows`` (a :class:`mllm.badrows.LateBadRows`), a record whose image fails
+    to decode (:class:`mllm.badrows.ImageReadError` from the adapter) follows the
+    dataset's policy: ``error`` stops with the image and record named, ``skip`` drops the
+    record from the batch and lists it in ``data_report.json``. A batch left with no
+    record takes the first record of the dataset not known to be bad. The normal path
+    costs nothing: records are checked only after a collate failed.
+    """
+
+    def __init__(self, method: Any, bad_rows: Any = None, dataset: Sequence[Any] = ()) -> None:
         self.method = method
+        self.bad_rows = bad_rows
+        self.dataset = dataset
 
     def __call__(self, records: Sequence[Any]) -> dict[str, Any]:
-        return self.method.collate(list(records))
+        records = list(records)
+        if self.bad_rows is None:
+            return self.method.collate(records)
+        records = [r for r in records if not self.bad_rows.is_bad(r)] or self._substitute()
+        while True:
+            try:
+                return self.method.collate(records)
+            except ImageReadError as error:
+                bad = [r for r in records if error.path in {os.fspath(p) for p in getattr(r, "images", ())}]
+                if not bad:
+                    raise
+                for record in bad:
+                    self.bad_rows.reject(record, error)  # raises under on_bad_row: error
+                records = [r for r in records if not self.bad_rows.is_bad(r)] or self._substitute()
+
+    def _substitute(self) -> list[Any]:
+        for record in self.dataset:
+            if not self.bad_rows.is_bad(record):
+                return [record]
+        from mllm.badrows import BadRowError
+
+        raise BadRowError("every training record has an image that cannot be decoded")
+
+
+class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+    """``LengthGroupedSampler`` whose shuffle depends only on ``seed`` and the epoch (the
+    Trainer calls ``set_epoch``), never on the global RNG: a run resumed in a later epoch
+    sees the same example order as an uninterrupted one (the base class draws from the
+    global RNG, whose state at an epoch start depends on everything run before it)."""
+
+    def __init__(self, batch_size: int, *, lengths: list[int], seed: int = 0) -> None:
+        super().__init__(batch_size, lengths=lengths, generator=torch.Generator())
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        self.generator.manual_seed(self.seed + self.epoch)
+        return super().__iter__()
 
 
 class MethodTrainer(Trainer):
@@ -76,19 +136,54 @@ class MethodTrainer(Trainer):
 
     def __init__(self, method: Any, *, model: Any, args: TrainingArguments, train_dataset: Sequence[Any],
                  group_by_length: bool = True, projector_lr: float | None = None,
-                 projector_module: str | None = None, **kwargs: Any) -> None:
+                 projector_module: str | None = None, bad_rows: Any = None, **kwargs: Any) -> None:
         self.method = method
         self.group_by_length = group_by_length
         self.projector_lr = projector_lr
         self.projector_module = projector_module
         self._metric_sums: dict[str, float] = defaultdict(float)
         self._metric_counts: dict[str, int] = defaultdict(int)
-        kwargs.setdefault("data_collator", MethodCollator(method))
-        super().__init__(model=model, args=args, train_dataset=list(train_dataset), **kwargs)
+        train_dataset = list(train_dataset)
+        kwargs.setdefault("data_collator", MethodCollator(method, bad_rows, train_dataset))
+        # checkpoints are marked complete after the Trainer wrote them; rotation follows the marker
+        kwargs["callbacks"] = [_checkpoints.CheckpointMarkerCallback(), *(kwargs.get("callbacks") or [])]
+        super().__init__(model=model, args=args, train_dataset=train_dataset, **kwargs)
         # the method computes its own loss from its own batch keys
         self.model_accepts_loss_kwargs = False
         if projector_lr is not None and projector_module is None:
             raise ValueError("projector_lr needs projector_module (the adapter's module_names()['projector'])")
+
+    # -- checkpoints --------------------------------------------------------------------
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        """The Trainer's save, without its rotation: :class:`mllm.checkpoints.CheckpointMarkerCallback`
+        rotates (by step number, complete checkpoints only) once this one is marked complete."""
+        limit = self.args.save_total_limit
+        self.args.save_total_limit = None
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = limit
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """The Trainer's save, with the weights under the model's own parameter names.
+
+        ``save_pretrained`` writes LLaVA weights under the legacy names (transformers'
+        conversion mapping) while the Trainer's resume loads them with a plain
+        ``load_state_dict``, which would silently load nothing. Checkpoints exist for
+        resume, so they keep the names the model has; the stage's final model is saved
+        by the adapter as usual."""
+        from transformers import PreTrainedModel
+
+        model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        if not isinstance(model, PreTrainedModel) or "save_pretrained" in vars(model):
+            return super()._save(output_dir, state_dict)
+        original = model.save_pretrained
+        model.save_pretrained = functools.partial(original, save_original_format=False)
+        try:
+            super()._save(output_dir, state_dict)
+        finally:
+            del model.save_pretrained
 
     # -- batches ------------------------------------------------------------------------
 
@@ -100,8 +195,9 @@ class MethodTrainer(Trainer):
             if len(lengths) != len(dataset):
                 raise ValueError(f"{type(self.method).__name__}.lengths() gave {len(lengths)} lengths "
                                  f"for {len(dataset)} records")
-            return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
-                                        lengths=lengths)
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return EpochSeededLengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                                   lengths=lengths, seed=seed)
         return super()._get_train_sampler(train_dataset)
 
     # -- loss and metrics ---------------------------------------------------------------
@@ -222,29 +318,23 @@ def _short(value: Any) -> str:
 
 
 def last_checkpoint(checkpoints_dir: Path) -> Path | None:
-    """The newest complete checkpoint folder (one holding ``trainer_state.json``), if any."""
-    checkpoints_dir = Path(checkpoints_dir)
-    if not checkpoints_dir.is_dir():
-        return None
-    found = []
-    for child in checkpoints_dir.iterdir():
-        match = _CHECKPOINT.match(child.name)
-        if match and child.is_dir() and (child / "trainer_state.json").is_file():
-            found.append((int(match.group(1)), child))
-    return max(found)[1] if found else None
+    """The newest complete checkpoint folder (marked by :mod:`mllm.checkpoints`), if any."""
+    return _checkpoints.last_checkpoint(checkpoints_dir)
 
 
 def truncate_log(path: Path, up_to_step: int) -> None:
-    """Drop log lines after ``up_to_step`` (entries a resumed run will log again)."""
+    """Drop log lines after ``up_to_step`` (entries a resumed run will log again), and the
+    end-of-training summary of an interrupted run."""
     path = Path(path)
     if not path.exists():
         return
     kept = []
     for line in path.read_text().splitlines():
         try:
-            if json.loads(line).get("step", 0) <= up_to_step:
+            entry = json.loads(line)
+            if entry.get("step", 0) <= up_to_step and "train_runtime" not in entry:
                 kept.append(line)
-        except ValueError:
+        except (ValueError, AttributeError):
             continue
     path.write_text("".join(f"{line}\n" for line in kept))
 
@@ -264,12 +354,17 @@ def train_method(method: Any, model: Any, records: Sequence[Any], settings: Trai
                  seed: int = 0, resume: bool = False, projector_lr: float | None = None,
                  projector_module: str | None = None, callbacks: Sequence[TrainerCallback] = (),
                  logger: logging.Logger | None = None,
-                 args_overrides: dict[str, Any] | None = None) -> tuple[MethodTrainer, dict[str, float]]:
+                 args_overrides: dict[str, Any] | None = None,
+                 bad_rows: Any = None) -> tuple[MethodTrainer, dict[str, float]]:
     """Train ``model`` with ``method`` on ``records``; logs go to ``<stage_dir>/train_log.jsonl``.
 
     With ``resume`` and a complete checkpoint in ``<stage_dir>/checkpoints``, training
-    continues from it (optimizer, scheduler, RNG and data position included).
+    continues from it (optimizer, scheduler, RNG and data position included), after
+    every pickle-based file in it passed :func:`mllm.checkpoints.verify_checkpoint`.
     ``args_overrides`` are extra ``TrainingArguments`` (e.g. ``train_sampling_strategy``).
+    ``bad_rows``: a :class:`mllm.badrows.LateBadRows` for images that fail to decode.
+    SIGTERM saves a checkpoint at the next step boundary, then raises
+    :class:`mllm.checkpoints.TrainingStopped`.
     Returns the trainer and the last logged value of every training metric.
     """
     stage_dir = Path(stage_dir)
@@ -280,21 +375,66 @@ def train_method(method: Any, model: Any, records: Sequence[Any], settings: Trai
     args = settings.to_training_arguments(stage_dir, seed=seed, **overrides)
     log_path = stage_dir / TRAIN_LOG
     checkpoint = last_checkpoint(stage_dir / CHECKPOINTS_SUBDIR) if resume else None
+    first_process = args.process_index == 0  # several processes (torchrun): only the first writes the log
     if checkpoint is not None:
+        _checkpoints.verify_checkpoint(checkpoint)  # before the Trainer unpickles anything in it
         state = json.loads((checkpoint / "trainer_state.json").read_text())
-        truncate_log(log_path, int(state.get("global_step", 0)))
+        if first_process:
+            truncate_log(log_path, int(state.get("global_step", 0)))
         if logger:
             logger.info("resuming from %s", checkpoint)
-    elif log_path.exists():
+    elif log_path.exists() and first_process:
         log_path.unlink()  # a fresh start logs from step 0 again
     all_callbacks: list[TrainerCallback] = [JsonlLogCallback(log_path)]
     if logger is not None:
         all_callbacks.append(StageLoggerCallback(logger))
     all_callbacks.extend(callbacks)
+    stop = _checkpoints.StopOnSignal(logger)
+    all_callbacks.append(stop)
     trainer = MethodTrainer(method, model=model, args=args, train_dataset=records,
                             group_by_length=settings.group_by_length, projector_lr=projector_lr,
-                            projector_module=projector_module, callbacks=all_callbacks)
+                            projector_module=projector_module, callbacks=all_callbacks, bad_rows=bad_rows)
     if logger is not None:
         trainer.remove_callback(PrinterCallback)  # it would print every log entry a second time
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
+    with stop:
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
+    if stop.stopped_at is not None:
+        saved = last_checkpoint(stage_dir / CHECKPOINTS_SUBDIR)
+        raise _checkpoints.TrainingStopped(
+            f"training stopped by {signal_name(stop.requested)} after step {stop.stopped_at}; complete checkpoint: "
+            f"{saved}. Run the same command again to resume from it.")
     return trainer, last_logged_values(trainer.state.log_history)
+
+
+def signal_name(signum: int | None) -> str:
+    import signal
+
+    try:
+        return signal.Signals(signum).name if signum is not None else "a signal"
+    except ValueError:
+        return f"signal {signum}"
+
+
+def save_trained(trainer: Trainer, adapter: Any, path: Path) -> None:
+    """Save the trained model through ``adapter.save``: one ordinary ``save_pretrained`` folder.
+
+    Every process calls it. Under DeepSpeed ZeRO-3 each process holds a shard of every
+    parameter: they are gathered (all processes take part) and the first process writes
+    the full weights, so a single-process stage loads the folder like any other; the
+    presets also set ``stage3_gather_16bit_weights_on_model_save`` for the Trainer's own
+    checkpoints. With DDP or ZeRO-2 every process holds the full weights and the first
+    one writes them. The other processes wait until the folder is complete.
+    """
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    adapter.model = trainer.model
+    if is_deepspeed_zero3_enabled() and trainer.is_deepspeed_enabled:
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(trainer.model.parameters()), modifier_rank=None):
+            if trainer.is_world_process_zero():
+                adapter.save(path)
+    elif trainer.is_world_process_zero():
+        adapter.save(path)
+    if trainer.args.world_size > 1:
+        trainer.accelerator.wait_for_everyone()

@@ -5,14 +5,31 @@ It maps onto ``transformers.TrainingArguments`` with ``output_dir = <stage_dir>/
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from mllm.interfaces import ComponentConfig
 
 CHECKPOINTS_SUBDIR = "checkpoints"
+#: ``deepspeed:`` names of the bundled configs (``mllm/deepspeed_presets/<name>.json``)
+DEEPSPEED_PRESETS = ("zero2", "zero3", "zero3-offload")
+Precision = Literal["fp32", "bf16", "fp16"]
+
+
+def deepspeed_config_path(value: str) -> Path:
+    """The JSON file a ``deepspeed:`` value names: a bundled preset or a path."""
+    if value in DEEPSPEED_PRESETS:
+        from importlib import resources
+
+        return Path(str(resources.files("mllm") / "deepspeed_presets" / f"{value}.json"))
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"train.deepspeed: {value!r} is neither a preset ({', '.join(DEEPSPEED_PRESETS)}) "
+                                f"nor an existing DeepSpeed JSON file")
+    return path
 
 
 class TrainSettings(ComponentConfig):
@@ -37,12 +54,47 @@ class TrainSettings(ComponentConfig):
     group_by_length: bool = Field(True, description="batches of similar length (transformers' LengthGroupedSampler)")
     bf16: bool = False
     fp16: bool = False
+    precision: Precision | None = Field(None, description="fp32, bf16 or fp16 (mixed precision); the same as "
+                                                          "bf16: true / fp16: true, which it replaces")
     gradient_checkpointing: bool = False
     report_to: list[str] = Field(default_factory=lambda: ["none"],
                                  description="transformers integrations: none, tensorboard, wandb, ...")
     seed: int | None = Field(None, description="training seed; default: the pipeline's seed")
-    deepspeed: str | None = Field(None, description="DeepSpeed config file, passed to TrainingArguments")
+    deepspeed: str | None = Field(None, description="DeepSpeed ZeRO: a preset (zero2, zero3, zero3-offload: "
+                                                    "batch size, accumulation and precision are 'auto', filled "
+                                                    "from these settings) or the path of a DeepSpeed JSON config")
     dataloader_num_workers: int = Field(0, ge=0)
+
+    @field_validator("deepspeed")
+    @classmethod
+    def _deepspeed_value(cls, value: str | None) -> str | None:
+        if value is None or value in DEEPSPEED_PRESETS:
+            return value
+        if value.endswith(".json") or "/" in value or "\\" in value:
+            return value  # a path; its existence is checked when training starts
+        import difflib
+
+        close = difflib.get_close_matches(value, DEEPSPEED_PRESETS, n=1)
+        hint = f"; did you mean {close[0]!r}" if close else ""
+        raise ValueError(f"unknown DeepSpeed preset {value!r}{hint}; use one of {', '.join(DEEPSPEED_PRESETS)} "
+                         "or the path of a .json config")
+
+    @model_validator(mode="after")
+    def _one_precision(self) -> "TrainSettings":
+        if self.bf16 and self.fp16:
+            raise ValueError("bf16 and fp16 are both true; pick one (or precision: bf16 | fp16 | fp32)")
+        if self.precision is not None:
+            implied = "bf16" if self.bf16 else "fp16" if self.fp16 else None
+            if implied is not None and implied != self.precision:
+                raise ValueError(f"precision: {self.precision} contradicts {implied}: true; keep one of them")
+        return self
+
+    @property
+    def effective_precision(self) -> str:
+        """``fp32``, ``bf16`` or ``fp16``: what the Trainer trains in."""
+        if self.precision is not None:
+            return self.precision
+        return "bf16" if self.bf16 else "fp16" if self.fp16 else "fp32"
 
     def to_training_arguments(self, stage_dir: Path, *, seed: int = 0, **overrides: Any) -> Any:
         """``TrainingArguments`` writing checkpoints to ``<stage_dir>/checkpoints``."""
@@ -65,17 +117,22 @@ class TrainSettings(ComponentConfig):
             save_strategy="steps",
             save_steps=self.save_steps,
             save_total_limit=self.save_total_limit,
-            bf16=self.bf16,
-            fp16=self.fp16,
+            bf16=self.effective_precision == "bf16",
+            fp16=self.effective_precision == "fp16",
             activation_checkpointing=self.gradient_checkpointing,
             report_to=list(self.report_to),
             seed=self.seed if self.seed is not None else seed,
-            deepspeed=self.deepspeed,
+            deepspeed=str(deepspeed_config_path(self.deepspeed)) if self.deepspeed else None,
             dataloader_num_workers=self.dataloader_num_workers,
             dataloader_pin_memory=torch.cuda.is_available(),
             remove_unused_columns=False,
             # the method's collate produces the batch; record lengths come from method.lengths()
             train_sampling_strategy="random",
         )
+        if not torch.cuda.is_available() and (int(os.environ.get("WORLD_SIZE", "1")) > 1
+                                              or self.effective_precision == "bf16"):
+            # several CPU processes (torchrun, gloo) are counted, and bf16 (CPU autocast) is
+            # allowed, only in accelerate's CPU mode
+            kwargs["use_cpu"] = True
         kwargs.update(overrides)
         return TrainingArguments(**kwargs)

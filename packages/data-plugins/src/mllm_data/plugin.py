@@ -40,3 +40,11 @@ def register_preference_datasets(register: Register) -> None:
                            config="mllm_data.preference:HFPreferenceConfig",
                            description="Hugging Face / TRL preference data (prompt, chosen, rejected, images): "
                                        "JSON, JSON Lines or a save_to_disk folder"))
+
+
+@hookimpl(specname="mllm_register_datasets")
+def register_easyvqa_describe_dataset(register: Register) -> None:
+    register(ComponentSpec(name="easyvqa-describe", impl="mllm_data.easyvqa_describe:EasyVQADescribe",
+                           config="mllm_data.easyvqa_describe:EasyVQADescribeConfig",
+                           description="easy-VQA images described in one templated sentence (shape and colour); "
+                                       "optionally with the images' questions"))

@@ -8,7 +8,10 @@
   stage folder holding one), greedy decoding.
 
 Both cache each request in a JSON Lines file keyed by a SHA-256 of the model, the
-messages and the decoding settings, so re-running a scorer costs nothing.
+messages and the decoding settings, so re-running a scorer costs nothing, and an
+interrupted one asks only what it had not asked yet. Only real verdicts are cached: a
+failed request raises :class:`JudgeError` and an empty reply is returned uncached
+(``openai`` first asks again ``empty_retries`` times), so a later run asks again.
 """
 
 from __future__ import annotations
@@ -60,6 +63,9 @@ class JudgeCache:
         return self._entries.get(key)
 
     def put(self, key: str, model: str, reply: str) -> None:
+        """Store a verdict; an empty (or blank) reply is not stored, so it is asked again."""
+        if not reply or not reply.strip():
+            return
         with self._lock:
             self._entries[key] = reply
             if self.path is None:
@@ -87,6 +93,8 @@ class OpenAIJudgeConfig(ComponentConfig):
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     max_tokens: int = Field(1024, ge=1)
     max_retries: int = Field(5, ge=0, description="retries of the openai client (rate limits, 5xx, timeouts)")
+    empty_retries: int = Field(1, ge=0, description="times an empty reply is asked again at once "
+                                                    "(empty replies are never cached)")
     timeout_s: float = Field(120.0, gt=0)
     cache: str | None = Field(None, description="JSON Lines cache file; none: no on-disk cache")
 
@@ -108,6 +116,7 @@ class OpenAIJudge:
                 f"the 'openai' judge reads its API key from ${self.config.api_key_env}, which is not set; "
                 "export it (or set api_key_env to the variable that holds it)"
             )
+        self._key = key  # only to scrub it from error messages
         self._client = openai.OpenAI(api_key=key, base_url=self.config.base_url,
                                      max_retries=self.config.max_retries, timeout=self.config.timeout_s)
         self._openai_error = openai.OpenAIError
@@ -123,16 +132,22 @@ class OpenAIJudge:
         cached = self.cache.get(key)
         if cached is not None:
             return cached
-        try:
-            response = self._client.chat.completions.create(
-                model=self.config.model, messages=messages,  # type: ignore[arg-type]
-                temperature=self.config.temperature, max_tokens=self.config.max_tokens,
-            )
-        except self._openai_error as error:
-            # the client's messages carry no credentials; name the endpoint, not the key
-            raise JudgeError(f"judge request to {self.config.base_url or 'the OpenAI API'} failed: "
-                             f"{type(error).__name__}: {error}") from None
-        reply = response.choices[0].message.content or ""
+        reply = ""
+        for _ in range(self.config.empty_retries + 1):
+            try:
+                response = self._client.chat.completions.create(
+                    model=self.config.model, messages=messages,  # type: ignore[arg-type]
+                    temperature=self.config.temperature, max_tokens=self.config.max_tokens,
+                )
+            except self._openai_error as error:
+                # name the endpoint, never the key (a server may echo it back in its error body)
+                detail = str(error).replace(self._key, "***") if self._key else str(error)
+                raise JudgeError(f"judge request to {self.config.base_url or 'the OpenAI API'} failed: "
+                                 f"{type(error).__name__}: {detail}") from None
+            reply = (response.choices[0].message.content if response.choices else None) or ""
+            if reply.strip():
+                break
+            log.warning("judge %s gave an empty reply; not cached", self.config.model)
         self.cache.put(key, self.config.model, reply)
         return reply
 

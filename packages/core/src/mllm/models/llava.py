@@ -3,8 +3,9 @@
 Wraps ``transformers.LlavaForConditionalGeneration`` and its ``LlavaProcessor``:
 
 - ``path:`` loads a Hugging Face ``save_pretrained`` folder (``llava-hf/llava-1.5-7b-hf``
-  downloaded by the user, or a folder this adapter saved); ``trust_remote_code`` is never
-  set. A folder holding a peft adapter (``adapter_config.json``) loads the base model
+  downloaded by the user, or a folder this adapter saved); code shipped in a folder is
+  never run unless the model config says ``trust_remote_code: true`` (default false).
+  A folder holding a peft adapter (``adapter_config.json``) loads the base model
   it names (``mllm_model.json`` stores the base folder) and attaches the adapter.
 - ``init: tiny`` builds a small model from the config: a CLIP vision tower, the
   projector (``mlp2x_gelu`` as LLaVA-1.5, or ``linear`` as LLaVA-1), a Llama language
@@ -99,17 +100,19 @@ def _torch_dtype(name: str | None) -> torch.dtype | None:
     return {None: None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
-def load_llava(path: Path, dtype: str | None = None) -> Any:
-    """``from_pretrained`` of a LLaVA folder (never with remote code)."""
+def load_llava(path: Path, dtype: str | None = None, trust_remote_code: bool = False) -> Any:
+    """``from_pretrained`` of a LLaVA folder (code in the folder runs only with ``trust_remote_code``)."""
     from transformers import AutoConfig
 
     from mllm.attention import pick_attn_implementation
 
-    config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+    config = AutoConfig.from_pretrained(path, trust_remote_code=bool(trust_remote_code))
     if config.model_type != "llava":
         raise ValueError(f"{path}: model_type {config.model_type!r} is not supported by the llava adapter "
                          "(it loads LlavaForConditionalGeneration folders, model_type 'llava')")
-    kwargs: dict[str, Any] = {"config": config, "attn_implementation": pick_attn_implementation()}
+    # flash-attn only for half-precision weights: the dtype asked for, else the one the folder recorded
+    weights_dtype = dtype if dtype is not None else getattr(config, "dtype", None)
+    kwargs: dict[str, Any] = {"config": config, "attn_implementation": pick_attn_implementation(weights_dtype)}
     if dtype is not None:
         kwargs["dtype"] = _torch_dtype(dtype)
     model = llava_class(config).from_pretrained(path, **kwargs)
@@ -205,7 +208,7 @@ class LlavaAdapter:
             vision_feature_select_strategy=config.vision_feature_select_strategy,
             mllm_projector=config.projector,
         )
-        llava_config._attn_implementation = pick_attn_implementation()
+        llava_config._attn_implementation = pick_attn_implementation(config.dtype)
         torch.manual_seed(seed)
         model = llava_class(llava_config)(llava_config)
         model.to(_torch_dtype(config.dtype))
@@ -243,17 +246,18 @@ class LlavaAdapter:
             return meta.get(name, getattr(config, name) if config is not None else default)
 
         dtype = config.dtype if config is not None and "dtype" in chosen else None
+        trust_remote_code = bool(config is not None and config.trust_remote_code)
         overrides: dict[str, torch.Tensor] = {}
         if (path / "adapter_config.json").is_file():
             base_path = cls._adapter_base(path, meta)
-            model, overrides = cls._load_peft(path, base_path, dtype)
+            model, overrides = cls._load_peft(path, base_path, dtype, trust_remote_code)
         else:
             if not (path / "config.json").is_file():
                 raise FileNotFoundError(f"{path} holds no config.json: not a save_pretrained model folder")
             base_path = path
-            model = load_llava(path, dtype)
+            model = load_llava(path, dtype, trust_remote_code)
         processor_dir = path if (path / "tokenizer_config.json").is_file() or (path / "tokenizer.json").is_file() else base_path
-        processor = LlavaProcessor.from_pretrained(processor_dir, trust_remote_code=False)
+        processor = LlavaProcessor.from_pretrained(processor_dir, trust_remote_code=bool(trust_remote_code))
         adapter = cls(model, processor, option("template", "llava-1.5"),
                       image_aspect_ratio=option("image_aspect_ratio", "pad"),
                       max_length=int(option("max_length", 512)), base_path=base_path)
@@ -279,11 +283,12 @@ class LlavaAdapter:
                                 f"(looked for: {', '.join(map(str, candidates)) or 'nothing recorded'})")
 
     @staticmethod
-    def _load_peft(path: Path, base_path: Path, dtype: str | None) -> tuple[Any, dict[str, torch.Tensor]]:
+    def _load_peft(path: Path, base_path: Path, dtype: str | None,
+                   trust_remote_code: bool = False) -> tuple[Any, dict[str, torch.Tensor]]:
         from peft import PeftModel
         from safetensors.torch import load_file
 
-        base = load_llava(base_path, dtype)
+        base = load_llava(base_path, dtype, trust_remote_code)
         overrides = path / BASE_OVERRIDES_FILE
         state: dict[str, torch.Tensor] = {}
         if overrides.is_file():
@@ -448,6 +453,8 @@ class LlavaAdapter:
         """
         from PIL import Image
 
+        from mllm.badrows import ImageReadError
+
         image_processor = self.processor.image_processor
         images = []
         for item in paths:
@@ -458,7 +465,7 @@ class LlavaAdapter:
                     with Image.open(item) as opened:
                         image = opened.convert("RGB")
                 except (OSError, ValueError) as error:
-                    raise ValueError(f"cannot read image {os.fspath(item)!r}: {error}") from None
+                    raise ImageReadError(item, f"cannot read image {os.fspath(item)!r}: {error}") from None
             if self.image_aspect_ratio == "pad":
                 mean = tuple(int(round(x * 255)) for x in image_processor.image_mean)
                 image = _expand_to_square(image, mean)

@@ -29,6 +29,8 @@ class LlavaModelConfig(ComponentConfig):
         "pad", description="pad: pad to a square with the image mean colour (LLaVA-1.5); resize: stretch to the square size")
     max_length: int = Field(512, ge=16, description="longest training sequence in tokens, image tokens included")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="weights dtype")
+    trust_remote_code: bool = Field(False, description="run Python code shipped in the model folder (auto_map); "
+                                                       "only for folders you trust")
     # tiny sizes
     image_size: int = Field(64, ge=8, description="tiny: input image side (easy-VQA images are 64x64)")
     patch_size: int = Field(8, ge=1, description="tiny: vision patch side; (image_size/patch_size)^2 image tokens")

@@ -7,6 +7,8 @@
   benchmarks: [{name: easyvqa, split: test}]
   batch_size: 32                            # rows per forward pass
   max_new_tokens: 8                         # optional: overrides every benchmark's own
+  steer: {verbosity: 2}                     # optional, SteerLM: desired attributes (others 4; `steer: true`
+                                            # = all 4), appended to every prompt; `models:` inside limits it
 ```
 
 For each model and benchmark, the benchmark's items are answered by
@@ -34,6 +36,7 @@ from pydantic import Field, field_validator
 from mllm.config import INIT, ComponentRef, ResolvedComponent, StageConfig
 from mllm.generation import AnswerEngine
 from mllm.runfolder import atomic_write_text
+from mllm.scoring_attributes import SteerConfig
 from mllm.specs import ComponentKind
 
 ANSWERS = "answers.jsonl"
@@ -50,6 +53,17 @@ class EvalStageConfig(StageConfig):
     benchmarks: list[ComponentRef] = Field(description="benchmarks: [{name: easyvqa, <its keys>...}, ...]")
     batch_size: int = Field(32, ge=1, description="questions per forward pass")
     max_new_tokens: int | None = Field(None, ge=1, description="generation budget; overrides each benchmark's own")
+    steer: SteerConfig | None = Field(None, description="SteerLM steering: desired attributes (default 4 each) appended "
+                                                        "to every prompt; echoed attribute lines are stripped from "
+                                                        "answers before scoring (mllm.scoring_attributes)")
+
+    @field_validator("steer", mode="before")
+    @classmethod
+    def _steer_flag(cls, value: Any) -> Any:
+        """``steer: true`` asks for 4 on every attribute; ``steer: false`` is no steering."""
+        if value is True:
+            return {}
+        return None if value is False else value
 
     @field_validator("benchmarks")
     @classmethod
@@ -89,6 +103,9 @@ def benchmark_names(benchmarks: list[ResolvedComponent]) -> list[str]:
 class EvalStage:
     """Runs one eval stage (see the module docstring)."""
 
+    # under `mllm run --nproc-per-node N` every process answers every N-th item; rank 0 merges and scores
+    distributed: ClassVar[bool] = True
+
     def __init__(self, config: EvalStageConfig, components: dict[str, Any]) -> None:
         self.config = config
         self.components = components
@@ -108,6 +125,7 @@ class EvalStage:
         results: dict[str, dict[str, dict[str, float]]] = {}
         for model_id in config.model_ids():
             adapter = context.load_model(model_id)
+            place_on_local_device(adapter)
             fingerprint = self._model_fingerprint(context, model_id)
             results[model_id] = {}
             for name, bench, items in zip(names, built, items_of):
@@ -121,13 +139,23 @@ class EvalStage:
                         context.logger.info("%s on %s: %d/%d answers computed", _model, _bench, done, total)
 
                 engine = AnswerEngine(adapter, batch_size=config.batch_size, max_new_tokens=max_new_tokens,
-                                      cache_path=out_dir / ANSWER_CACHE, model_fingerprint=fingerprint,
+                                      cache_path=out_dir / rank_cache_name(), model_fingerprint=fingerprint,
                                       on_batch=progress)
-                answers = engine.answer(items, mode=mode)
+                steered = config.steer is not None and config.steer.applies_to(model_id)
+                if steered:  # SteerLM: steering text on every prompt, echoed attribute lines stripped
+                    from mllm.scoring_attributes import steer_items, strip_answers
+
+                    asked = steer_items(items, config.steer.attributes())
+                    raw = answer_in_shards(engine, asked, mode)
+                    answers = strip_answers(raw) if raw is not None else None
+                else:
+                    answers = answer_in_shards(engine, items, mode)
+                if answers is None:
+                    continue  # another process of a sharded stage: rank 0 writes and scores
                 context.logger.info("%s on %s: %d answers (%d from the cache, %d computed in %.1fs, mode %s)",
                                     model_id, name, len(answers), engine.stats["cached"], engine.stats["computed"],
                                     engine.stats["seconds"], mode)
-                write_answers(out_dir / ANSWERS, items, answers)
+                write_answers(out_dir / ANSWERS, asked if steered else items, answers)
                 metrics = {key: float(value) for key, value in bench.score(items, answers).items()}
                 results[model_id][name] = metrics
                 context.logger.info("%s on %s: %s", model_id, name,
@@ -135,6 +163,41 @@ class EvalStage:
             del adapter
             gc.collect()
         context.metrics = results
+
+
+def rank_cache_name() -> str:
+    """``answer_cache.jsonl``, or ``answer_cache.rank<r>.jsonl`` for each process of a sharded stage."""
+    from mllm.distributed import rank, world_size
+
+    return ANSWER_CACHE if world_size() == 1 else f"answer_cache.rank{rank()}.jsonl"
+
+
+def place_on_local_device(adapter: Any) -> None:
+    """Move the model to this process's GPU when there is one (torchrun sets it per process)."""
+    import torch
+
+    if torch.cuda.is_available():
+        adapter.model.to(torch.device("cuda", torch.cuda.current_device()))
+
+
+def answer_in_shards(engine: AnswerEngine, items: list[Any], mode: str) -> dict[str, str] | None:
+    """Every item's answer, keyed by id in item order.
+
+    With several processes (``mllm run --nproc-per-node N``) each answers every N-th
+    item (:func:`mllm.distributed.shard`) and rank 0 receives them all
+    (``gather_object``); the other ranks get ``None``. Batching never changes an
+    answer, so the merged answers are the single-process ones."""
+    from mllm.distributed import gather_to_main, shard, world_size
+
+    if world_size() == 1:
+        return engine.answer(items, mode=mode)
+    parts = gather_to_main(engine.answer(shard(items), mode=mode))
+    if parts is None:
+        return None
+    merged: dict[str, str] = {}
+    for part in parts:
+        merged.update(part)
+    return {item.id: merged[item.id] for item in items}
 
 
 def write_answers(path: Path, items: list[Any], answers: dict[str, str]) -> None:

@@ -30,6 +30,12 @@ Score rules: ``exact-match`` (the answer equals the gold after normalisation: ca
 surrounding whitespace and punctuation, articles, repeated spaces), ``regex``
 (``pattern`` found in the answer, or matching all of it with ``full_match``), ``length``
 (score = characters; correct when between ``min_chars`` and ``max_chars``).
+``attributes`` (``{rule: attributes, rules: description}`` or ``{rule: attributes, judge:
+{name: ...}}``): the five SteerLM attributes 0-4 and their aggregate (Helpfulness +
+Correctness + Coherence) in ``metadata.attributes`` / ``metadata.aggregate``; a judge
+that fails or answers unparseably leaves the candidate unscored and counted
+(:mod:`mllm.scoring_attributes`). ``pairs: best-vs-worse`` reads such candidates back as
+DPO pairs (:mod:`mllm.candidates`).
 
 Output: ``records.jsonl`` (:mod:`mllm.recordio`): one Conversation per answer, the prompt
 turns plus the answer, id ``<prompt id>`` (``<prompt id>-s<k>`` with several samples),
@@ -58,6 +64,7 @@ from mllm.config import INIT, ComponentRef, ConfigError, ResolvedComponent, Stag
 from mllm.interfaces import DatasetConfig
 from mllm.recordio import CURRENT_RUN_DIR, RECORDS_FILE, read_records, write_records
 from mllm.records import Conversation, EvalItem, Preference, Turn
+from mllm.scoring_attributes import AttributeRule
 from mllm.specs import ComponentKind
 
 DATA_REPORT = "data_report.json"
@@ -105,7 +112,8 @@ class LengthRule(_Rule):
     max_chars: int | None = Field(None, ge=0)
 
 
-ScoreRule = Annotated[Union[ExactMatchRule, RegexRule, LengthRule], Field(discriminator="rule")]
+# AttributeRule (mllm.scoring_attributes): the five SteerLM attributes from rules or a judge
+ScoreRule = Annotated[Union[ExactMatchRule, RegexRule, LengthRule, AttributeRule], Field(discriminator="rule")]
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _SPACES = re.compile(r"\s+")
@@ -389,10 +397,20 @@ class GenerateStage:
                 max_new_tokens=config.max_new_tokens, batch_size=config.batch_size,
                 cache_path=context.stage_dir / SAMPLE_CACHE, model_fingerprint=fingerprint)
             answers = generator.answer(prompts)
-        out = generated_records(prompts, answers, config.score)
+        attribute_metrics: dict[str, Any] = {}
+        if isinstance(config.score, AttributeRule):  # SteerLM attributes: rules or a judge; never fails on a reply
+            from mllm.scoring_attributes import AttributeScorer, build_judge, rate_records
+
+            judge = (build_judge(config.score.judge, context.registry, context.stage_dir / "judge_cache.jsonl")
+                     if config.score.judge is not None else None)
+            out, attribute_metrics = rate_records(generated_records(prompts, answers), AttributeScorer(config.score, judge))
+        else:
+            out = generated_records(prompts, answers, config.score)
         write_records(context.stage_dir / RECORDS_FILE, out)
         metrics: dict[str, Any] = {"prompts": len(prompts), "answers": len(out)}
-        if config.score is not None:
+        if attribute_metrics:
+            metrics.update(attribute_metrics)
+        elif config.score is not None:
             correct = [bool(r.metadata["correct"]) for r in out]
             metrics["accuracy"] = sum(correct) / len(correct)
             metrics["mean_score"] = sum(float(r.metadata["score"]) for r in out) / len(out)
@@ -404,7 +422,7 @@ class GenerateStage:
 # -- reading it back: the stage-output dataset ----------------------------------------------------
 
 
-PairRule = Literal["wrong-vs-gold"]
+PairRule = Literal["wrong-vs-gold", "best-vs-worse"]  # best-vs-worse: mllm.candidates
 
 
 class StageOutputConfig(DatasetConfig):
@@ -434,6 +452,8 @@ def wrong_vs_gold(records: Iterator[Any], report: DataReport, path: Path) -> Ite
             raise ConfigError(f"{path}: record {record.id!r} has no score; pairs: wrong-vs-gold needs a generate "
                               "stage with a score rule, e.g. score: {rule: exact-match}")
         answer, gold = record.turns[-1].content, metadata.get("gold")
+        if metadata["correct"] is None:  # an attribute judge left it unscored: no verdict, no pair
+            continue
         if metadata["correct"] or not answer.strip() or gold is None or not str(gold).strip():
             continue
         if normalize_answer(answer) == normalize_answer(str(gold)):
@@ -470,7 +490,11 @@ class StageOutput:
     def records(self, report: DataReport) -> Iterator[Any]:
         path = self.path()
         records = read_records(path, report)
-        if self.config.pairs == "wrong-vs-gold":
+        if self.config.pairs == "best-vs-worse":
+            from mllm.candidates import best_vs_worse
+
+            yield from best_vs_worse(records, report, path)
+        elif self.config.pairs == "wrong-vs-gold":
             yield from wrong_vs_gold(records, report, path)
         else:
             yield from records

@@ -28,6 +28,10 @@ data: {from: mistakes, pairs: wrong-vs-gold}   # generated answers -> Preference
 data: {from: samples}                          # the generated Conversations as they are
 ```
 
+``pairs: best-vs-worse`` (candidates scored with ``score: {rule: attributes, ...}``): chosen =
+the best candidate of a prompt, rejected = one at least 2 aggregate points lower
+(:mod:`mllm.candidates`).
+
 ``pairs: wrong-vs-gold``: for each question the model answered wrong (its record's
 ``metadata.correct`` is false), chosen = the gold answer, rejected = the model's answer.
 The stage named by ``from`` is an input of this stage (it must come earlier; its
@@ -42,7 +46,7 @@ from typing import Any, ClassVar, Literal, Union
 
 from pydantic import ConfigDict, Field, field_validator
 
-from mllm.badrows import DataReport, OnBadRow
+from mllm.badrows import DataReport, ImageReadError, LateBadRows, OnBadRow
 from mllm.config import ComponentRef, ConfigError, ResolvedComponent, StageConfig
 from mllm.pipeline import MODEL_SUBDIR
 from mllm.specs import ComponentKind
@@ -61,8 +65,9 @@ class StageDataRef(ComponentRef):
 
     name: str = Field(STAGE_OUTPUT_DATASET, exclude=True, description="the dataset that reads a stage's records")
     from_: str = Field(alias="from", description="id of an earlier generate or transform stage")
-    pairs: Literal["wrong-vs-gold"] | None = Field(
+    pairs: Literal["wrong-vs-gold", "best-vs-worse"] | None = Field(
         None, description="wrong-vs-gold: Preference pairs (chosen = gold, rejected = the model's wrong answer); "
+                          "best-vs-worse: the best attribute-scored candidate vs one >= 2 aggregate points lower; "
                           "none: the records as written")
     on_bad_row: OnBadRow = Field("error", description="error: stop at the first bad row; skip: list it")
     max_bad_fraction: float = Field(0.05, ge=0.0, le=1.0, description="with skip, the largest tolerated share")
@@ -113,6 +118,9 @@ def collect_records(dataset: Any, data: ResolvedComponent, where: str) -> tuple[
 class TrainStage:
     """Runs one train stage (see the module docstring)."""
 
+    # under `mllm run --nproc-per-node N` every torchrun process runs it (DDP or DeepSpeed ZeRO)
+    distributed: ClassVar[bool] = True
+
     def __init__(self, config: TrainStageConfig, components: dict[str, Any]) -> None:
         self.config = config
         self.components = components
@@ -134,7 +142,14 @@ class TrainStage:
             )
 
         records, report = collect_records(dataset, data_ref, where)
-        report.write(context.stage_dir / DATA_REPORT)
+        from mllm.distributed import is_main
+
+        previous_report = _read_json(context.stage_dir / DATA_REPORT) if context.resume else None
+        if is_main():
+            report.write(context.stage_dir / DATA_REPORT)
+        # images that fail to decode only now (training, prepare) follow the same policy
+        late = LateBadRows(report, context.stage_dir / DATA_REPORT if is_main() else None)
+        late.restore(previous_report, {str(r.id) for r in records})
         if not records:
             raise ConfigError(f"{where}: dataset {data_ref.spec.name!r} gave no records to train on")
         context.logger.info("%s: %d records (%d skipped)", where, len(records), len(report.skipped))
@@ -142,7 +157,8 @@ class TrainStage:
         adapter = context.load_model(config.from_)
         model = method.setup(adapter)
         context.records = records  # what prepare() may precompute over (e.g. DPO's reference log-probs)
-        method.prepare(context)
+        _prepare_skipping_bad_images(method, context, late)
+        records = context.records  # prepare() may replace them (rejection sampling keeps the best candidates)
 
         projector_lr = getattr(method, "projector_lr", None)
         projector_module = adapter.module_names().get("projector") if projector_lr is not None else None
@@ -154,8 +170,34 @@ class TrainStage:
             seed=context.seed, resume=context.resume,
             projector_lr=projector_lr, projector_module=projector_module,
             callbacks=list(extra_callbacks()) if callable(extra_callbacks) else [],
-            logger=context.logger,
+            logger=context.logger, bad_rows=late,
         )
-        adapter.model = trainer.model
-        adapter.save(context.stage_dir / MODEL_SUBDIR)
+        from mllm.training import save_trained
+
+        save_trained(trainer, adapter, context.stage_dir / MODEL_SUBDIR)  # one ordinary folder (ZeRO-3 gathered)
         context.metrics = metrics
+
+
+def _read_json(path: Any) -> Any:
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _prepare_skipping_bad_images(method: Any, context: Any, late: LateBadRows) -> None:
+    """``method.prepare(context)``; a record whose image fails to decode there (e.g. while
+    DPO computes reference log-probs) follows the bad-row policy, then prepare runs again."""
+    while True:
+        try:
+            method.prepare(context)
+            return
+        except ImageReadError as error:
+            bad = [r for r in context.records if error.path in {str(p) for p in getattr(r, "images", ())}]
+            if not bad:
+                raise
+            for record in bad:
+                late.reject(record, error)
+            context.records = [r for r in context.records if not late.is_bad(r)]

@@ -228,6 +228,8 @@ class RowCache:
         return self.entries.get(key)
 
     def put(self, key: str, value: Any) -> None:
+        if isinstance(value, str) and not value.strip():
+            return  # an empty reply is never cached: the next run asks again
         self.entries[key] = value
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps({"key": key, "value": value}, ensure_ascii=False) + "\n")
