@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from mllm.launch import ENTRY_MODULE, LaunchSettings, torchrun_argv
 from mllm.trainsettings import DEEPSPEED_PRESETS, TrainSettings, deepspeed_config_path
 
@@ -94,7 +93,6 @@ def test_precision_key_and_the_bf16_fp16_switches():
 
 def test_attention_choice(monkeypatch):
     import torch
-
     from mllm.attention import pick_attn_implementation
 
     if not torch.cuda.is_available():
@@ -114,7 +112,6 @@ def test_shard_and_collectives_without_a_process_group():
 
 def test_cli_run_has_the_launch_flags():
     from click.testing import CliRunner
-
     from mllm.cli import main
 
     result = CliRunner().invoke(main, ["run", "--help"])
@@ -248,8 +245,8 @@ def test_two_processes_match_one(case, tmp_path, easyvqa_files, monkeypatch):
     model_one, model_two = one.run_dir / "train" / "model", two.run_dir / "train" / "model"
     w1, w2 = weights(model_one), weights(model_two)
     assert set(w1) == set(w2) and w2
-    if method.get("lora"):
-        w0 = {k: torch.zeros_like(v) for k, v in w1.items()}  # adapter weights: lora_B starts at 0
+    if method.get("lora"):  # the adapter folder: LoRA A and B (seeded alike in both runs) and the projector
+        w0 = {k: torch.zeros_like(v) for k, v in w1.items()}
     else:
         w0 = weights(one.run_dir / "init" / "model")
     apart = sum(float(((w1[k].float() - w2[k].float()) ** 2).sum()) for k in w1) ** 0.5
@@ -257,7 +254,7 @@ def test_two_processes_match_one(case, tmp_path, easyvqa_files, monkeypatch):
     print(f"{case}: |two - one| / |one - start| = {apart / moved:.2e} (loss {[round(b, 4) for _, b, _ in double]} "
           f"vs {[round(a, 4) for _, a, _ in single]})")
     # Adam's first steps are nearly sign(grad): SFT's token weighting moves some weights differently
-    assert apart / moved < (0.25 if method["name"] == "sft" else 1e-2)
+    assert apart / moved < (0.05 if method.get("lora") else 0.25 if method["name"] == "sft" else 1e-2)
 
     # ... and loads and answers in a single process
     from mllm.generation import AnswerEngine

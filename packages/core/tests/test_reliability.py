@@ -426,18 +426,23 @@ def test_code_in_a_model_folder_runs_only_with_trust_remote_code(tmp_path):
     (folder / "configuration_evil.py").write_text(
         f"open({str(ran)!r}, 'w').write('ran')\n"
         "from transformers import PretrainedConfig\n\n\nclass EvilConfig(PretrainedConfig):\n    model_type = 'evil-llava'\n")
-    script = ("import sys\nfrom mllm.models.llava import LlavaAdapter\nfrom mllm.models.llava_config import LlavaModelConfig\n"
-              "config = LlavaModelConfig(path=sys.argv[1], trust_remote_code=sys.argv[2] == 'yes')\n"
-              "LlavaAdapter.load(sys.argv[1], config=config)\n")
+    script = f"""
+import sys
+from mllm.models.llava import LlavaAdapter
+from mllm.models.llava_config import LlavaModelConfig
+try:
+    LlavaAdapter.load({str(folder)!r}, config=LlavaModelConfig(path={str(folder)!r}))
+except Exception as error:
+    print("DEFAULT:", error)
+print("RAN BY DEFAULT:", __import__("os").path.exists({str(ran)!r}))
+LlavaAdapter.load({str(folder)!r}, config=LlavaModelConfig(path={str(folder)!r}, trust_remote_code=True))
+"""
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
-    default = subprocess.run([sys.executable, "-c", script, str(folder), "no"], env=env, capture_output=True,
-                             text=True, timeout=120)
-    assert default.returncode != 0 and "trust_remote_code" in default.stderr
-    assert not ran.exists()
-    opted_in = subprocess.run([sys.executable, "-c", script, str(folder), "yes"], env=env, capture_output=True,
-                              text=True, timeout=120)
-    assert ran.exists(), opted_in.stderr[-2000:]  # the opt-in works (the model type is then refused)
-    assert "not supported by the llava adapter" in opted_in.stderr
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert "DEFAULT:" in result.stdout and "trust_remote_code" in result.stdout
+    assert "RAN BY DEFAULT: False" in result.stdout
+    assert ran.exists(), result.stderr[-2000:]  # the opt-in works (the model type is then refused)
+    assert "not supported by the llava adapter" in result.stderr
 
 
 # -- 8. output safety -------------------------------------------------------------------------
@@ -476,3 +481,147 @@ def test_mllm_run_refuses_a_foreign_folder_and_never_touches_anything_outside_it
     after = _snapshot(tmp_path, runs / "mine")
     assert {k: v for k, v in after.items() if k != "pipeline.yaml"} == \
         {k: v for k, v in before.items() if k != "pipeline.yaml"}
+
+
+# -- 5 and 7. judges: resume, retries, secrets ------------------------------------------------
+
+SENTINEL = "sk-SENTINEL-3c1f9e-never-written"
+
+
+class JudgeServer:
+    """A local OpenAI-compatible chat-completions endpoint; ``reply(prompt, n)`` gives the
+    content of the n-th request, an ``int`` for an HTTP error status (its body echoes the
+    Authorization header, as careless servers do)."""
+
+    def __init__(self, reply):
+        import threading
+        from http.server import BaseHTTPRequestHandler, HTTPServer
+
+        self.prompts: list[str] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                prompt = body["messages"][-1]["content"]
+                outer.prompts.append(prompt)
+                content = reply(prompt, len(outer.prompts))
+                if isinstance(content, int):
+                    status, payload = content, {"error": {"message": f"bad key {self.headers.get('Authorization')}"}}
+                else:
+                    status, payload = 200, {
+                        "id": "c", "object": "chat.completion", "created": 0, "model": body["model"],
+                        "choices": [{"index": 0, "finish_reason": "stop",
+                                     "message": {"role": "assistant", "content": content}}]}
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_judge_verdicts_resume_and_failed_or_empty_answers_are_retried_not_cached(tmp_path, monkeypatch):
+    pytest.importorskip("openai")
+    from mllm_eval.judges import JudgeError, OpenAIJudge, OpenAIJudgeConfig
+
+    monkeypatch.setenv("JUDGE_KEY", SENTINEL)
+    prompts = [f"rate answer {i}" for i in range(6)]
+    verdict = {p: f"{i % 3}" for i, p in enumerate(prompts)}
+
+    def judge(server, cache):
+        return OpenAIJudge(OpenAIJudgeConfig(model="j", base_url=server.url, api_key_env="JUDGE_KEY", max_retries=0,
+                                             empty_retries=0, cache=str(cache)))
+
+    behaviour = {"fail_at": None, "empty_at": None}
+
+    def reply(prompt, n):
+        if n == behaviour["fail_at"]:
+            return 500
+        if n == behaviour["empty_at"]:
+            return ""
+        return verdict.get(prompt, "2")
+
+    with JudgeServer(reply) as server:  # one endpoint: the cache key includes base_url
+        reference = [judge(server, tmp_path / "ref.jsonl").complete(p) for p in prompts]
+        # killed after 3 of 6 verdicts: the 4th request fails (HTTP 500)
+        del server.prompts[:]
+        behaviour["fail_at"] = 4
+        first = judge(server, tmp_path / "cache.jsonl")
+        with pytest.raises(JudgeError) as failed:
+            [first.complete(p) for p in prompts]
+        assert SENTINEL not in str(failed.value) and "***" in str(failed.value)
+        # the re-run asks only the 3 missing (the failed one included) and gets the same verdicts
+        del server.prompts[:]
+        behaviour["fail_at"] = None
+        assert [judge(server, tmp_path / "cache.jsonl").complete(p) for p in prompts] == reference
+        assert server.prompts == prompts[3:]
+        # an empty answer is returned but not cached: the next run asks again
+        del server.prompts[:]
+        behaviour["empty_at"] = 1
+        assert judge(server, tmp_path / "empty.jsonl").complete("again?") == ""
+        assert judge(server, tmp_path / "empty.jsonl").complete("again?") == "2"
+        assert judge(server, tmp_path / "empty.jsonl").complete("again?") == "2"
+        assert len(server.prompts) == 2
+        del server.prompts[:]
+        behaviour["empty_at"] = 1  # empty_retries (default 1) asks again at once
+        retrying = OpenAIJudge(OpenAIJudgeConfig(model="j", base_url=server.url, api_key_env="JUDGE_KEY"))
+        assert retrying.complete("x") == "2" and len(server.prompts) == 2
+    assert SENTINEL not in "".join(p.read_text() for p in tmp_path.glob("*.jsonl"))
+
+
+def test_an_api_key_never_reaches_the_run_folder_logs_or_tracebacks(data_files, tmp_path):
+    """A sentinel key in the environment (used by an ``openai`` judge of a ``realign``
+    transform) and in the judge's config appears in no file under runs/ and in nothing
+    ``mllm run`` prints, whether the run succeeds, the endpoint refuses, or the config
+    is rejected."""
+    pytest.importorskip("openai")
+    runs = tmp_path / "runs"
+    env = {**os.environ, "JUDGE_KEY": SENTINEL, "OMP_NUM_THREADS": "1"}
+
+    def pipeline(url: str, name: str, instruction: str = "Explain step by step.", **judge) -> Path:
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({
+            "name": name, "model": dict(TINY_MODEL),
+            "stages": [{"id": "realigned", "kind": "transform",
+                        "data": {"name": "records-jsonl", "path": str(data_files / "sft.jsonl")},
+                        "ops": [{"op": "realign", "instruction": instruction,
+                                 "judge": {"name": "openai", "model": "j", "base_url": url,
+                                                            "api_key_env": "JUDGE_KEY", "max_retries": 0, **judge}}]}],
+        }))
+        return path
+
+    def mllm(path: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "mllm", "run", str(path), "--runs-dir", str(runs)], env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    with JudgeServer(lambda prompt, n: 401 if "refuse" in prompt else f"Step by step: {n}.") as server:
+        ok = mllm(pipeline(server.url, "ok"))
+        assert ok.returncode == 0, ok.stderr[-3000:]
+        assert (runs / "ok" / "realigned" / "records.jsonl").exists()
+        refused = mllm(pipeline(server.url, "refused", instruction="refuse this"))
+        secret_in_config = mllm(pipeline(server.url, "configured", api_key=SENTINEL))
+    assert server.prompts  # the judge was really asked
+    assert refused.returncode != 0 and "401" in refused.stdout + refused.stderr
+    assert secret_in_config.returncode != 0 and "api_key" in secret_in_config.stdout + secret_in_config.stderr
+    for result in (ok, refused, secret_in_config):
+        assert SENTINEL not in result.stdout + result.stderr
+    files = [p for p in runs.rglob("*") if p.is_file()]
+    assert any(p.name == "log.txt" for p in files)
+    for file in files:
+        assert SENTINEL.encode() not in file.read_bytes(), file

@@ -53,12 +53,11 @@ def _stage_logger(stage_dir: Path, stage_id: str, rank: int) -> tuple[logging.Lo
 def run_stage(launch: dict) -> None:
     from mllm import distributed
     from mllm.config import INIT, load_pipeline
+    from mllm.launch import RESULT_FILE
     from mllm.pipeline import PipelineRunner, StageContext
     from mllm.plugins import get_registry
     from mllm.recordio import CURRENT_RUN_DIR
     from mllm.runfolder import StageFolder, atomic_write_text
-
-    from mllm.launch import RESULT_FILE
 
     registry = get_registry()
     pipeline = load_pipeline(None, registry, data=launch["pipeline"])

@@ -155,6 +155,11 @@ class TrainStage:
         context.logger.info("%s: %d records (%d skipped)", where, len(records), len(report.skipped))
 
         adapter = context.load_model(config.from_)
+        import torch
+
+        # new weights made by setup (LoRA's A matrices) depend only on the seed, never on what
+        # the process did before: one process and every torchrun process start alike
+        torch.manual_seed(config.train.seed if config.train.seed is not None else context.seed)
         model = method.setup(adapter)
         context.records = records  # what prepare() may precompute over (e.g. DPO's reference log-probs)
         _prepare_skipping_bad_images(method, context, late)
