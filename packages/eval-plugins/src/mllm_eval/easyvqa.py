@@ -38,17 +38,11 @@ from pathlib import Path
 from typing import ClassVar, Literal, Sequence
 
 from mllm.interfaces import ComponentConfig
-from mllm.records import IMAGE_TOKEN, EvalItem
+from mllm.records import EvalItem
+from mllm_data.easyvqa import format_prompt, package_data_dir, split_files
 from pydantic import Field
 
-SHORT_ANSWER = "Answer the question using a single word or phrase."
-SPLITS = ("train", "test")
 YES_NO = ("yes", "no")
-
-
-def format_prompt(question: str) -> str:
-    """``<image>\\n{question}\\nAnswer the question using a single word or phrase.``"""
-    return f"{IMAGE_TOKEN}\n{question}\n{SHORT_ANSWER}"
 
 
 def is_open_question(question: str) -> bool:
@@ -64,25 +58,9 @@ def normalize_answer(text: str) -> str:
     return " ".join(_PUNCT.sub(" ", text.lower()).split())
 
 
-def _data_dir() -> Path:
-    try:
-        import easy_vqa
-    except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ImportError("the easyvqa benchmark needs the easy-vqa package: pip install easy-vqa") from error
-    return Path(easy_vqa.__file__).parent / "data"
-
-
-def split_files(split: str) -> tuple[Path, Path]:
-    """(questions.json, images folder) of a split."""
-    if split not in SPLITS:
-        raise ValueError(f"easy-VQA split {split!r} does not exist; splits are {list(SPLITS)}")
-    base = _data_dir() / split
-    return base / "questions.json", base / "images"
-
-
 def all_answers() -> list[str]:
     """The 13 easy-VQA answers, in the package's order."""
-    return [a.strip() for a in (_data_dir() / "answers.txt").read_text().splitlines() if a.strip()]
+    return [a.strip() for a in (package_data_dir() / "answers.txt").read_text().splitlines() if a.strip()]
 
 
 class EasyVQABenchConfig(ComponentConfig):

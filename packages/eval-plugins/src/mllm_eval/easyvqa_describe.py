@@ -16,62 +16,15 @@ Metrics (no model needed, so saved answers can be re-scored):
 
 from __future__ import annotations
 
-import json
 import random
-from functools import lru_cache
 from pathlib import Path
 from typing import ClassVar, Literal, Sequence
 
 from mllm.interfaces import ComponentConfig
 from mllm.records import EvalItem
 from mllm.scoring_attributes import ATTRIBUTES, aggregate, description_attributes, words
+from mllm_data.easyvqa_describe import EasyVQADescribe, describe_prompt, described_images, gold_sentence
 from pydantic import Field
-
-from mllm_eval.easyvqa import split_files
-
-# the same prompt, gold template and labels as mllm-data's easyvqa-describe dataset
-# (mllm-eval does not depend on mllm-data, so the few lines are repeated here)
-DESCRIBE_PROMPT = "<image>\nDescribe the image in one sentence."
-SHAPES = ("circle", "rectangle", "triangle")
-COLOURS = ("red", "green", "blue", "black", "gray", "teal", "brown", "yellow")
-
-
-def gold_sentence(colour: str, shape: str) -> str:
-    return f"The image shows a {colour} {shape}."
-
-
-def _label_from(question: str, answer: str, entry: dict[str, str]) -> None:
-    """What one easy-VQA question and answer say about the image's shape and colour."""
-    tokens = question.strip().lower().rstrip("?").split()
-    if question.strip().lower().startswith("what"):
-        if answer in SHAPES:
-            entry["shape"] = answer
-            named = [t for t in tokens if t in COLOURS]  # "what is the blue shape?" -> rectangle
-            if named:
-                entry.setdefault("colour", named[0])
-        elif answer in COLOURS:
-            entry["colour"] = answer
-            named = [t for t in tokens if t in SHAPES]  # "what color is the circle?" -> red
-            if named:
-                entry.setdefault("shape", named[0])
-        return
-    negated = "not" in tokens or "no" in tokens
-    if answer not in ("yes", "no") or (answer == "yes") == negated:
-        return  # the thing asked about is absent
-    for token in tokens:  # "is there a red shape?" yes / "does the image not contain a circle?" no
-        if token in SHAPES:
-            entry.setdefault("shape", token)
-        elif token in COLOURS:
-            entry.setdefault("colour", token)
-
-
-@lru_cache(maxsize=4)
-def image_labels(questions_file: str) -> dict[int, dict[str, str]]:
-    """``{image id: {"shape", "colour"}}`` of the images whose questions tell both."""
-    labels: dict[int, dict[str, str]] = {}
-    for question, answer, image_id in json.loads(Path(questions_file).read_text()):
-        _label_from(question, answer, labels.setdefault(int(image_id), {}))
-    return {i: e for i, e in labels.items() if "shape" in e and "colour" in e}
 
 
 class EasyVQADescribeBenchConfig(ComponentConfig):
@@ -96,16 +49,13 @@ class EasyVQADescribeBenchmark:
 
     @classmethod
     def data_files(cls, config: EasyVQADescribeBenchConfig) -> list[Path]:
-        questions, images = split_files(config.split)
-        return [questions, images]
+        return EasyVQADescribe.data_files(config)
 
     def items(self) -> list[EvalItem]:
-        questions_file, images_dir = split_files(self.config.split)
-        labels = image_labels(str(questions_file))
-        ids = sorted(labels)
+        ids, labels, images_dir = described_images(self.config.split)
         if self.config.limit is not None and self.config.limit < len(ids):
             ids = sorted(random.Random(self.config.seed).sample(ids, self.config.limit))
-        return [EvalItem(id=f"easyvqa-describe-{self.config.split}-{i}", prompt=DESCRIBE_PROMPT,
+        return [EvalItem(id=f"easyvqa-describe-{self.config.split}-{i}", prompt=describe_prompt(),
                          images=(str(images_dir / f"{i}.png"),),
                          answer=gold_sentence(labels[i]["colour"], labels[i]["shape"]),
                          metadata={"shape": labels[i]["shape"], "colour": labels[i]["colour"], "image_id": i})
