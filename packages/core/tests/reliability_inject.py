@@ -23,9 +23,8 @@ import torch
 
 torch.set_num_threads(1)
 
-from transformers import TrainerCallback  # noqa: E402
-
 import mllm.training as training  # noqa: E402
+from transformers import TrainerCallback  # noqa: E402
 
 
 def _armed(name: str) -> tuple[str, int] | None:

@@ -37,8 +37,8 @@ from mllm.cli import main  # noqa: E402
 from mllm.config import ConfigError, load_pipeline  # noqa: E402
 from mllm.pipeline import PipelineRunner  # noqa: E402
 from mllm.plugins import Registry  # noqa: E402
-from mllm.records import Conversation, Preference, Turn  # noqa: E402
 from mllm.recordio import write_records  # noqa: E402
+from mllm.records import Conversation, Preference, Turn  # noqa: E402
 from mllm.runfolder import RUN_MARKER  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 

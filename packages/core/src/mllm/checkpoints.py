@@ -44,8 +44,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from mllm.runfolder import EXIT_STOPPED, TrainingStopped, UnsafeCheckpointError, atomic_write_text
-
+from mllm.runfolder import UnsafeCheckpointError, atomic_write_text
 
 CHECKPOINT_MARKER = "mllm_checkpoint.json"
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
