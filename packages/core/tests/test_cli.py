@@ -8,7 +8,6 @@ import sys
 
 import pytest
 from click.testing import CliRunner
-
 from mllm.cli import main
 
 PIPELINE = """

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from mllm.config import ConfigError, apply_overrides, load_pipeline, parse_override
 
 BASE = """

@@ -8,7 +8,6 @@ import time
 
 import pytest
 import yaml
-
 from mllm.config import load_pipeline
 from mllm.pipeline import PipelineRunner
 from mllm.runfolder import COMPLETE, REDACTED, StageFolder, atomic_write_text, redact

@@ -9,7 +9,6 @@ import sys
 import types
 
 import pytest
-
 from mllm import hookimpl
 from mllm.plugins import DuplicateComponentError, Registry, UnknownComponentError
 from mllm.specs import ComponentSpec

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mllm.interfaces import ComponentConfig
+from mllm.templates import TemplateName, get_template
 from pydantic import Field, model_validator
 
 IGNORE_INDEX = -100
@@ -44,6 +45,9 @@ class TrainableConfig(ComponentConfig):
     freeze_projector: bool = Field(False, description="keep the projector's weights fixed")
     freeze_language_model: bool = Field(False, description="keep the language model's weights fixed (full fine-tuning only)")
     projector_lr: float | None = Field(None, gt=0, description="learning rate of the projector (LLaVA's mm_projector_lr); default: train.lr")
+    template: TemplateName | None = Field(
+        None, description="chat template to train (and save) the model with: plain (LLaVA stage-1 projector "
+                          "pre-training) or llava-1.5; default: the template of the model the stage starts from")
 
     @model_validator(mode="after")
     def _check(self) -> TrainableConfig:
@@ -124,6 +128,8 @@ def prepare_trainable(adapter: Any, config: TrainableConfig) -> Any:
     With LoRA, ``adapter.model`` becomes the peft model, so ``adapter.save`` writes an
     adapter folder.
     """
+    if config.template is not None:  # e.g. stage 1 `plain`, stage 2 `llava-1.5`; saved with the model
+        adapter.template = get_template(config.template)
     names = adapter.module_names()
     if config.lora:
         from peft import LoraConfig, get_peft_model

@@ -43,3 +43,10 @@ def register_easyvqa_describe_benchmark(register: Register) -> None:
     register(ComponentSpec(name="easyvqa-describe", impl="mllm_eval.easyvqa_describe:EasyVQADescribeBenchmark",
                            config="mllm_eval.easyvqa_describe:EasyVQADescribeBenchConfig",
                            description="describe easy-VQA test images: shape/colour named, rule attributes (SteerLM)"))
+
+
+@hookimpl(specname="mllm_register_benchmarks")
+def register_image_qa_benchmark(register: Register) -> None:
+    register(ComponentSpec(name="image-qa", impl="mllm_eval.image_qa:ImageQA", config="mllm_eval.image_qa:ImageQAConfig",
+                           description="an image-qa-folder question file (question_id, image, text, answer): "
+                                       "exact-match accuracy (the personalisation study's facts)"))

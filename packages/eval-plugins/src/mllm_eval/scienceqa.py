@@ -23,6 +23,16 @@ PROBLEMS_WHAT = "ScienceQA's problems.json (subject, hint, image, grade per id) 
 
 class ScienceQAConfig(ComponentConfig):
     questions: str | None = Field(None, description=QUESTIONS_WHAT)
+    root: str | None = Field(None, description="instead of questions: ScienceQA's data/scienceqa folder (problems.json, "
+                                               "pid_splits.json), its questions put in LLaVA's CQM-A format; images at "
+                                               "<image_folder>/<split>/<pid>/image.png (default <root>/images)")
+    split: Literal["test", "val", "minival", "minitest", "train", "trainval", "minitrain"] = Field(
+        "test", description="with root: the split of pid_splits.json to evaluate")
+    prompt_format: Literal["CQM-A", "QCM-LEA", "QCM-EA", "QCM-LA", "QCM-A"] = Field(
+        "CQM-A", description="with root: the question format (the scienceqa dataset's prompt_format): CQM-A is "
+                             "LLaVA's evaluation prompt; a QCM-* format asks as a model fine-tuned on it was taught")
+    limit: int | None = Field(None, ge=1, description="with root: a seeded random subsample of this many questions")
+    seed: int = Field(0, description="seed of the subsample taken when limit is set")
     image_folder: str | None = Field(None, description="ScienceQA test images (the folder holding <id>/image.png)")
     problems: str | None = Field(None, description=PROBLEMS_WHAT)
     single_pred_prompt: bool = Field(True, description="append LLaVA's 'Answer with the option's letter...' line")
@@ -82,7 +92,17 @@ class ScienceQA:
         self.config = config or ScienceQAConfig()
         self.answer_mode = self.config.answer_mode
         self.max_new_tokens = self.config.max_new_tokens
-        self._problems = load_problems(self.config.problems, "problems")
+        problems = self.config.problems
+        if problems is None and self.config.root is not None:
+            problems = str(Path(self.config.root).expanduser() / "problems.json")  # categories come free with root
+        self._problems = load_problems(problems, "problems")
+
+    @classmethod
+    def data_files(cls, config: ScienceQAConfig) -> list[Path]:
+        if config.root is not None:
+            root = Path(config.root).expanduser()
+            return [root / "problems.json", root / "pid_splits.json"]
+        return [Path(config.questions).expanduser()] if config.questions else []
 
     @staticmethod
     def build_items(rows: Sequence[dict[str, Any]], image_folder: str | None, *, check_files: bool,
@@ -101,7 +121,29 @@ class ScienceQA:
                                   check_files=check_files))
         return items
 
+    def _items_from_root(self) -> list[EvalItem]:
+        """The questions of ScienceQA's own files through the ``scienceqa`` dataset (CQM-A), ids = pids."""
+        from mllm.badrows import DataReport
+        from mllm_data.scienceqa import ScienceQA as ScienceQADataset
+        from mllm_data.scienceqa import ScienceQAConfig as DatasetConfig
+
+        config = self.config
+        dataset = ScienceQADataset(DatasetConfig.model_validate({
+            "root": config.root, "image_folder": config.image_folder, "split": config.split,
+            "prompt_format": config.prompt_format, "as": "eval_item", "limit": config.limit, "seed": config.seed}))
+        report = DataReport(source=f"benchmark 'scienceqa' ({config.root}, split {config.split})")
+        items = []
+        for item in dataset.records(report):
+            human = item.prompt
+            prompt = human + ("\n" + scoring.SINGLE_PRED_PROMPT if config.single_pred_prompt else "")
+            items.append(EvalItem(id=str(item.metadata["pid"]), prompt=prompt, images=item.images, answer=item.answer,
+                                  choices=item.choices, metadata={"human": human}, check_files=False))
+        report.finish()
+        return items
+
     def items(self) -> list[EvalItem]:
+        if self.config.root is not None:
+            return self._items_from_root()
         rows = load_questions(self.config.questions, "questions")
         return self.build_items(rows, self.config.image_folder, check_files=True,
                                 single_pred_prompt=self.config.single_pred_prompt)

@@ -1,0 +1,314 @@
+"""The ready pipelines of the seed studies (pipelines/scienceqa_sft.yaml, llava_two_stage.yaml,
+personalization_lora.yaml): each validates once its data paths exist, and each runs end to end on
+small stand-in data built here in the upstream file shapes (ScienceQA's problems.json +
+pid_splits.json with generated PNGs, LLaVA caption and instruction JSON, POPE question and label
+files, an image-qa-folder of new "facts" on easy-VQA images)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mllm.config import load_pipeline
+from mllm.pipeline import PipelineRunner
+from mllm.plugins import Registry
+
+ROOT = Path(__file__).resolve().parents[1]
+PIPELINES = ROOT / "pipelines"
+READY = ["scienceqa_sft", "llava_two_stage", "personalization_lora"]
+
+# a smaller tiny model: the same stages in seconds
+TINY = ("{name: llava, init: tiny, image_size: 16, patch_size: 8, vision_hidden_size: 16, vision_layers: 1, "
+        "vision_intermediate_size: 32, text_hidden_size: 32, text_layers: 1, text_intermediate_size: 64, heads: 2, "
+        "vocab_size: 300}")
+TINY_KEYS = ["model.image_size=16", "model.patch_size=8", "model.vision_hidden_size=16", "model.vision_layers=1",
+             "model.vision_intermediate_size=32", "model.text_hidden_size=32", "model.text_layers=1",
+             "model.text_intermediate_size=64", "model.heads=2", "model.vocab_size=300"]
+FEW_STEPS = "{max_steps: 2, batch_size: 4, logging_steps: 1, save_steps: 100, warmup_ratio: 0.0}"
+
+
+@pytest.fixture(scope="module")
+def registry():
+    return Registry(autoload=True)
+
+
+# -- stand-in data ------------------------------------------------------------------------
+
+
+def easyvqa_images(split: str) -> tuple[Path, dict[int, tuple[str, str]]]:
+    """easy-VQA's image folder and (colour, shape) of each image, read from its own questions."""
+    from mllm_data.easyvqa import split_files
+
+    questions, images = split_files(split)
+    shapes, colours = {"circle", "rectangle", "triangle"}, {}
+    shape_of: dict[int, str] = {}
+    for question, answer, image in json.loads(questions.read_text()):
+        if question.startswith("what") and answer in shapes:
+            shape_of[int(image)] = answer
+        elif question.startswith("what") and "color" in question:
+            colours[int(image)] = answer
+    return images, {i: (colours[i], shape_of[i]) for i in sorted(set(colours) & set(shape_of))}
+
+
+def write_png(path: Path, colour: tuple[int, int, int]) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (24, 24), colour).save(path)
+
+
+def make_scienceqa(root: Path) -> Path:
+    """ScienceQA's data/scienceqa folder: problems.json, pid_splits.json, images/<split>/<pid>/image.png."""
+    problems, splits = {}, {s: [] for s in ("train", "val", "test", "trainval", "minitrain", "minival", "minitest")}
+    colours = {"red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 200, 30)}
+    for n in range(12):
+        split = "train" if n < 8 else "test"
+        pid = str(100 + n)
+        name = list(colours)[n % 3]
+        with_image = n % 2 == 0
+        problems[pid] = {
+            "question": "Which colour fills the picture?" if with_image else "Which word is a colour?",
+            "choices": ["red", "blue", "green"] if with_image else ["table", name],
+            "answer": n % 3 if with_image else 1,
+            "hint": "Look at the picture." if with_image else "",
+            "image": "image.png" if with_image else None,
+            "task": "closed choice", "grade": "grade3", "subject": "natural science", "topic": "colours",
+            "category": "Colours", "skill": "identify colours",
+            "lecture": "Colours are properties of light.", "solution": f"The picture is {name}." if with_image else
+            f"{name} is a colour.", "split": split,
+        }
+        splits[split].append(pid)
+        if with_image:
+            write_png(root / "images" / split / pid / "image.png", colours[name])
+    splits["trainval"] = splits["train"] + splits["val"]
+    splits["minitrain"], splits["minitest"] = splits["train"][:4], splits["test"][:2]
+    (root / "problems.json").write_text(json.dumps(problems))
+    (root / "pid_splits.json").write_text(json.dumps(splits))
+    return root
+
+
+def make_llava_json(folder: Path) -> dict[str, Path]:
+    """LLaVA-Pretrain style captions and LLaVA instruction data on easy-VQA images, POPE files."""
+    images, labels = easyvqa_images("train")
+    ids = list(labels)[:16]
+    captions = [{"id": f"cap{i}", "image": f"{i}.png", "conversations": [
+        {"from": "human", "value": "Render a clear and concise summary of the photo.\n<image>"},
+        {"from": "gpt", "value": f"a {labels[i][0]} {labels[i][1]}"}]} for i in ids]
+    instruct = [{"id": f"ins{i}", "image": f"{i}.png", "conversations": [
+        {"from": "human", "value": "<image>\nWhat shape is in the image?"}, {"from": "gpt", "value": labels[i][1]},
+        {"from": "human", "value": "What color is it?"}, {"from": "gpt", "value": labels[i][0]}]} for i in ids]
+    instruct.append({"id": "text-only", "conversations": [  # LLaVA's mix has text-only rows
+        {"from": "human", "value": "Name a shape."}, {"from": "gpt", "value": "circle"}]})
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "captions.json").write_text(json.dumps(captions))
+    (folder / "instruct.jsonl").write_text("\n".join(json.dumps(r) for r in instruct) + "\n")
+    # POPE in LLaVA's layout: a question file with categories, label files per split
+    test_images, test_labels = easyvqa_images("test")
+    questions, label_rows = [], []
+    for n, i in enumerate(list(test_labels)[:6]):
+        shape = ["circle", "rectangle", "triangle"][n % 3]
+        text = f"Is there a {shape} in the image?"
+        questions.append({"question_id": n, "image": f"{i}.png", "text": text, "category": "random"})
+        label_rows.append({"question_id": n, "image": f"{i}.png", "text": text,
+                           "label": "yes" if test_labels[i][1] == shape else "no"})
+    (folder / "pope" / "coco").mkdir(parents=True)
+    (folder / "pope" / "llava_pope_test.jsonl").write_text("\n".join(json.dumps(r) for r in questions) + "\n")
+    (folder / "pope" / "coco" / "coco_pope_random.json").write_text("\n".join(json.dumps(r) for r in label_rows) + "\n")
+    return {"captions": folder / "captions.json", "instruct": folder / "instruct.jsonl", "images": images,
+            "pope_questions": folder / "pope" / "llava_pope_test.jsonl", "pope_labels": folder / "pope" / "coco",
+            "pope_images": test_images}
+
+
+FACTS = {("red", "circle"): "zorp", ("blue", "rectangle"): "blick", ("green", "triangle"): "frob"}
+FACT_QUESTION = "What is this shape called?"
+
+
+def make_facts(folder: Path, per_fact: int = 3, others: int = 3) -> dict[str, Path]:
+    """An image-qa-folder of new facts on easy-VQA images: red circles are called "zorp", ...;
+    other shapes keep their plain names. Train on train images, test on held-out test images."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for split in ("train", "test"):
+        images, labels = easyvqa_images(split)
+        rows, counts = [], {}
+        for image, combo in labels.items():
+            key = combo if combo in FACTS else "other"
+            wanted = per_fact if key != "other" else others
+            if counts.get(key, 0) >= wanted:
+                continue
+            counts[key] = counts.get(key, 0) + 1
+            rows.append({"question_id": f"{split}-{image}", "image": str(images / f"{image}.png"), "text": FACT_QUESTION,
+                         "answer": FACTS.get(combo, combo[1]), "category": "fact" if key != "other" else "other"})
+        out[split] = folder / f"{split}.jsonl"
+        out[split].write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return out
+
+
+def save_tiny_lm(folder: Path) -> Path:
+    """A tiny randomly initialised causal LM (byte-level BPE): the local realign judge."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(["Explain step by step. The answer is A."] * 10, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<eos>")
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=fast.vocab_size, hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                                         max_position_embeddings=512, eos_token_id=0, pad_token_id=0))
+    folder.mkdir(parents=True)
+    model.save_pretrained(folder)
+    fast.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def standin(tmp_path_factory):
+    base = tmp_path_factory.mktemp("standin")
+    sqa = make_scienceqa(base / "scienceqa")
+    llava = make_llava_json(base / "llava")
+    facts = make_facts(base / "facts")
+    return {"scienceqa": sqa, "facts": facts, **llava}
+
+
+# -- overrides: data paths (what a user sets), then what makes a run tiny -----------------
+
+
+def scienceqa_paths(d) -> list[str]:
+    root = d["scienceqa"]
+    return [f"stages.{s}.data.root={root}" for s in ("short", "realigned", "mini", "sft-full")] + [
+        f"stages.eval.benchmarks=[{{name: scienceqa, root: {root}, split: test, prompt_format: QCM-LEA, "
+        "single_pred_prompt: false, max_new_tokens: 8}]"]
+
+
+def two_stage_paths(d) -> list[str]:
+    return [f"stages.pretrain.data.path={d['captions']}", f"stages.pretrain.data.image_folder={d['images']}",
+            f"stages.instruct.data.path={d['instruct']}", f"stages.instruct.data.image_folder={d['images']}",
+            f"stages.eval.benchmarks=[{{name: pope, questions: {d['pope_questions']}, labels: {d['pope_labels']}, "
+            f"image_folder: {d['pope_images']}, splits: [random]}}]"]
+
+
+def personalization_paths(d, easyvqa_limit: int = 1000) -> list[str]:
+    return [f"stages.lora.data.path={d['facts']['train']}", f"stages.full.data.path={d['facts']['train']}",
+            f"stages.eval.benchmarks=[{{name: image-qa, path: {d['facts']['test']}}}, "
+            f"{{name: easyvqa, split: test, limit: {easyvqa_limit}, answer_mode: choice}}]"]
+
+
+def paths(name: str, d) -> list[str]:
+    """The data-path overrides of pipeline ``name`` (the model too, where the pipeline names a checkpoint)."""
+    return {"scienceqa_sft": lambda: scienceqa_paths(d) + [f"model={TINY}"],
+            "llava_two_stage": lambda: two_stage_paths(d),
+            "personalization_lora": lambda: personalization_paths(d)}[name]()
+
+
+# -- tests ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", READY)
+def test_ready_pipeline_starts_with_its_command(name):
+    text = (PIPELINES / f"{name}.yaml").read_text()
+    assert text.startswith(f"# mllm run pipelines/{name}.yaml")
+
+
+def test_every_pipeline_validates_once_its_data_exists(standin):
+    """`mllm validate` on every pipeline in pipelines/: the ready ones with their data keys pointed
+    at the stand-in files; the others (quickstart, mllm_dpo: package data only) as they are."""
+    for path in sorted(PIPELINES.glob("*.yaml")):
+        overrides = paths(path.stem, standin) if path.stem in READY else []
+        if path.stem == "hadpo":
+            continue  # its data (HA-DPO, Visual Genome, a 7B model) has no stand-in here; checked in tests of hadpo
+        result = subprocess.run([str(Path(sys.executable).parent / "mllm"), "validate", str(path), *overrides],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, f"{path.name}: {result.stdout}{result.stderr}"
+
+
+def test_validate_names_a_missing_data_path(standin, tmp_path):
+    overrides = personalization_paths(standin) + [f"stages.lora.data.path={tmp_path / 'absent.jsonl'}"]
+    result = subprocess.run([str(Path(sys.executable).parent / "mllm"), "validate",
+                             str(PIPELINES / "personalization_lora.yaml"), *overrides],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "absent.jsonl" in result.stdout + result.stderr
+
+
+def run(registry, tmp_path, name, overrides):
+    pipeline = load_pipeline(PIPELINES / f"{name}.yaml", registry, overrides)
+    PipelineRunner(pipeline, registry, runs_dir=tmp_path).run()
+    return tmp_path / name
+
+
+def test_scienceqa_sft_end_to_end(registry, standin, tmp_path):
+    judge = save_tiny_lm(tmp_path / "judge")
+    small = scienceqa_paths(standin) + [f"model={TINY}"] + [
+        f"stages.{s}.train={FEW_STEPS}" for s in ("sft-full", "sft-short", "sft-realigned", "sft-mini")] + [
+        "stages.mini.ops=[{op: subsample, n: 4, seed: 0}]",
+        f"stages.realigned.ops=[{{op: realign, judge: {{name: hf-local, path: {judge}, max_new_tokens: 6}}, "
+        "instruction: Explain step by step.}]",
+    ]
+    run_dir = run(registry, tmp_path, "scienceqa_sft", small)
+    report = json.loads((run_dir / "report" / "report.json").read_text())
+    models = ["init", "sft-full", "sft-short", "sft-realigned", "sft-mini"]
+    assert set(report["models"]) == set(models)
+    for model in models:
+        assert {"accuracy", "img_accuracy", "acc_NAT"} <= set(report["models"][model]["scienceqa"])
+        assert report["models"][model]["scienceqa"]["count"] == 4
+    assert {"sft-full", "sft-short", "sft-realigned", "sft-mini"} <= set(report["training"])
+    short = [json.loads(line) for line in (run_dir / "short" / "records.jsonl").read_text().splitlines()]
+    assert len(short) == 8 and all(r["turns"][-1]["content"].startswith("The answer is ") for r in short)
+    mini = (run_dir / "mini" / "records.jsonl").read_text().splitlines()
+    assert len(mini) == 4
+    realigned = [json.loads(line) for line in (run_dir / "realigned" / "records.jsonl").read_text().splitlines()]
+    assert all(r["turns"][-1]["content"].rstrip().endswith(".") for r in realigned)
+    assert (run_dir / "realigned" / "realign_cache.jsonl").is_file()
+
+
+def test_llava_two_stage_end_to_end(registry, standin, tmp_path):
+    small = two_stage_paths(standin) + TINY_KEYS + [f"stages.{s}.train={FEW_STEPS}" for s in ("pretrain", "instruct")]
+    run_dir = run(registry, tmp_path, "llava_two_stage", small)
+    # stage 1 trained (and saved) the plain template and only the projector; stage 2 switched to llava-1.5
+    meta = {s: json.loads((run_dir / s / "model" / "mllm_model.json").read_text()) for s in ("pretrain", "instruct")}
+    assert meta["pretrain"]["template"] == "plain" and meta["instruct"]["template"] == "llava-1.5"
+    from safetensors.torch import load_file
+
+    def weights(stage):
+        return load_file(str(next((run_dir / stage / "model").glob("*.safetensors"))))
+
+    init, pre, ins = weights("init"), weights("pretrain"), weights("instruct")
+    changed = lambda a, b: {k for k in a if not (a[k] == b[k]).all()}  # noqa: E731
+    stage1 = changed(init, pre)
+    assert stage1 and all("projector" in k for k in stage1)
+    stage2 = changed(pre, ins)
+    assert any("language_model" in k for k in stage2) and not any("vision_tower" in k for k in stage2)
+    report = json.loads((run_dir / "report" / "report.json").read_text())
+    assert "f1" in " ".join(report["models"]["instruct"]["pope"])
+    answers = (run_dir / "eval" / "instruct" / "pope" / "answers.jsonl").read_text().splitlines()
+    assert len(answers) == 6 and "USER:" not in json.loads(answers[0])["prompt"]  # prompt is the question, engine adds the template
+
+
+def test_personalization_lora_vs_full_end_to_end(registry, standin, tmp_path):
+    """New facts taught by LoRA and by full fine-tuning; accuracy on the facts and on easy-VQA
+    test, side by side for both (and for the model before the facts)."""
+    small = personalization_paths(standin, easyvqa_limit=16) + TINY_KEYS + [
+        "stages.base.data.limit=64", "stages.base.train={max_steps: 4, batch_size: 16, logging_steps: 1, save_steps: 100}",
+        "stages.lora.train={max_steps: 60, batch_size: 8, lr: 3.0e-3, lr_scheduler: constant, warmup_ratio: 0.0, logging_steps: 1, save_steps: 100}",
+        "stages.full.train={max_steps: 60, batch_size: 8, lr: 3.0e-3, lr_scheduler: constant, warmup_ratio: 0.0, logging_steps: 1, save_steps: 100}",
+    ]
+    run_dir = run(registry, tmp_path, "personalization_lora", small)
+    report = json.loads((run_dir / "report" / "report.json").read_text())
+    for model in ("base", "lora", "full"):
+        facts, easyvqa = report["models"][model]["image-qa"], report["models"][model]["easyvqa"]
+        assert 0.0 <= facts["accuracy"] <= 1.0 and facts["count"] == 12
+        assert {"accuracy_fact", "accuracy_other"} <= set(facts)
+        assert 0.0 <= easyvqa["accuracy"] <= 1.0
+    assert set(report["training"]) >= {"base", "lora", "full"}
+    # LoRA saved an adapter on top of base; full fine-tuning a whole model
+    assert (run_dir / "lora" / "model" / "adapter_config.json").is_file()
+    assert not (run_dir / "full" / "model" / "adapter_config.json").exists()
+    md = (run_dir / "report" / "report.md").read_text()
+    assert "image-qa" in md and "easyvqa" in md
