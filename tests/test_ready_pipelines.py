@@ -296,8 +296,8 @@ def test_personalization_lora_vs_full_end_to_end(registry, standin, tmp_path):
     test, side by side for both (and for the model before the facts)."""
     small = personalization_paths(standin, easyvqa_limit=16) + TINY_KEYS + [
         "stages.base.data.limit=64", "stages.base.train={max_steps: 4, batch_size: 16, logging_steps: 1, save_steps: 100}",
-        "stages.lora.train={max_steps: 60, batch_size: 8, lr: 3.0e-3, lr_scheduler: constant, warmup_ratio: 0.0, logging_steps: 1, save_steps: 100}",
-        "stages.full.train={max_steps: 60, batch_size: 8, lr: 3.0e-3, lr_scheduler: constant, warmup_ratio: 0.0, logging_steps: 1, save_steps: 100}",
+        "stages.lora.train={max_steps: 20, batch_size: 8, lr: 3.0e-3, lr_scheduler: constant, warmup_ratio: 0.0, logging_steps: 1, save_steps: 100}",
+        "stages.full.train={max_steps: 20, batch_size: 8, lr: 3.0e-3, lr_scheduler: constant, warmup_ratio: 0.0, logging_steps: 1, save_steps: 100}",
     ]
     run_dir = run(registry, tmp_path, "personalization_lora", small)
     report = json.loads((run_dir / "report" / "report.json").read_text())

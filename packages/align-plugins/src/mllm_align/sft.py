@@ -9,7 +9,12 @@ QLoRA through peft; freeze switches per part; a projector learning rate of its o
 ```yaml
 method: {name: sft}                                   # full fine-tuning
 method: {name: sft, lora: true, lora_r: 64, lora_alpha: 16, projector_lr: 2.0e-5}
+method: {name: sft, template: plain, freeze_language_model: true}   # LLaVA stage 1: projector only
 ```
+
+``template:`` (every method with the freeze / LoRA keys) switches the chat template the stage trains
+with; the saved model records it, so later stages and evaluation use it too (LLaVA's two stages:
+``plain`` for projector pre-training, then ``llava-1.5``; see ``pipelines/llava_two_stage.yaml``).
 """
 
 from __future__ import annotations

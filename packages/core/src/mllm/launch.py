@@ -22,6 +22,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -84,11 +85,17 @@ def torchrun_argv(settings: LaunchSettings, entry_args: list[str]) -> list[str]:
     ]
 
 
-def write_launch_file(stage_dir: Path, *, pipeline_raw: dict[str, Any], pipeline_path: Path | None, runs_dir: Path,
+def write_launch_file(*, pipeline_raw: dict[str, Any], pipeline_path: Path | None, runs_dir: Path,
                       stage_id: str, fingerprint: str, resume: bool, node_rank: int = 0) -> Path:
     """What every stage process needs to rebuild the stage: the pipeline as validated
-    (overrides applied), the runs folder, the stage and its fingerprint."""
-    path = Path(stage_dir) / LAUNCH_FILE.format(node=node_rank)
+    (overrides applied), the runs folder, the stage and its fingerprint.
+
+    The pipeline is unredacted (a judge's key may be in it), so the file is a private
+    temporary file (mode 0600) outside the run folder, never a file under ``runs/``;
+    the caller deletes it when the processes end."""
+    handle, name = tempfile.mkstemp(prefix=f"mllm-{stage_id}-", suffix=LAUNCH_FILE.format(node=node_rank))
+    os.close(handle)
+    path = Path(name)
     payload = {"pipeline": pipeline_raw, "pipeline_path": str(pipeline_path) if pipeline_path else None,
                "runs_dir": str(Path(runs_dir).resolve()), "stage": stage_id, "fingerprint": fingerprint,
                "resume": resume}

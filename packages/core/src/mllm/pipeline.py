@@ -365,7 +365,7 @@ class PipelineRunner:
             if needed == INIT:
                 self.model_dir(INIT)  # built here once, before the processes start
         (folder.path / RESULT_FILE).unlink(missing_ok=True)
-        launch_file = write_launch_file(folder.path, pipeline_raw=self.pipeline.raw, pipeline_path=self.pipeline.path,
+        launch_file = write_launch_file(pipeline_raw=self.pipeline.raw, pipeline_path=self.pipeline.path,
                                         runs_dir=self.run_dir.parent, stage_id=stage.id, fingerprint=plan.fingerprint,
                                         resume=plan.action == "resume", node_rank=self.launch.node_rank)
         context.logger.info("stage %s: %d processes (%d per node, %d nodes) through torchrun", stage.id,
@@ -395,7 +395,7 @@ class PipelineRunner:
                 if folder.started_fingerprint() == plan.fingerprint:
                     break
                 time.sleep(poll_seconds)
-            launch_file = write_launch_file(folder.path, pipeline_raw=self.pipeline.raw,
+            launch_file = write_launch_file(pipeline_raw=self.pipeline.raw,
                                             pipeline_path=self.pipeline.path, runs_dir=self.run_dir.parent,
                                             stage_id=stage.id, fingerprint=plan.fingerprint,
                                             resume=plan.action == "resume", node_rank=self.launch.node_rank)
