@@ -65,6 +65,9 @@ class EasyVQAConfig(DatasetConfig):
     split: Literal["train", "test"] = Field("train", description="train (38,575 questions) or test (9,673)")
     limit: int | None = Field(None, ge=1, description="keep a seeded random subsample of this many questions")
     seed: int = Field(0, description="seed of the subsample taken when limit is set")
+    questions: Literal["all", "open", "yesno"] = Field(
+        "all", description="all questions, only the open ones (what colour / what shape: every answer needs the "
+                           "image), or only the yes/no ones; `open` suits a first stage that aligns the vision path")
 
 
 class EasyVQA:
@@ -80,10 +83,17 @@ class EasyVQA:
         questions, images = split_files(config.split)
         return [questions, images]
 
+    def _wanted(self, row: list) -> bool:
+        if self.config.questions == "all" or len(row) < 2:
+            return True  # malformed rows go on to the bad-row policy
+        is_yes_no = row[1] in ("yes", "no")
+        return is_yes_no if self.config.questions == "yesno" else not is_yes_no
+
     def records(self, report: DataReport) -> Iterator[Conversation]:
         questions_file, images_dir = split_files(self.config.split)
         rows = json.loads(questions_file.read_text())
-        for index in select_rows(len(rows), self.config.limit, self.config.seed):
+        kept = [i for i, row in enumerate(rows) if self._wanted(row)]
+        for index in (kept[i] for i in select_rows(len(kept), self.config.limit, self.config.seed)):
             record = None
             with report.row(file=questions_file, row=index):
                 question, answer, image_id = rows[index]
