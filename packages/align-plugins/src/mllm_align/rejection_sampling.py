@@ -76,6 +76,17 @@ class RejectionSampling:
         self.model: Any = None
         self.history: list[dict[str, Any]] = []
 
+    @classmethod
+    def example_records(cls, tmp_path: Any) -> list[Conversation]:
+        """Scored candidates for the conformance kit: two samples of one prompt, as a
+        generate stage with ``score: {rule: attributes}`` writes them."""
+        from mllm.testing.samples import example_records
+
+        records = example_records("conversation", tmp_path)
+        return [Conversation(id=r.id, turns=r.turns, images=r.images,
+                             metadata={"source_id": "prompt-0", "sample": index, "aggregate": 6.0 + index})
+                for index, r in enumerate(records)]
+
     @property
     def adapter(self) -> Any:
         return self.sft.adapter
