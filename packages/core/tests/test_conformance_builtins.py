@@ -262,6 +262,7 @@ def examples_for() -> dict:
         "dataset:hadpo": hadpo_example,
         "stage_kind:generate": {"data": {"name": "easyvqa", "limit": 2}},
         "benchmark:easyvqa": {"limit": 4},
+        "benchmark:image-qa": image_qa_folder_example,
         "benchmark:scienceqa": scienceqa_example,
         "benchmark:pope": pope_example,
         "benchmark:mmvet": mmvet_example,

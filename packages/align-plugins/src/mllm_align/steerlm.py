@@ -108,6 +108,18 @@ class SteerLM:
     def projector_lr(self) -> float | None:
         return self.sft.projector_lr
 
+    @classmethod
+    def example_records(cls, tmp_path: Any) -> list[Conversation]:
+        """Attribute-scored candidates for the conformance kit, as a generate stage with
+        ``score: {rule: attributes}`` writes them."""
+        from mllm.scoring_attributes import ATTRIBUTES
+        from mllm.testing.samples import example_records
+
+        return [Conversation(id=r.id, turns=r.turns, images=r.images,
+                             metadata={"source_id": r.id, "attributes": {name: 3 for name in ATTRIBUTES},
+                                       "aggregate": 9.0})
+                for r in example_records("conversation", tmp_path)]
+
     def setup(self, adapter: Any) -> Any:
         return self.sft.setup(adapter)
 
