@@ -63,17 +63,24 @@ def _format(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+def benchmark_tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(benchmark, metric names, rows of [model id, formatted values...]) per benchmark."""
+    tables = []
+    models = report["models"]
+    for benchmark in sorted({b for per_model in models.values() for b in per_model}):
+        metric_names = sorted({m for per_model in models.values() for m in per_model.get(benchmark, {})})
+        rows = [[model_id, *(_format(per_model[benchmark].get(m, "")) for m in metric_names)]
+                for model_id, per_model in models.items() if benchmark in per_model]
+        tables.append((benchmark, metric_names, rows))
+    return tables
+
+
 def report_markdown(report: dict[str, Any], plots: list[str]) -> str:
     lines = ["# Report", ""]
-    benchmarks = sorted({b for per_model in report["models"].values() for b in per_model})
-    for benchmark in benchmarks:
-        metric_names = sorted({m for per_model in report["models"].values() for m in per_model.get(benchmark, {})})
+    for benchmark, metric_names, rows in benchmark_tables(report):
         lines += [f"## {benchmark}", "", "| model | " + " | ".join(metric_names) + " |",
                   "|---|" + "---|" * len(metric_names)]
-        for model_id, per_model in report["models"].items():
-            if benchmark in per_model:
-                values = [_format(per_model[benchmark].get(m, "")) for m in metric_names]
-                lines.append(f"| {model_id} | " + " | ".join(values) + " |")
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
         lines.append("")
     if report["training"]:
         lines += ["## Training", ""]
@@ -86,42 +93,37 @@ def report_markdown(report: dict[str, Any], plots: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_losses(context: Any, stage_ids: list[str]) -> list[str]:
+def _plot_metric(context: Any, stage_id: str, rows: list[dict[str, Any]], metric: str, prefix: str) -> str:
+    """One PNG of ``metric`` over steps; returns its file name (relative to the stage folder)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    axis.plot([row["step"] for row in rows], [row[metric] for row in rows], marker=".")
+    axis.set_xlabel("step")
+    axis.set_ylabel(metric if metric != "loss" else "training loss")
+    axis.set_title(f"{context.pipeline.name}: {stage_id}")
+    axis.grid(alpha=0.3)
+    name = f"{prefix}_{stage_id}.png"
+    figure.tight_layout()
+    figure.savefig(context.stage_dir / name, dpi=100)
+    plt.close(figure)
+    return name
+
+
+def plot_losses(context: Any, stage_ids: list[str]) -> list[str]:
+    """The loss of every training stage, and rewards/margins where a preference method logged it."""
     written = []
     for stage_id in stage_ids:
         log = [row for row in read_train_log(context.stage_dir_of(stage_id)) if "loss" in row and "step" in row]
         if not log:
             continue
-        figure, axis = plt.subplots(figsize=(6, 3.5))
-        axis.plot([row["step"] for row in log], [row["loss"] for row in log], marker=".")
-        axis.set_xlabel("step")
-        axis.set_ylabel("training loss")
-        axis.set_title(f"{context.pipeline.name}: {stage_id}")
-        axis.grid(alpha=0.3)
-        name = f"loss_{stage_id}.png"
-        figure.tight_layout()
-        figure.savefig(context.stage_dir / name, dpi=100)
-        plt.close(figure)
-        written.append(name)
-        # preference methods (dpo, hadpo) log rewards/margins: plot it beside the loss
+        written.append(_plot_metric(context, stage_id, log, "loss", "loss"))
         margins = [row for row in log if isinstance(row.get("rewards/margins"), (int, float))]
         if margins:
-            figure, axis = plt.subplots(figsize=(6, 3.5))
-            axis.plot([row["step"] for row in margins], [row["rewards/margins"] for row in margins], marker=".")
-            axis.set_xlabel("step")
-            axis.set_ylabel("rewards/margins")
-            axis.set_title(f"{context.pipeline.name}: {stage_id}")
-            axis.grid(alpha=0.3)
-            name = f"margins_{stage_id}.png"
-            figure.tight_layout()
-            figure.savefig(context.stage_dir / name, dpi=100)
-            plt.close(figure)
-            written.append(name)
+            written.append(_plot_metric(context, stage_id, margins, "rewards/margins", "margins"))
     return written
 
 
@@ -129,16 +131,17 @@ def print_table(report: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    for benchmark in sorted({b for per_model in report["models"].values() for b in per_model}):
-        metric_names = sorted({m for per_model in report["models"].values() for m in per_model.get(benchmark, {})})
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=200)  # a log file has no width limit; rich would truncate to 80 columns
+    for benchmark, metric_names, rows in benchmark_tables(report):
         table = Table(title=benchmark)
         table.add_column("model")
         for metric in metric_names:
             table.add_column(metric, justify="right")
-        for model_id, per_model in report["models"].items():
-            if benchmark in per_model:
-                table.add_row(model_id, *(_format(per_model[benchmark].get(m, "")) for m in metric_names))
-        Console().print(table)
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
 
 
 class ReportStage:
