@@ -75,7 +75,7 @@ SMALL = [
     "model.text_intermediate_size=64", "model.heads=2", "model.vocab_size=300",
     "stages.sft.data.limit=8", "stages.sft.data.questions_per_image=1", "stages.sft.train.epochs=1",
     "stages.sft.train.batch_size=8",
-    "stages.candidates.data.limit=6", "stages.candidates.num_samples=4", "stages.candidates.max_new_tokens=12",
+    "stages.candidates.data.limit=12", "stages.candidates.num_samples=4", "stages.candidates.max_new_tokens=12",
     "stages.sft-standard.data.limit=6",
     "stages.rejection-sampling.method.min_score=null", "stages.rejection-sampling.method.rounds=2",
     "stages.eval.benchmarks=[{name: easyvqa, split: test, limit: 8, answer_mode: choice}, "
@@ -94,9 +94,9 @@ def test_small_end_to_end(registry, tmp_path):
     for model in ["sft", *METHODS]:
         assert set(report["models"][model]) == {"easyvqa", "easyvqa-describe"}
     candidates = json.loads((run_dir / "candidates" / "metrics.json").read_text())
-    assert candidates["answers"] == 24 and candidates["scored"] == 24
+    assert candidates["answers"] == 48 and candidates["scored"] == 48
     rounds = json.loads((run_dir / "rejection-sampling" / "rounds.json").read_text())
-    assert [r["round"] for r in rounds] == [1, 2] and rounds[0]["resampled"]["scored"] == 24
+    assert [r["round"] for r in rounds] == [1, 2] and rounds[0]["resampled"]["scored"] == 48
     steered = [json.loads(line) for line in
                (run_dir / "eval-steerlm" / "steerlm" / "easyvqa-describe" / "answers.jsonl").read_text().splitlines()]
     assert all("5-point Likert scale" in row["prompt"] for row in steered)

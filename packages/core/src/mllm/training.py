@@ -47,6 +47,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from mllm import checkpoints as _checkpoints
 from mllm.badrows import ImageReadError
+from mllm.runfolder import TrainingStopped
 from mllm.trainsettings import CHECKPOINTS_SUBDIR, TrainSettings
 
 TRAIN_LOG = "train_log.jsonl"
@@ -364,7 +365,7 @@ def train_method(method: Any, model: Any, records: Sequence[Any], settings: Trai
     ``args_overrides`` are extra ``TrainingArguments`` (e.g. ``train_sampling_strategy``).
     ``bad_rows``: a :class:`mllm.badrows.LateBadRows` for images that fail to decode.
     SIGTERM saves a checkpoint at the next step boundary, then raises
-    :class:`mllm.checkpoints.TrainingStopped`.
+    :class:`mllm.runfolder.TrainingStopped`.
     Returns the trainer and the last logged value of every training metric.
     """
     stage_dir = Path(stage_dir)
@@ -400,7 +401,7 @@ def train_method(method: Any, model: Any, records: Sequence[Any], settings: Trai
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
     if stop.stopped_at is not None:
         saved = last_checkpoint(stage_dir / CHECKPOINTS_SUBDIR)
-        raise _checkpoints.TrainingStopped(
+        raise TrainingStopped(
             f"training stopped by {signal_name(stop.requested)} after step {stop.stopped_at}; complete checkpoint: "
             f"{saved}. Run the same command again to resume from it.")
     return trainer, last_logged_values(trainer.state.log_history)
