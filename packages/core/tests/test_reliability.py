@@ -394,7 +394,7 @@ def test_a_planted_pickle_in_a_checkpoint_is_refused_and_never_runs(interrupted_
     checkpoint = runs / "planted" / "sft" / "checkpoints" / "checkpoint-2"
     assert is_complete(checkpoint)
     ran = tmp_path / "PAYLOAD_RAN"
-    original = torch.load(checkpoint / name, weights_only=False) if name != "rng_state.pth" else {}
+    original = torch.load(checkpoint / name, weights_only=True) if name != "rng_state.pth" else {}
     torch.save({"state": original, "evil": Payload(ran)}, checkpoint / name)
     mark_complete(checkpoint, 2)  # the marker cannot vouch for content: someone with write access planted it
     with pytest.raises(UnsafeCheckpointError, match=rf"{name} does not load with torch.load\(weights_only=True\)"):
