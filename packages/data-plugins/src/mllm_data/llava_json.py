@@ -25,7 +25,7 @@ the file and row (``row <index>`` of a JSON list, ``line <n>`` of JSON Lines), o
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Iterator
+from typing import Any, ClassVar, Iterator
 
 from mllm.badrows import DataReport
 from mllm.records import Conversation, EvalItem
@@ -63,17 +63,22 @@ class LlavaJson:
         return Path(self.config.path).expanduser().parent
 
     def records(self, report: DataReport) -> Iterator[Conversation | EvalItem]:
-        config = self.config
-        path = Path(config.path).expanduser()
-        folder = self.image_folder()
-        for index, label, row in iter_selected(read_rows(path), config.limit, config.seed):
-            record = None
-            with report.row(file=path, row=label):
-                if isinstance(row, Exception):
-                    raise row
-                record_id = str(row["id"]) if isinstance(row, dict) and "id" in row else f"{path.stem}-{index}"
-                record = llava_row_record(row, record_id=record_id, image_folder=folder,
-                                          check_images=config.check_images, max_chars=config.max_chars,
-                                          as_=config.as_, source=f"{path.name}:{label}")
-            if record is not None:
-                yield record
+        yield from llava_file_records(Path(self.config.path).expanduser(), self.image_folder(), self.config, report)
+
+
+def llava_file_records(path: Path, image_folder: Path, config: Any,
+                       report: DataReport) -> Iterator[Conversation | EvalItem]:
+    """Records of a LLaVA conversation file (JSON or JSON Lines) under the bad-row policy;
+    ``config`` supplies ``limit``, ``seed``, ``check_images``, ``max_chars`` and ``as_``
+    (the ``scienceqa`` dataset reads LLaVA's converted ScienceQA files with it too)."""
+    for index, label, row in iter_selected(read_rows(path), config.limit, config.seed):
+        record = None
+        with report.row(file=path, row=label):
+            if isinstance(row, Exception):
+                raise row
+            record_id = str(row["id"]) if isinstance(row, dict) and "id" in row else f"{path.stem}-{index}"
+            record = llava_row_record(row, record_id=record_id, image_folder=image_folder,
+                                      check_images=config.check_images, max_chars=config.max_chars,
+                                      as_=config.as_, source=f"{path.name}:{label}")
+        if record is not None:
+            yield record

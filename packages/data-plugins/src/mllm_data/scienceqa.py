@@ -47,12 +47,10 @@ from mllm_data._rows import (
     FileDatasetConfig,
     RecordAs,
     check_length,
-    iter_selected,
-    llava_row_record,
-    read_rows,
     resolve_images,
     select_rows,
 )
+from mllm_data.llava_json import llava_file_records
 
 SPLITS = ("train", "val", "test", "trainval", "minitrain", "minival", "minitest")
 OPTIONS = "ABCDE"
@@ -138,20 +136,9 @@ class ScienceQA:
             yield from self._original(report)
 
     def _converted(self, report: DataReport) -> Iterator[Conversation | EvalItem]:
-        config = self.config
-        path = Path(config.path).expanduser()
-        folder = Path(config.image_folder).expanduser() if config.image_folder else path.parent
-        for index, label, row in iter_selected(read_rows(path), config.limit, config.seed):
-            record = None
-            with report.row(file=path, row=label):
-                if isinstance(row, Exception):
-                    raise row
-                record_id = str(row["id"]) if isinstance(row, dict) and "id" in row else f"{path.stem}-{index}"
-                record = llava_row_record(row, record_id=record_id, image_folder=folder,
-                                          check_images=config.check_images, max_chars=config.max_chars,
-                                          as_=config.as_, source=f"{path.name}:{label}")
-            if record is not None:
-                yield record
+        path = Path(self.config.path).expanduser()
+        folder = Path(self.config.image_folder).expanduser() if self.config.image_folder else path.parent
+        yield from llava_file_records(path, folder, self.config, report)
 
     def _original(self, report: DataReport) -> Iterator[Conversation | EvalItem]:
         config = self.config
