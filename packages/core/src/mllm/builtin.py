@@ -5,8 +5,7 @@ from __future__ import annotations
 from mllm.hookspecs import Register, hookimpl
 from mllm.specs import ComponentSpec
 
-# Stage kinds that ship with the core; each module registers only when it exists so the
-# core's plugin module never imports torch.
+# Stage kinds that ship with the core, as strings: this module never imports torch.
 STAGE_KINDS = {
     "train": ("mllm.stages.train:TrainStage", "mllm.stages.train:TrainStageConfig", "train a model with an alignment method"),
     "eval": ("mllm.stages.evaluate:EvalStage", "mllm.stages.evaluate:EvalStageConfig", "evaluate models on benchmarks"),
@@ -19,12 +18,6 @@ STAGE_KINDS = {
 }
 
 
-def _module_exists(target: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(target.partition(":")[0]) is not None
-
-
 @hookimpl
 def mllm_register_models(register: Register) -> None:
     register(ComponentSpec(name="llava", impl="mllm.models.llava:LlavaAdapter",
@@ -35,8 +28,7 @@ def mllm_register_models(register: Register) -> None:
 @hookimpl
 def mllm_register_stage_kinds(register: Register) -> None:
     for name, (impl, config, description) in STAGE_KINDS.items():
-        if _module_exists(impl):
-            register(ComponentSpec(name=name, impl=impl, config=config, description=description))
+        register(ComponentSpec(name=name, impl=impl, config=config, description=description))
 
 
 @hookimpl
