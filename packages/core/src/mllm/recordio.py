@@ -197,12 +197,18 @@ class StageRecords(_RecordsDataset):
     """
 
     def path(self) -> Path:
-        run_dir = CURRENT_RUN_DIR.get()
-        if run_dir is None:
-            raise RuntimeError(f"dataset stage-records (stage {self.config.stage!r}) can only be read while a pipeline "
-                               "runs; outside one, use {name: records-jsonl, path: runs/<pipeline>/<stage>/records.jsonl}")
-        path = Path(run_dir) / self.config.stage / RECORDS_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"stage {self.config.stage!r} wrote no {RECORDS_FILE} ({path}); stage-records reads "
-                                    "the output of a transform or generate stage")
-        return path
+        return stage_records_path(self.config.stage)
+
+
+def stage_records_path(stage_id: str) -> Path:
+    """``<run dir>/<stage>/records.jsonl`` of the pipeline that is running (a clear error
+    outside a run, or when that stage wrote no records)."""
+    run_dir = CURRENT_RUN_DIR.get()
+    if run_dir is None:
+        raise RuntimeError(f"records of stage {stage_id!r} can only be read while a pipeline runs; outside one, "
+                           "use {name: records-jsonl, path: runs/<pipeline>/<stage>/records.jsonl}")
+    path = Path(run_dir) / stage_id / RECORDS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"stage {stage_id!r} wrote no {RECORDS_FILE} ({path}); only generate and transform "
+                                "stages write records")
+    return path

@@ -62,7 +62,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from mllm.badrows import DataReport
 from mllm.config import INIT, ComponentRef, ConfigError, ResolvedComponent, StageConfig
 from mllm.interfaces import DatasetConfig
-from mllm.recordio import CURRENT_RUN_DIR, RECORDS_FILE, read_records, write_records
+from mllm.recordio import RECORDS_FILE, read_records, stage_records_path, write_records
 from mllm.records import Conversation, EvalItem, Preference, Turn
 from mllm.scoring_attributes import AttributeRule
 from mllm.specs import ComponentKind
@@ -477,15 +477,7 @@ class StageOutput:
         self.record_kind = "preference" if config.pairs else "conversation"  # type: ignore[misc]
 
     def path(self) -> Path:
-        run_dir = CURRENT_RUN_DIR.get()
-        if run_dir is None:
-            raise RuntimeError(f"records of stage {self.config.stage!r} can only be read while a pipeline runs; "
-                               "outside one, use {name: records-jsonl, path: runs/<pipeline>/<stage>/records.jsonl}")
-        path = Path(run_dir) / self.config.stage / RECORDS_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"stage {self.config.stage!r} wrote no {RECORDS_FILE} ({path}); data: {{from: ...}} "
-                                    "reads the output of a generate or transform stage")
-        return path
+        return stage_records_path(self.config.stage)
 
     def records(self, report: DataReport) -> Iterator[Any]:
         path = self.path()
