@@ -86,14 +86,14 @@ def run(pipeline_file: str, overrides: tuple[str, ...], runs_dir: str | None, fo
         _print_plan(console, runner)
         return
     from mllm.badrows import BadRowError
-    from mllm.runfolder import TrainingStopped, UnsafeCheckpointError
+    from mllm.runfolder import StageProcessesFailed, TrainingStopped, UnsafeCheckpointError
 
     try:
         runner.run()
     except TrainingStopped as error:  # SIGTERM: a complete checkpoint was saved; not marked COMPLETE
         click.echo(f"stopped: {error}", err=True)
         sys.exit(error.exit_code)
-    except (BadRowError, UnsafeCheckpointError, ConfigError) as error:
+    except (BadRowError, UnsafeCheckpointError, ConfigError, StageProcessesFailed) as error:
         _fail(str(error))
     console.print(f"done: {runner.run_dir}")
 

@@ -23,7 +23,15 @@ from typing import Any, Callable, Literal
 from mllm import __version__
 from mllm.config import INIT, Pipeline, ResolvedComponent, Stage, stage_inputs
 from mllm.plugins import Registry
-from mllm.runfolder import RunFolderError, StageFolder, atomic_write_text, check_run_folder, create_run_folder, redact
+from mllm.runfolder import (
+    RunFolderError,
+    StageFolder,
+    StageProcessesFailed,
+    atomic_write_text,
+    check_run_folder,
+    create_run_folder,
+    redact,
+)
 
 logger = logging.getLogger("mllm")
 
@@ -375,7 +383,7 @@ class PipelineRunner:
         finally:
             launch_file.unlink(missing_ok=True)  # it holds the unredacted pipeline
         if code != 0:
-            raise RuntimeError(f"stage {stage.id!r}: a torchrun process failed (exit status {code}); see the "
+            raise StageProcessesFailed(f"stage {stage.id!r}: a torchrun process failed (exit status {code}); see the "
                                f"messages above and {folder.path / 'log.txt'}")
         result = folder.path / RESULT_FILE
         if result.is_file():
@@ -404,7 +412,7 @@ class PipelineRunner:
             finally:
                 launch_file.unlink(missing_ok=True)
             if code != 0:
-                raise RuntimeError(f"stage {stage.id!r}: a torchrun process on node {self.launch.node_rank} "
+                raise StageProcessesFailed(f"stage {stage.id!r}: a torchrun process on node {self.launch.node_rank} "
                                    f"failed (exit status {code})")
         self.on_event(plan, "waiting for node 0")
         while folder.completed_fingerprint() != plan.fingerprint:

@@ -39,6 +39,10 @@ class TrainingStopped(RuntimeError):
     exit_code = EXIT_STOPPED
 
 
+class StageProcessesFailed(RuntimeError):
+    """A stage run as several torchrun processes failed; the processes printed why."""
+
+
 class UnsafeCheckpointError(RuntimeError):
     """A checkpoint file needs more than tensors and plain containers to load (or cannot be read)."""
 
