@@ -15,6 +15,7 @@ import pytest
 from mllm.config import load_pipeline
 from mllm.pipeline import PipelineRunner
 from mllm.plugins import Registry
+from mllm.testing.tiny import save_tiny_causal_lm
 
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINES = ROOT / "pipelines"
@@ -149,24 +150,7 @@ def make_facts(folder: Path, per_fact: int = 3, others: int = 3) -> dict[str, Pa
 
 def save_tiny_lm(folder: Path) -> Path:
     """A tiny randomly initialised causal LM (byte-level BPE): the local realign judge."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(["Explain step by step. The answer is A."] * 10, trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<eos>")
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=fast.vocab_size, hidden_size=32, intermediate_size=64,
-                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
-                                         max_position_embeddings=512, eos_token_id=0, pad_token_id=0))
-    folder.mkdir(parents=True)
-    model.save_pretrained(folder)
-    fast.save_pretrained(folder)
-    return folder
+    return save_tiny_causal_lm(folder, corpus="Explain step by step. The answer is A.")
 
 
 @pytest.fixture(scope="module")

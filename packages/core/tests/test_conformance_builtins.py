@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from mllm.testing import TINY_LLAVA, ScriptedJudge, parametrize_with_checks, write_image
 from mllm.testing.checks import plugin_checks
+from mllm.testing.tiny import save_tiny_causal_lm
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -221,23 +222,7 @@ def chat_endpoint():
 
 
 def _tiny_causal_lm(folder: Path) -> str:
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.train_from_iterator(["is the sky blue? yes or no"] * 4, trainers.BpeTrainer(
-        vocab_size=280, special_tokens=["<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<eos>", pad_token="<eos>")
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=fast.vocab_size, hidden_size=16, intermediate_size=32,
-                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
-                                         max_position_embeddings=256, eos_token_id=0, pad_token_id=0))
-    model.save_pretrained(folder)
-    fast.save_pretrained(folder)
-    return str(folder)
+    return str(save_tiny_causal_lm(folder, corpus="is the sky blue? yes or no"))
 
 
 ENDPOINT: dict[str, str | None] = {"url": None}

@@ -8,24 +8,11 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
+from mllm.testing.tiny import save_tiny_causal_lm  # noqa: E402
+
 
 def _save_tiny_lm(folder):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(["rate the answer from 1 to 10"] * 10, trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<eos>")
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=fast.vocab_size, hidden_size=32, intermediate_size=64,
-                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
-                                         max_position_embeddings=128, eos_token_id=0, pad_token_id=0))
-    folder.mkdir(parents=True)
-    model.save_pretrained(folder)
-    fast.save_pretrained(folder)
+    save_tiny_causal_lm(folder, corpus="rate the answer from 1 to 10", max_positions=128)
 
 
 def test_hf_local_judge_greedy_and_cached(tmp_path):

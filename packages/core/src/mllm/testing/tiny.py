@@ -57,3 +57,28 @@ def load_tiny_llava() -> Any:
     from mllm.models.llava import LlavaAdapter
 
     return LlavaAdapter.load(tiny_llava_folder())
+
+
+def save_tiny_causal_lm(folder: Path, corpus: str = "rate the answer from 1 to 10. The answer is A.",
+                        max_positions: int = 512) -> Path:
+    """Save a tiny, randomly initialised text-only causal LM (Llama, byte-level BPE trained
+    on ``corpus``) to ``folder``: a local ``hf-local`` judge or generator for tests."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.train_from_iterator([corpus] * 10, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<eos>", pad_token="<eos>")
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=fast.vocab_size, hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                                         max_position_embeddings=max_positions, eos_token_id=0, pad_token_id=0))
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    fast.save_pretrained(folder)
+    return folder
