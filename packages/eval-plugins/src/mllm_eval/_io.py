@@ -88,3 +88,14 @@ def require_keys(row: dict[str, Any], keys: tuple[str, ...], path: Path, option:
         raise ScoreInputError(
             f"{option} {os.fspath(path)!r} row {index + 1} lacks {', '.join(repr(k) for k in missing)}; expected {what}"
         )
+
+
+def read_keyed_jsonl(path: str | os.PathLike | None, option: str, what: str,
+                     keys: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """The rows of a required JSON Lines file, each checked for ``keys``, by ``str(row[keys[0]])``."""
+    file = require_file(path, option, what)
+    rows: dict[str, dict[str, Any]] = {}
+    for index, row in enumerate(read_jsonl(file, option, what)):
+        require_keys(row, keys, file, option, index, what)
+        rows[str(row[keys[0]])] = row
+    return rows

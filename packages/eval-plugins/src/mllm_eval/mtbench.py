@@ -16,7 +16,7 @@ from mllm.records import EvalItem
 from pydantic import Field
 
 from mllm_eval._base import answers_by_id, get_judge
-from mllm_eval._io import ScoreInputError, read_jsonl, require_file, require_keys
+from mllm_eval._io import ScoreInputError, read_jsonl, read_keyed_jsonl, require_file, require_keys
 from mllm_eval.scoring import mtbench as scoring
 
 QUESTIONS_WHAT = "MT-Bench question.jsonl {question_id, category, turns}"
@@ -35,12 +35,7 @@ class MTBenchConfig(ComponentConfig):
 
 
 def _questions(path: str | None, option: str) -> dict[str, dict[str, Any]]:
-    p = require_file(path, option, QUESTIONS_WHAT)
-    out = {}
-    for i, row in enumerate(read_jsonl(p, option, QUESTIONS_WHAT)):
-        require_keys(row, ("question_id", "turns"), p, option, i, QUESTIONS_WHAT)
-        out[str(row["question_id"])] = row
-    return out
+    return read_keyed_jsonl(path, option, QUESTIONS_WHAT, ("question_id", "turns"))
 
 
 def _turns(row: Mapping[str, Any]) -> list[str]:

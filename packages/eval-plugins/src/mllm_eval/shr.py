@@ -11,7 +11,7 @@ from mllm.records import EvalItem
 from pydantic import Field
 
 from mllm_eval._base import answer_text, answers_by_id, get_judge, image_path
-from mllm_eval._io import ScoreInputError, read_json_or_jsonl, read_jsonl, require_file, require_keys
+from mllm_eval._io import ScoreInputError, read_json_or_jsonl, read_jsonl, read_keyed_jsonl, require_file, require_keys
 from mllm_eval.scoring import shr as scoring
 
 QUESTIONS_WHAT = ("SHR annotations, JSON Lines {image_id, image, regions: [{x, y, w, h, phrase}], "
@@ -30,12 +30,7 @@ class SHRConfig(ComponentConfig):
 
 
 def _annotations(path: str | None, option: str) -> dict[str, dict[str, Any]]:
-    p = require_file(path, option, QUESTIONS_WHAT)
-    out = {}
-    for i, row in enumerate(read_jsonl(p, option, QUESTIONS_WHAT)):
-        require_keys(row, ("image_id", "regions"), p, option, i, QUESTIONS_WHAT)
-        out[str(row["image_id"])] = row
-    return out
+    return read_keyed_jsonl(path, option, QUESTIONS_WHAT, ("image_id", "regions"))
 
 
 class SHR:
