@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from importlib import metadata
 from pathlib import Path
 
 import pytest
-from mllm.testing import TINY_LLAVA, ScriptedJudge, parametrize_with_checks, write_image
+from mllm.testing import TINY_LLAVA, ChatCompletionsServer, ScriptedJudge, parametrize_with_checks, write_image
 from mllm.testing.checks import plugin_checks
 from mllm.testing.tiny import save_tiny_causal_lm
 
@@ -191,34 +189,11 @@ def hadpo_example(tmp: Path) -> dict:
     return {"desc_data": str(tmp / "desc_data.json"), "vg_images": str(tmp / "vg")}
 
 
-class _ChatCompletions(BaseHTTPRequestHandler):
-    """A minimal OpenAI-compatible endpoint: every chat completion answers "yes"."""
-
-    def do_POST(self):  # noqa: N802 - http.server's naming
-        length = int(self.headers.get("Content-Length", 0))
-        request = json.loads(self.rfile.read(length) or b"{}")
-        body = json.dumps({
-            "id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": request.get("model", "m"),
-            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "yes"}}],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-        }).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture(scope="module")
 def chat_endpoint():
-    server = HTTPServer(("127.0.0.1", 0), _ChatCompletions)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/v1"
-    server.shutdown()
+    """A local OpenAI-compatible endpoint: every chat completion answers "yes"."""
+    with ChatCompletionsServer(lambda prompt, n: "yes") as server:
+        yield server.url
 
 
 def _tiny_causal_lm(folder: Path) -> str:

@@ -40,6 +40,7 @@ from mllm.plugins import Registry  # noqa: E402
 from mllm.recordio import write_records  # noqa: E402
 from mllm.records import Conversation, Preference, Turn  # noqa: E402
 from mllm.runfolder import RUN_MARKER  # noqa: E402
+from mllm.testing import ChatCompletionsServer  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 INJECT = Path(__file__).parent / "reliability_inject.py"
@@ -488,54 +489,6 @@ def test_mllm_run_refuses_a_foreign_folder_and_never_touches_anything_outside_it
 SENTINEL = "sk-SENTINEL-3c1f9e-never-written"
 
 
-class JudgeServer:
-    """A local OpenAI-compatible chat-completions endpoint; ``reply(prompt, n)`` gives the
-    content of the n-th request, an ``int`` for an HTTP error status (its body echoes the
-    Authorization header, as careless servers do)."""
-
-    def __init__(self, reply):
-        import threading
-        from http.server import BaseHTTPRequestHandler, HTTPServer
-
-        self.prompts: list[str] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                prompt = body["messages"][-1]["content"]
-                outer.prompts.append(prompt)
-                content = reply(prompt, len(outer.prompts))
-                if isinstance(content, int):
-                    status, payload = content, {"error": {"message": f"bad key {self.headers.get('Authorization')}"}}
-                else:
-                    status, payload = 200, {
-                        "id": "c", "object": "chat.completion", "created": 0, "model": body["model"],
-                        "choices": [{"index": 0, "finish_reason": "stop",
-                                     "message": {"role": "assistant", "content": content}}]}
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_judge_verdicts_resume_and_failed_or_empty_answers_are_retried_not_cached(tmp_path, monkeypatch):
     pytest.importorskip("openai")
     from mllm_eval.judges import JudgeError, OpenAIJudge, OpenAIJudgeConfig
@@ -557,7 +510,7 @@ def test_judge_verdicts_resume_and_failed_or_empty_answers_are_retried_not_cache
             return ""
         return verdict.get(prompt, "2")
 
-    with JudgeServer(reply) as server:  # one endpoint: the cache key includes base_url
+    with ChatCompletionsServer(reply) as server:  # one endpoint: the cache key includes base_url
         reference = [judge(server, tmp_path / "ref.jsonl").complete(p) for p in prompts]
         # killed after 3 of 6 verdicts: the 4th request fails (HTTP 500)
         del server.prompts[:]
@@ -610,7 +563,7 @@ def test_an_api_key_never_reaches_the_run_folder_logs_or_tracebacks(data_files, 
         return subprocess.run([sys.executable, "-m", "mllm", "run", str(path), "--runs-dir", str(runs)], env=env,
                               capture_output=True, text=True, timeout=120)
 
-    with JudgeServer(lambda prompt, n: 401 if "refuse" in prompt else f"Step by step: {n}.") as server:
+    with ChatCompletionsServer(lambda prompt, n: 401 if "refuse" in prompt else f"Step by step: {n}.") as server:
         ok = mllm(pipeline(server.url, "ok"))
         assert ok.returncode == 0, ok.stderr[-3000:]
         assert (runs / "ok" / "realigned" / "records.jsonl").exists()

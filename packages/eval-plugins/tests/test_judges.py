@@ -6,58 +6,15 @@ import json
 import os
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
 pytest.importorskip("openai")
 
+from mllm.testing import ChatCompletionsServer  # noqa: E402
 from mllm_eval.judges import JudgeCache, JudgeError, OpenAIJudge, OpenAIJudgeConfig  # noqa: E402
 
 SECRET = "sk-test-4f9a1c2e-never-write-me"
-
-
-class ChatServer:
-    """A minimal OpenAI chat-completions endpoint answering from a function of the prompt."""
-
-    def __init__(self, reply):
-        self.requests: list[dict] = []
-        self.auth: list[str] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep test output clean
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.requests.append({"path": self.path, **body})
-                outer.auth.append(self.headers.get("Authorization", ""))
-                content = reply(body["messages"][-1]["content"])
-                payload = json.dumps({
-                    "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": content}}],
-                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-                }).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def make_judge(server, tmp_path, monkeypatch, **kw):
@@ -68,7 +25,7 @@ def make_judge(server, tmp_path, monkeypatch, **kw):
 
 def test_openai_judge_speaks_chat_completions_and_caches(tmp_path, monkeypatch, caplog):
     caplog.set_level("DEBUG")
-    with ChatServer(lambda prompt: f"echo: {prompt}") as server:
+    with ChatCompletionsServer(lambda prompt, n: f"echo: {prompt}") as server:
         judge = make_judge(server, tmp_path, monkeypatch)
         assert judge.complete("hello", system="be fair") == "echo: hello"
         assert judge.complete("hello", system="be fair") == "echo: hello"  # from the cache
@@ -113,10 +70,10 @@ def test_llava_bench_with_openai_judge_counts_unparsed(tmp_path, monkeypatch):
     (tmp_path / "rule.json").write_text(json.dumps(rule))
     (tmp_path / "refs.jsonl").write_text('{"question_id": 0, "text": "ref0"}\n{"question_id": 1, "text": "ref1"}\n')
 
-    def reply(prompt):
+    def reply(prompt, n):
         return "8 6\nok" if "model answer 0" in prompt else "I cannot decide."
 
-    with ChatServer(reply) as server:
+    with ChatCompletionsServer(reply) as server:
         monkeypatch.setenv("MY_JUDGE_KEY", SECRET)
         cfg = LlavaBenchConfig(references=str(tmp_path / "refs.jsonl"), rule=str(tmp_path / "rule.json"),
                                judge={"name": "openai", "model": "m", "base_url": server.url,
@@ -167,10 +124,10 @@ def test_mtbench_answers_judged_through_openai(tmp_path, monkeypatch):
              "prompt_template": "{question_1}{answer_1}{question_2}{answer_2}"}]))
         prompts = str(prompts_path)
 
-    def reply(prompt):
+    def reply(prompt, n):
         return "Good. Rating: [[9]]" if "Q2" not in prompt else "no rating given"
 
-    with ChatServer(reply) as server:
+    with ChatCompletionsServer(reply) as server:
         monkeypatch.setenv("MY_JUDGE_KEY", SECRET)
         m = MTBench.score_files(answers=str(tmp_path / "a.jsonl"), questions=str(tmp_path / "q.jsonl"),
                                 config={"judge_prompts": prompts},

@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
+from mllm.testing.chat_server import ChatCompletionsServer
 from mllm.testing.checks import (
     Check,
     ConformanceError,
@@ -47,6 +48,7 @@ from mllm.testing.tiny import TINY_LLAVA, build_tiny_llava, load_tiny_llava, tin
 
 __all__ = [
     "TINY_LLAVA",
+    "ChatCompletionsServer",
     "Check",
     "ConformanceError",
     "ExampleStageContext",
