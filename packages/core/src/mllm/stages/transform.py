@@ -255,26 +255,34 @@ def op_subsample(op: SubsampleOp, records: list[Record], ctx: OpContext) -> list
     return [records[i] for i in keep]
 
 
-def op_shorten(op: ShortenOp, records: list[Record], ctx: OpContext) -> list[Record]:
-    pattern = re.compile(op.pattern)
+def rewrite_answers(records: list[Record], ctx: OpContext, op_name: str,
+                    rewrite: Callable[[Conversation, int, Turn], str], **metadata: Any) -> list[Record]:
+    """Every conversation with each assistant answer replaced by ``rewrite(conversation,
+    turn index, turn)``; a record the rewrite fails on follows the bad-row policy."""
     out: list[Record] = []
     for record in records:
         new = None
         with ctx.report.row(file=ctx.where, row=record.id):
-            conversation = _conversations_only(record, "shorten")
-            turns = []
-            for index, turn in enumerate(conversation.turns):
-                if turn.role == "assistant":
-                    matches = list(pattern.finditer(turn.content))
-                    if not matches:
-                        raise ValueError(f"record {record.id!r}: assistant turn {index} has no final answer matching "
-                                         f"{op.pattern!r}: {turn.content[-80:]!r}")
-                    turn = Turn("assistant", op.template.format(answer=matches[-1].group(1).strip()))
-                turns.append(turn)
-            new = _replace_turns(conversation, turns)
+            conversation = _conversations_only(record, op_name)
+            turns = [Turn("assistant", rewrite(conversation, index, turn)) if turn.role == "assistant" else turn
+                     for index, turn in enumerate(conversation.turns)]
+            new = _replace_turns(conversation, turns, **metadata)
         if new is not None:
             out.append(new)
     return out
+
+
+def op_shorten(op: ShortenOp, records: list[Record], ctx: OpContext) -> list[Record]:
+    pattern = re.compile(op.pattern)
+
+    def final_answer(record: Conversation, index: int, turn: Turn) -> str:
+        matches = list(pattern.finditer(turn.content))
+        if not matches:
+            raise ValueError(f"record {record.id!r}: assistant turn {index} has no final answer matching "
+                             f"{op.pattern!r}: {turn.content[-80:]!r}")
+        return op.template.format(answer=matches[-1].group(1).strip())
+
+    return rewrite_answers(records, ctx, "shorten", final_answer)
 
 
 def _question_before(turns: tuple[Turn, ...], index: int) -> str:
@@ -286,28 +294,21 @@ def op_realign(op: RealignOp, records: list[Record], ctx: OpContext) -> list[Rec
     cache = RowCache(ctx.stage_dir / "realign_cache.jsonl")
     final = re.compile(op.final_answer)
     judge_id = op.judge.model_dump()
-    out: list[Record] = []
-    for record in records:
-        new = None
-        with ctx.report.row(file=ctx.where, row=record.id):
-            conversation = _conversations_only(record, "realign")
-            turns = []
-            for index, turn in enumerate(conversation.turns):
-                if turn.role == "assistant":
-                    question = _question_before(conversation.turns, index)
-                    prompt = op.prompt.format(instruction=op.instruction, question=question, answer=turn.content)
-                    key = RowCache.key("realign", judge_id, op.system, prompt)
-                    reply = cache.get(key)
-                    if reply is None:
-                        if judge is None:
-                            judge = ctx.build_judge(op.judge, "judge")
-                        reply = judge.complete(prompt, system=op.system)
-                        cache.put(key, reply)
-                    turn = Turn("assistant", _realigned(turn.content, reply, op, final))
-                turns.append(turn)
-            new = _replace_turns(conversation, turns, realigned=True)
-        if new is not None:
-            out.append(new)
+
+    def realign(record: Conversation, index: int, turn: Turn) -> str:
+        nonlocal judge
+        question = _question_before(record.turns, index)
+        prompt = op.prompt.format(instruction=op.instruction, question=question, answer=turn.content)
+        key = RowCache.key("realign", judge_id, op.system, prompt)
+        reply = cache.get(key)
+        if reply is None:
+            if judge is None:
+                judge = ctx.build_judge(op.judge, "judge")
+            reply = judge.complete(prompt, system=op.system)
+            cache.put(key, reply)
+        return _realigned(turn.content, reply, op, final)
+
+    out = rewrite_answers(records, ctx, "realign", realign, realigned=True)
     ctx.logger.info("realign: %d rows, %d answers from the cache", len(records), cache.hits)
     return out
 
