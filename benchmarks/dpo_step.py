@@ -60,7 +60,7 @@ def records():
 def make_step(variant: str, recs, tmp: str):
     """A function doing one optimizer step of ``variant``, and the one-off prepare time."""
     import torch
-    from mllm.models.llava import LlavaAdapter, LlavaModelConfig
+    from mllm.models.llava.adapter import LlavaAdapter, LlavaModelConfig
     from mllm_align.dpo import DPO, DPOConfig
 
     torch.manual_seed(0)

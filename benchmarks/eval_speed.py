@@ -9,7 +9,7 @@ every method uses the same preprocessing (the adapter's ``encode_prompt`` and
 
 - ``one-at-a-time`` (the plain way, as LLaVA's ``model_vqa.py``): per question, encode
   the prompt, load the image, ``model.generate`` with batch size 1, decode;
-- ``engine, batch 1``: :class:`mllm.generation.AnswerEngine` with batch size 1 (its
+- ``engine, batch 1``: :class:`mllm.generation.engine.AnswerEngine` with batch size 1 (its
   per-image feature cache and shared-prefix cache, no batching);
 - ``batched``: the engine's greedy ``generate`` on left-padded, length-sorted batches
   of ``--batch-size``;
@@ -79,8 +79,8 @@ class PeakRSS:
 def train_tiny(steps: int, batch_size: int, lr: float, seed: int):
     """The quickstart's tiny LLaVA after ``steps`` plain-PyTorch SFT steps on easy-VQA train."""
     import torch
-    from mllm.badrows import DataReport
-    from mllm.models.llava import LlavaAdapter, LlavaModelConfig
+    from mllm.data.badrows import DataReport
+    from mllm.models.llava.adapter import LlavaAdapter, LlavaModelConfig
     from mllm_data.easyvqa import EasyVQA, EasyVQAConfig
 
     adapter = LlavaAdapter.from_config(LlavaModelConfig(init="tiny"), seed=seed)
@@ -150,8 +150,8 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-    from mllm.generation import AnswerEngine
-    from mllm.models.llava import LlavaAdapter
+    from mllm.generation.engine import AnswerEngine
+    from mllm.models.llava.adapter import LlavaAdapter
     from mllm_eval.easyvqa import EasyVQABenchConfig, EasyVQABenchmark
 
     if args.threads > 0:

@@ -89,7 +89,7 @@ def parameter_counts(adapter) -> tuple[int, int]:
 
 def measure(kind: str, sizes: dict, batch: int, steps: int, warmup: int, device: str) -> dict:
     import torch
-    from mllm.models.llava import LlavaAdapter, LlavaModelConfig
+    from mllm.models.llava.adapter import LlavaAdapter, LlavaModelConfig
 
     torch.manual_seed(0)
     adapter = LlavaAdapter.from_config(LlavaModelConfig(**sizes), seed=0)
@@ -171,7 +171,7 @@ def main() -> None:
     name = "cpu" if args.cpu else torch.cuda.get_device_name(0)
     peak = args.peak_tflops or (None if args.cpu else peak_tflops(name))
     sizes = ONE_B if args.size == "1b" else TINY
-    from mllm.attention import pick_attn_implementation
+    from mllm.models.attention import pick_attn_implementation
 
     print(f"device: {name}; attention (bf16): {pick_attn_implementation('bfloat16')}; peak bf16 "
           f"{peak if peak else 'unknown'} TFLOP/s; batch {args.batch}; {args.steps} steps after {args.warmup}")

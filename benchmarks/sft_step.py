@@ -4,7 +4,7 @@ Both train the same tiny LLaVA (``init: tiny``, two identical copies) on the sam
 of 8 real easy-VQA conversations, built from the records on every step by the SFT
 method's ``collate`` (tokenize with the chat template, pad, load and preprocess images):
 
-- ``ours``: ``mllm.training.train_method`` -- the ``MethodTrainer`` (a
+- ``ours``: ``mllm.training.trainer.train_method`` -- the ``MethodTrainer`` (a
   ``transformers.Trainer``) with the SFT method's loss, our callbacks
   (``train_log.jsonl``), logging every 10 steps, as a train stage runs it;
 - ``plain``: ``batch = collate(records); loss = model(**batch).loss; loss.backward();
@@ -38,7 +38,7 @@ BATCH = 8
 def build(seed: int = 0):
     import easy_vqa
     import torch
-    from mllm.models.llava import LlavaAdapter, LlavaModelConfig
+    from mllm.models.llava.adapter import LlavaAdapter, LlavaModelConfig
     from mllm.records import Conversation, Turn
     from mllm_align.sft import SFT, SFTConfig
 
@@ -75,7 +75,7 @@ def plain_step_fn(method, model, records):
 
 
 def measure(steps: int, warmup: int) -> tuple[list[float], list[float]]:
-    from mllm.training import TrainSettings, train_method
+    from mllm.training.trainer import TrainSettings, train_method
     from transformers import TrainerCallback
 
     _, method, model, records = build()

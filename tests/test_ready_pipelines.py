@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from mllm.config import load_pipeline
-from mllm.pipeline import PipelineRunner
-from mllm.plugins import Registry
+from mllm.pipeline.config import load_pipeline
+from mllm.pipeline.runner import PipelineRunner
+from mllm.plugins.registry import Registry
 from mllm.testing.tiny import save_tiny_causal_lm
 
 ROOT = Path(__file__).resolve().parents[1]

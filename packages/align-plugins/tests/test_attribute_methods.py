@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 from mllm.records import Conversation, Turn
-from mllm.scoring_attributes import split_steer
+from mllm.data.scoring_attributes import split_steer
 from mllm_align.rejection_sampling import RejectionSampling, RejectionSamplingConfig
 from mllm_align.steerlm import SteerLM, SteerLMConfig, steer_records
 
@@ -76,8 +76,8 @@ def test_steerlm_conditions_each_candidate_on_its_attributes(candidates, tmp_pat
 
 
 def test_steerlm_collates_the_conditioned_prompt(candidates, tmp_path):
-    from mllm.models.llava import LlavaAdapter
-    from mllm.models.llava_config import LlavaModelConfig
+    from mllm.models.llava.adapter import LlavaAdapter
+    from mllm.models.llava.config import LlavaModelConfig
     from PIL import Image
 
     image = tmp_path / "img.png"
@@ -98,8 +98,8 @@ def test_steerlm_collates_the_conditioned_prompt(candidates, tmp_path):
 
 
 def test_seeded_sampling_is_reproducible(tmp_path):
-    from mllm.models.llava import LlavaAdapter
-    from mllm.models.llava_config import LlavaModelConfig
+    from mllm.models.llava.adapter import LlavaAdapter
+    from mllm.models.llava.config import LlavaModelConfig
     from mllm.stages.generate import Prompt, SampleGenerator
     from PIL import Image
 

@@ -15,9 +15,9 @@ import torch.nn.functional as F
 
 easy_vqa = pytest.importorskip("easy_vqa")
 
-from mllm.models.llava import LlavaAdapter, LlavaModelConfig  # noqa: E402
+from mllm.models.llava.adapter import LlavaAdapter, LlavaModelConfig  # noqa: E402
 from mllm.records import Preference, Turn  # noqa: E402
-from mllm.training import TrainSettings, train_method  # noqa: E402
+from mllm.training.trainer import TrainSettings, train_method  # noqa: E402
 from mllm_align.dpo import DPO, REFERENCE_CACHE, DPOConfig, dpo_losses, record_key  # noqa: E402
 
 TINY = dict(init="tiny", image_size=32, patch_size=8, vision_hidden_size=32, vision_layers=1,

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from mllm.badrows import BadRowError, DataReport
-from mllm.models.llava import LlavaAdapter, LlavaModelConfig
-from mllm.training import TrainSettings, train_method
+from mllm.data.badrows import BadRowError, DataReport
+from mllm.models.llava.adapter import LlavaAdapter, LlavaModelConfig
+from mllm.training.trainer import TrainSettings, train_method
 from mllm_align.dpo import DPO
 from mllm_align.hadpo import DESC_PROMPTS, HADPO, HADPOConfig, HADPOData, HADPODataConfig
 

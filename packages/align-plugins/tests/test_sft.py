@@ -11,9 +11,9 @@ import torch
 
 easy_vqa = pytest.importorskip("easy_vqa")
 
-from mllm.models.llava import LlavaAdapter, LlavaModelConfig  # noqa: E402
+from mllm.models.llava.adapter import LlavaAdapter, LlavaModelConfig  # noqa: E402
 from mllm.records import Conversation, Turn  # noqa: E402
-from mllm.training import MethodTrainer, TrainSettings  # noqa: E402
+from mllm.training.trainer import MethodTrainer, TrainSettings  # noqa: E402
 from mllm_align.common import IGNORE_INDEX, lora_target_regex, part_of  # noqa: E402
 from mllm_align.sft import SFT, SFTConfig  # noqa: E402
 
@@ -205,7 +205,7 @@ def test_config_rejects_contradictions_and_unknown_keys():
 
 
 def test_plugin_registers_sft_without_importing_torch():
-    code = ("import sys, mllm_align.plugin as p; from mllm.plugins import Registry; "
+    code = ("import sys, mllm_align.plugin as p; from mllm.plugins.registry import Registry; "
             "r = Registry(autoload=False); assert r.register_plugin(p, distribution='mllm-align'); "
             "spec = r.get('method', 'sft'); assert spec.impl == 'mllm_align.sft:SFT', spec; "
             "assert 'torch' not in sys.modules, 'plugin.py imported torch'")

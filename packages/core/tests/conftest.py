@@ -13,7 +13,7 @@ TESTPLUG_SRC = Path(__file__).parent / "testplug" / "src"
 @pytest.fixture
 def testplug_registry(monkeypatch):
     """A registry with the core built-ins plus the test plugin, registered in-process."""
-    from mllm import plugins
+    from mllm.plugins import registry as plugins
 
     monkeypatch.syspath_prepend(str(TESTPLUG_SRC))
     sys.modules.pop("mllm_testplug.plugin", None)

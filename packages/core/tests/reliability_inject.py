@@ -23,7 +23,7 @@ import torch
 
 torch.set_num_threads(1)
 
-import mllm.training as training  # noqa: E402
+import mllm.training.trainer as training  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
 
@@ -88,6 +88,6 @@ def _recording_collate(self, records):
 training.MethodCollator.__call__ = _recording_collate
 
 if __name__ == "__main__":
-    from mllm.cli import main
+    from mllm.cli.main import main
 
     sys.exit(main(prog_name="mllm"))

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 from click.testing import CliRunner
-from mllm.cli import main
+from mllm.cli.main import main
 
 PIPELINE = """
 name: cli-demo

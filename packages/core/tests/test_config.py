@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from mllm.config import ConfigError, apply_overrides, load_pipeline, parse_override
+from mllm.pipeline.config import ConfigError, apply_overrides, load_pipeline, parse_override
 
 BASE = """
 name: demo

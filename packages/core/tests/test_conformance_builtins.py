@@ -1,7 +1,7 @@
 """Every built-in component passes the same conformance kit third-party plugins use.
 
 The plugin modules checked are the ``mllm`` entry points of this repository's own
-distributions (packages/*/pyproject.toml) plus the core's :mod:`mllm.builtin`, so a
+distributions (packages/*/pyproject.toml) plus the core's :mod:`mllm.plugins.builtin`, so a
 component added to any of them is checked without editing this file. Components whose
 configs need files get them from ``example_config`` classmethods or, for the score-only
 benchmarks and the judges (which need a grader or an endpoint), from ``EXAMPLES`` below.
@@ -30,7 +30,7 @@ JUDGE_KEY_ENV = "MLLM_CONFORMANCE_JUDGE_KEY"
 
 def repository_plugin_modules() -> list[tuple[str, str]]:
     """(distribution, plugin module) of mllm-core and every packages/* distribution's entry points."""
-    found = [("mllm-core", "mllm.builtin")]
+    found = [("mllm-core", "mllm.plugins.builtin")]
     for pyproject in sorted(REPO.glob("packages/*/pyproject.toml")):
         project = tomllib.loads(pyproject.read_text())["project"]
         for module in project.get("entry-points", {}).get("mllm", {}).values():
@@ -137,7 +137,7 @@ def scienceqa_data_example(tmp: Path) -> dict:
 
 
 def _records_file(path: Path) -> str:
-    from mllm.recordio import write_records
+    from mllm.data.recordio import write_records
     from mllm.testing import example_records
 
     write_records(path, example_records("conversation", path.parent / "images"))
@@ -149,7 +149,7 @@ def records_jsonl_example(tmp: Path) -> dict:
 
 
 def stage_records_example(tmp: Path) -> dict:
-    from mllm.recordio import CURRENT_RUN_DIR, RECORDS_FILE
+    from mllm.data.recordio import CURRENT_RUN_DIR, RECORDS_FILE
 
     _records_file(tmp / "run" / "mistakes" / RECORDS_FILE)
     CURRENT_RUN_DIR.set(tmp / "run")  # as while a pipeline runs; each check runs in its own context
@@ -157,7 +157,7 @@ def stage_records_example(tmp: Path) -> dict:
 
 
 def stage_output_example(tmp: Path) -> dict:
-    from mllm.recordio import CURRENT_RUN_DIR, RECORDS_FILE
+    from mllm.data.recordio import CURRENT_RUN_DIR, RECORDS_FILE
 
     _records_file(tmp / "run" / "answers" / RECORDS_FILE)
     CURRENT_RUN_DIR.set(tmp / "run")
@@ -277,7 +277,7 @@ def test_builtin_component_conforms(check):
 
 
 def test_parametrize_with_checks_gives_one_test_per_check():
-    marker = parametrize_with_checks("mllm.builtin", distribution="mllm-core", examples={"model:llava": TINY_LLAVA})
+    marker = parametrize_with_checks("mllm.plugins.builtin", distribution="mllm-core", examples={"model:llava": TINY_LLAVA})
     ids = marker.kwargs["ids"]
-    assert "imports-without-torch[mllm.builtin]" in ids and "load[model:llava]" in ids
+    assert "imports-without-torch[mllm.plugins.builtin]" in ids and "load[model:llava]" in ids
     assert "config[stage_kind:train]" in ids

@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
-from mllm.cli import main
-from mllm.convert import ConvertError, convert_llava_original
-from mllm.models.llava import LlavaAdapter, LlavaModelConfig
+from mllm.cli.main import main
+from mllm.models.llava.convert import ConvertError, convert_llava_original
+from mllm.models.llava.adapter import LlavaAdapter, LlavaModelConfig
 from mllm.records import Turn
 from PIL import Image
 

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 import pytest
-from mllm.launch import ENTRY_MODULE, LaunchSettings, torchrun_argv
-from mllm.trainsettings import DEEPSPEED_PRESETS, TrainSettings, deepspeed_config_path
+from mllm.pipeline.launch import ENTRY_MODULE, LaunchSettings, torchrun_argv
+from mllm.training.settings import DEEPSPEED_PRESETS, TrainSettings, deepspeed_config_path
 
 TINY_MODEL = dict(name="llava", init="tiny", image_size=32, patch_size=8, vision_hidden_size=32, vision_layers=1,
                   vision_intermediate_size=64, text_hidden_size=32, text_layers=1, text_intermediate_size=64,
@@ -93,7 +93,7 @@ def test_precision_key_and_the_bf16_fp16_switches():
 
 def test_attention_choice(monkeypatch):
     import torch
-    from mllm.attention import pick_attn_implementation
+    from mllm.models.attention import pick_attn_implementation
 
     if not torch.cuda.is_available():
         assert pick_attn_implementation("bfloat16") == "sdpa"
@@ -112,7 +112,7 @@ def test_shard_and_collectives_without_a_process_group():
 
 def test_cli_run_has_the_launch_flags():
     from click.testing import CliRunner
-    from mllm.cli import main
+    from mllm.cli.main import main
 
     result = CliRunner().invoke(main, ["run", "--help"])
     for flag in ("--nproc-per-node", "--nnodes", "--node-rank", "--master-addr", "--master-port"):
@@ -122,7 +122,7 @@ def test_cli_run_has_the_launch_flags():
 
 
 def test_env_reports_attention():
-    from mllm.envinfo import collect_env
+    from mllm.pipeline.environment import collect_env
 
     info = collect_env()
     assert info["attention"] in ("sdpa", "flash_attention_2", "eager")
@@ -159,9 +159,9 @@ def pipeline(name, *, method, data, train, eval_limit=None):
 
 
 def run(data, runs_dir, *, nproc=1, force=(), only=None):
-    from mllm import plugins
-    from mllm.config import load_pipeline
-    from mllm.pipeline import PipelineRunner
+    from mllm.plugins import registry as plugins
+    from mllm.pipeline.config import load_pipeline
+    from mllm.pipeline.runner import PipelineRunner
 
     plugins.set_registry(None)  # the installed plugins, as the torchrun processes see them
     registry = plugins.get_registry()
@@ -257,8 +257,8 @@ def test_two_processes_match_one(case, tmp_path, easyvqa_files, monkeypatch):
     assert apart / moved < (0.05 if method.get("lora") else 0.25 if method["name"] == "sft" else 1e-2)
 
     # ... and loads and answers in a single process
-    from mllm.generation import AnswerEngine
-    from mllm.models.llava import LlavaAdapter
+    from mllm.generation.engine import AnswerEngine
+    from mllm.models.llava.adapter import LlavaAdapter
     from mllm.records import EvalItem
 
     adapter = LlavaAdapter.load(model_two)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mllm.schema_docs import BEGIN, END, render
+from mllm.pipeline.schema_docs import BEGIN, END, render
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "pipelines.md"
 
@@ -12,7 +12,7 @@ DOC = Path(__file__).resolve().parents[3] / "docs" / "pipelines.md"
 def test_pipeline_reference_is_up_to_date():
     text = DOC.read_text()
     current = text[text.index(BEGIN): text.index(END) + len(END)]
-    assert current == render(), "run: python -m mllm.schema_docs docs/pipelines.md"
+    assert current == render(), "run: python -m mllm.pipeline.schema_docs docs/pipelines.md"
 
 
 def test_reference_documents_every_builtin_stage_kind_and_the_train_block():

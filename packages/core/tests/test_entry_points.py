@@ -49,7 +49,7 @@ def site(tmp_path_factory):
     pip_install_target(broken, target)
     clash = write_distribution(root, "mllm-clash", "mllm_clash", """
         from mllm import hookimpl
-        from mllm.specs import ComponentSpec
+        from mllm.plugins.specs import ComponentSpec
 
         @hookimpl
         def mllm_register_datasets(register):

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 pytest.importorskip("mllm_eval")
 
-from mllm.cli import main  # noqa: E402
+from mllm.cli.main import main  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[3]
 DATA = Path(os.environ.get("MLLM_SHARED_DATA", REPO.parent / "shared" / "data"))

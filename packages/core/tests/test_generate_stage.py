@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
-from mllm.badrows import DataReport
-from mllm.config import ConfigError, load_pipeline, stage_inputs
-from mllm.pipeline import PipelineRunner
-from mllm.plugins import Registry
-from mllm.recordio import read_records, write_records
+from mllm.data.badrows import DataReport
+from mllm.pipeline.config import ConfigError, load_pipeline, stage_inputs
+from mllm.pipeline.runner import PipelineRunner
+from mllm.plugins.registry import Registry
+from mllm.data.recordio import read_records, write_records
 from mllm.records import Conversation, EvalItem, Turn
 from mllm.stages import generate as G
 
@@ -114,14 +114,14 @@ def test_greedy_generation_scores_writes_records_and_pairs(tmp_path, write_pipel
     assert metrics["prompts"] == 7 and metrics["answers"] == 7
     assert metrics["wrong"] == sum(not r.metadata["correct"] for r in records)
     # greedy single-turn answers are the evaluation engine's answers (same cache format)
-    from mllm.generation import AnswerEngine
+    from mllm.generation.engine import AnswerEngine
     adapter = runner.load_model("init")
     engine = AnswerEngine(adapter, batch_size=2, max_new_tokens=4)
     direct = engine.answer([EvalItem(id=r.id, prompt=r.turns[0].content, images=r.images) for r in records[:6]])
     assert {r.id: r.turns[-1].content for r in records[:6]} == direct
 
     # the pairs: every wrong, non-empty answer gives chosen = gold, rejected = answer
-    from mllm.recordio import CURRENT_RUN_DIR
+    from mllm.data.recordio import CURRENT_RUN_DIR
     token = CURRENT_RUN_DIR.set(tmp_path / "runs" / "gen")
     try:
         dataset = G.StageOutput(G.StageOutputConfig(stage="mistakes", pairs="wrong-vs-gold"))

@@ -14,9 +14,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("easy_vqa")
 
-from mllm.badrows import DataReport  # noqa: E402
-from mllm.generation import AnswerEngine  # noqa: E402
-from mllm.models.llava import LlavaAdapter, LlavaModelConfig  # noqa: E402
+from mllm.data.badrows import DataReport  # noqa: E402
+from mllm.generation.engine import AnswerEngine  # noqa: E402
+from mllm.models.llava.adapter import LlavaAdapter, LlavaModelConfig  # noqa: E402
 from mllm.records import EvalItem, Turn  # noqa: E402
 
 TINY = dict(init="tiny", image_size=32, patch_size=8, vision_hidden_size=32, vision_intermediate_size=64,
@@ -267,9 +267,9 @@ def test_max_new_tokens_changes_the_cache_key(trained, items, tmp_path):
 
 def test_eval_stage_in_a_pipeline(tmp_path):
     """``kind: eval`` through the runner: answers.jsonl, metrics.json, and a re-run is skipped."""
-    from mllm.config import load_pipeline
-    from mllm.pipeline import PipelineRunner
-    from mllm.plugins import Registry
+    from mllm.pipeline.config import load_pipeline
+    from mllm.pipeline.runner import PipelineRunner
+    from mllm.plugins.registry import Registry
 
     registry = Registry()
     data = {

@@ -5,9 +5,11 @@ from __future__ import annotations
 import inspect
 import types
 
-from mllm import hookimpl, hookspecs
-from mllm.plugins import Registry
-from mllm.specs import COMPONENT_KINDS, ComponentSpec
+from mllm import hookimpl
+
+from mllm.plugins import hookspecs
+from mllm.plugins.registry import Registry
+from mllm.plugins.specs import COMPONENT_KINDS, ComponentSpec
 
 HOOKS = [name for name in dir(hookspecs) if name.startswith("mllm_register_")]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from mllm.models.llava import LlavaAdapter, LlavaModelConfig
+from mllm.models.llava.adapter import LlavaAdapter, LlavaModelConfig
 from PIL import Image
 
 

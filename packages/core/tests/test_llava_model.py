@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from mllm.models.llava import IGNORE_INDEX, META_FILE, LlavaAdapter, LlavaModelConfig
+from mllm.models.llava.adapter import IGNORE_INDEX, META_FILE, LlavaAdapter, LlavaModelConfig
 from mllm.records import Conversation, EvalItem, Turn
 from PIL import Image
 from pydantic import ValidationError

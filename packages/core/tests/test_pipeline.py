@@ -8,9 +8,9 @@ import time
 
 import pytest
 import yaml
-from mllm.config import load_pipeline
-from mllm.pipeline import PipelineRunner
-from mllm.runfolder import COMPLETE, REDACTED, StageFolder, atomic_write_text, redact
+from mllm.pipeline.config import load_pipeline
+from mllm.pipeline.runner import PipelineRunner
+from mllm.pipeline.runfolder import COMPLETE, REDACTED, StageFolder, atomic_write_text, redact
 
 PIPELINE = """
 name: demo

@@ -68,7 +68,7 @@ def test_new_plugin_installs_passes_its_tests_is_listed_and_trains(tmp_path):
         c for c in listing["components"] if c["distribution"] == "mllm-demo").items()
     assert not [f for f in listing["failures"] if f["distribution"] == "mllm-demo"]
 
-    from mllm.recordio import write_records
+    from mllm.data.recordio import write_records
     from mllm.testing import example_records
 
     write_records(tmp_path / "train.jsonl", example_records("conversation", tmp_path / "images", count=4))
@@ -164,7 +164,7 @@ def _skewed_distribution(root: Path) -> Path:
         import os
         open(os.environ["MLLM_SKEWED_MARK"], "w").close()
         from mllm import hookimpl
-        from mllm.specs import ComponentSpec
+        from mllm.plugins.specs import ComponentSpec
 
         @hookimpl
         def mllm_register_datasets(register):
@@ -194,7 +194,7 @@ def test_core_requirement_check_reads_markers_and_ranges():
     from importlib import metadata
 
     from mllm import __version__
-    from mllm.plugins import core_requirement_mismatch
+    from mllm.plugins.registry import core_requirement_mismatch
 
     class Dist:
         def __init__(self, *requires):
@@ -209,8 +209,8 @@ def test_core_requirement_check_reads_markers_and_ranges():
 
 def test_new_plugin_renders_every_kind_and_rejects_bad_names(tmp_path):
     from click.testing import CliRunner
-    from mllm.cli import main
-    from mllm.newplugin import core_requirement, render_plugin
+    from mllm.cli.main import main
+    from mllm.cli.new_plugin import core_requirement, render_plugin
 
     assert core_requirement("0.1.0") == "mllm-core>=0.1,<0.2"
     assert core_requirement("1.4.2") == "mllm-core>=1.4,<2"

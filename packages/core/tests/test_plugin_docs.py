@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mllm import hookspecs, interfaces
+from mllm import interfaces
+
+from mllm.plugins import hookspecs
 from mllm.testing.checks import BEHAVIOUR_CHECKS, PROTOCOLS
 
 GUIDE = Path(__file__).resolve().parents[3] / "docs" / "plugins.md"

@@ -10,8 +10,8 @@ import types
 
 import pytest
 from mllm import hookimpl
-from mllm.plugins import DuplicateComponentError, Registry, UnknownComponentError
-from mllm.specs import ComponentSpec
+from mllm.plugins.registry import DuplicateComponentError, Registry, UnknownComponentError
+from mllm.plugins.specs import ComponentSpec
 
 
 def make_plugin(**hooks):
@@ -32,7 +32,7 @@ def test_builtins_are_registered_through_hooks():
     registry = Registry(autoload=False)
     spec = registry.get("model", "llava")
     assert spec.distribution == "mllm-core"
-    assert spec.impl == "mllm.models.llava:LlavaAdapter"
+    assert spec.impl == "mllm.models.llava.adapter:LlavaAdapter"
 
 
 def test_same_name_from_two_distributions_is_an_error_naming_both_and_dist_name_picks_one():
@@ -129,9 +129,9 @@ def test_importing_every_plugin_module_leaves_torch_out():
     code = (
         "import sys\n"
         "from importlib import metadata\n"
-        "import mllm.builtin, mllm.cli, mllm.plugins\n"
+        "import mllm.plugins.builtin, mllm.cli.main, mllm.plugins.registry\n"
         "mods = [ep.load() for ep in metadata.entry_points(group='mllm')]\n"
-        "mllm.plugins.Registry()\n"
+        "mllm.plugins.registry.Registry()\n"
         "heavy = [m for m in ('torch', 'transformers', 'deepspeed', 'peft') if m in sys.modules]\n"
         "print(len(mods), heavy)\n"
     )
@@ -141,7 +141,7 @@ def test_importing_every_plugin_module_leaves_torch_out():
 
 
 def test_autoload_off_keeps_only_core_components():
-    code = "import json, mllm.plugins as p; print(json.dumps(sorted({s.distribution for s in p.Registry().specs()})))"
+    code = "import json, mllm.plugins.registry as p; print(json.dumps(sorted({s.distribution for s in p.Registry().specs()})))"
     assert json.loads(_run_python(code, MLLM_DISABLE_PLUGIN_AUTOLOAD="1")) == ["mllm-core"]
     with_plugins = json.loads(_run_python(code))
     assert "mllm-core" in with_plugins and len(with_plugins) > 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from mllm.badrows import BadRowError, DataReport
+from mllm.data.badrows import BadRowError, DataReport
 from mllm.records import Conversation, EvalItem, Preference, RecordError, Turn
 
 

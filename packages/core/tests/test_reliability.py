@@ -23,8 +23,8 @@ easy_vqa = pytest.importorskip("easy_vqa")
 pytest.importorskip("mllm_align")
 
 from click.testing import CliRunner  # noqa: E402
-from mllm.badrows import BadRowError  # noqa: E402
-from mllm.checkpoints import (  # noqa: E402
+from mllm.data.badrows import BadRowError  # noqa: E402
+from mllm.training.checkpoints import (  # noqa: E402
     CHECKPOINT_MARKER,
     UnsafeCheckpointError,
     is_complete,
@@ -33,13 +33,13 @@ from mllm.checkpoints import (  # noqa: E402
     rotate_checkpoints,
     verify_checkpoint,
 )
-from mllm.cli import main  # noqa: E402
-from mllm.config import ConfigError, load_pipeline  # noqa: E402
-from mllm.pipeline import PipelineRunner  # noqa: E402
-from mllm.plugins import Registry  # noqa: E402
-from mllm.recordio import write_records  # noqa: E402
+from mllm.cli.main import main  # noqa: E402
+from mllm.pipeline.config import ConfigError, load_pipeline  # noqa: E402
+from mllm.pipeline.runner import PipelineRunner  # noqa: E402
+from mllm.plugins.registry import Registry  # noqa: E402
+from mllm.data.recordio import write_records  # noqa: E402
 from mllm.records import Conversation, Preference, Turn  # noqa: E402
-from mllm.runfolder import RUN_MARKER  # noqa: E402
+from mllm.pipeline.runfolder import RUN_MARKER  # noqa: E402
 from mllm.testing import ChatCompletionsServer  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
@@ -152,7 +152,7 @@ def test_rotation_sorts_numerically_and_never_deletes_the_newest_complete_checkp
 def test_a_crash_in_the_middle_of_a_save_is_ignored_on_resume(data_files, tmp_path, monkeypatch):
     """Training dies while checkpoint-4 is written (model and optimizer saved, RNG state
     not); the re-run resumes from checkpoint-2 and ends with the uninterrupted weights."""
-    from mllm.training import MethodTrainer
+    from mllm.training.trainer import MethodTrainer
 
     registry = Registry()
     data = two_stage_pipeline(data_files, "crash")
@@ -429,8 +429,8 @@ def test_code_in_a_model_folder_runs_only_with_trust_remote_code(tmp_path):
         "from transformers import PretrainedConfig\n\n\nclass EvilConfig(PretrainedConfig):\n    model_type = 'evil-llava'\n")
     script = f"""
 import sys
-from mllm.models.llava import LlavaAdapter
-from mllm.models.llava_config import LlavaModelConfig
+from mllm.models.llava.adapter import LlavaAdapter
+from mllm.models.llava.config import LlavaModelConfig
 try:
     LlavaAdapter.load({str(folder)!r}, config=LlavaModelConfig(path={str(folder)!r}))
 except Exception as error:

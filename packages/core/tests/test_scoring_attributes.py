@@ -4,11 +4,11 @@ raised), the description rules, best-candidate selection and best-vs-worse pairs
 from __future__ import annotations
 
 import pytest
-from mllm.badrows import DataReport
-from mllm.candidates import best_vs_worse, select_best
-from mllm.config import ConfigError
+from mllm.data.badrows import DataReport
+from mllm.data.candidates import best_vs_worse, select_best
+from mllm.pipeline.config import ConfigError
 from mllm.records import Conversation, Turn
-from mllm.scoring_attributes import (
+from mllm.data.scoring_attributes import (
     ATTRIBUTES,
     AttributeRule,
     AttributeScorer,

@@ -6,7 +6,7 @@ import time
 
 import pytest
 from mllm.records import Turn
-from mllm.templates import LLAVA_SYSTEM, Segment, get_template
+from mllm.models.templates import LLAVA_SYSTEM, Segment, get_template
 
 TWO_TURNS = [
     Turn("user", "<image>\nwhat is the blue shape?"),

@@ -21,7 +21,7 @@ from mllm.testing import (  # noqa: F401 - fixtures used by name
 
 GOOD = '''
 from mllm import hookimpl
-from mllm.specs import ComponentSpec
+from mllm.plugins.specs import ComponentSpec
 
 @hookimpl
 def mllm_register_benchmarks(register):
@@ -91,7 +91,7 @@ def test_example_values_come_from_examples_then_example_config(tmp_path, monkeyp
 def test_method_check_catches_a_loss_without_gradients(tmp_path, monkeypatch):
     (tmp_path / "kit_method.py").write_text(textwrap.dedent('''
         from mllm import hookimpl
-        from mllm.specs import ComponentSpec
+        from mllm.plugins.specs import ComponentSpec
 
         @hookimpl
         def mllm_register_methods(register):
@@ -117,7 +117,7 @@ def test_method_check_catches_a_loss_without_gradients(tmp_path, monkeypatch):
 
 
 def test_plugin_registry_registers_and_cleans_up(tmp_path, monkeypatch, plugin_registry):
-    from mllm.plugins import get_registry
+    from mllm.plugins.registry import get_registry
 
     name = write_plugin(tmp_path, monkeypatch, "kit_registry")
     import importlib
@@ -139,7 +139,7 @@ def test_plugin_registry_registers_and_cleans_up(tmp_path, monkeypatch, plugin_r
 
 
 def test_run_pipeline_trains_a_stage_on_the_tiny_model(tmp_path, run_pipeline):
-    from mllm.recordio import write_records
+    from mllm.data.recordio import write_records
 
     write_records(tmp_path / "train.jsonl", example_records("conversation", tmp_path / "img", count=2))
     pipeline = {"name": "kit", "model": {"name": "llava", **TINY_LLAVA}, "stages": [{

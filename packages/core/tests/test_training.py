@@ -15,13 +15,14 @@ easy_vqa = pytest.importorskip("easy_vqa")
 pytest.importorskip("mllm_align")
 
 from click.testing import CliRunner  # noqa: E402
-from mllm import hookimpl, plugins  # noqa: E402
-from mllm.config import ConfigError, load_pipeline  # noqa: E402
+from mllm import hookimpl  # noqa: E402
+from mllm.plugins import registry as plugins  # noqa: E402
+from mllm.pipeline.config import ConfigError, load_pipeline  # noqa: E402
 from mllm.interfaces import DatasetConfig  # noqa: E402
-from mllm.pipeline import PipelineRunner  # noqa: E402
+from mllm.pipeline.runner import PipelineRunner  # noqa: E402
 from mllm.records import Conversation, Preference, Turn  # noqa: E402
-from mllm.specs import ComponentSpec  # noqa: E402
-from mllm.training import (  # noqa: E402
+from mllm.plugins.specs import ComponentSpec  # noqa: E402
+from mllm.training.trainer import (  # noqa: E402
     MethodTrainer,
     TrainSettings,
     last_checkpoint,
@@ -136,7 +137,7 @@ def test_train_settings_map_to_training_arguments(tmp_path):
 
 
 def test_last_checkpoint_needs_the_completion_marker_and_log_truncation(tmp_path):
-    from mllm.checkpoints import mark_complete
+    from mllm.training.checkpoints import mark_complete
 
     (tmp_path / "checkpoint-2").mkdir()
     (tmp_path / "checkpoint-2" / "trainer_state.json").write_text("{}")
@@ -157,7 +158,7 @@ def test_length_grouped_sampler_uses_method_lengths(tmp_path, registry):
     from mllm_align.sft import SFT, SFTConfig
 
     method = SFT(SFTConfig())
-    records = list(TinyData(TinyDataConfig(limit=8)).records(__import__("mllm.badrows").badrows.DataReport("t")))
+    records = list(TinyData(TinyDataConfig(limit=8)).records(__import__("mllm.data.badrows").data.badrows.DataReport("t")))
     model = torch.nn.Linear(2, 2)
     args = TrainSettings(batch_size=2).to_training_arguments(tmp_path)
     trainer = MethodTrainer(method, model=model, args=args, train_dataset=records, group_by_length=True)
@@ -181,7 +182,7 @@ def lora_run(registry, tmp_path_factory):
 
 
 def test_train_stage_writes_model_logs_and_report(registry, lora_run):
-    from mllm.models.llava import LlavaAdapter
+    from mllm.models.llava.adapter import LlavaAdapter
 
     runner, plans = lora_run
     stage = runner.run_dir / "sft"
@@ -205,8 +206,8 @@ def test_train_stage_writes_model_logs_and_report(registry, lora_run):
 
 
 def test_export_merge_gives_the_lora_models_logits(registry, lora_run, tmp_path):
-    from mllm.cli import main
-    from mllm.models.llava import LlavaAdapter
+    from mllm.cli.main import main
+    from mllm.models.llava.adapter import LlavaAdapter
     from mllm_align.sft import SFT, SFTConfig
 
     runner, _ = lora_run
@@ -222,7 +223,7 @@ def test_export_merge_gives_the_lora_models_logits(registry, lora_run, tmp_path)
     method = SFT(SFTConfig())
     method.adapter = lora
     batch = method.collate(list(TinyData(TinyDataConfig(limit=4)).records(
-        __import__("mllm.badrows").badrows.DataReport("t"))))
+        __import__("mllm.data.badrows").data.badrows.DataReport("t"))))
     batch.pop("labels")
     with torch.no_grad():
         lora.model.eval()

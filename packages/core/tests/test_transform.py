@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from mllm.badrows import BadRowError, DataReport
-from mllm.config import ConfigError, load_pipeline, stage_inputs
-from mllm.pipeline import PipelineRunner
-from mllm.plugins import Registry
-from mllm.recordio import read_records, write_records
+from mllm.data.badrows import BadRowError, DataReport
+from mllm.pipeline.config import ConfigError, load_pipeline, stage_inputs
+from mllm.pipeline.runner import PipelineRunner
+from mllm.plugins.registry import Registry
+from mllm.data.recordio import read_records, write_records
 from mllm.records import Conversation, EvalItem, Preference, Turn
 from mllm.stages import transform as T
 

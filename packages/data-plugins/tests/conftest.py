@@ -38,7 +38,7 @@ def make_image():
 @pytest.fixture
 def load():
     """All records of a dataset (with its config's bad-row policy) and the DataReport."""
-    from mllm.badrows import DataReport
+    from mllm.data.badrows import DataReport
 
     def run(dataset) -> tuple[list, DataReport]:
         config = dataset.config

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from mllm.badrows import BadRowError
+from mllm.data.badrows import BadRowError
 from mllm_data.image_qa_folder import ImageQAFolder, ImageQAFolderConfig
 from mllm_data.llava_json import LlavaJson, LlavaJsonConfig
 from mllm_data.scienceqa import ScienceQA, ScienceQAConfig

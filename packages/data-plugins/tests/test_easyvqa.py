@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from mllm.badrows import BadRowError, DataReport
+from mllm.data.badrows import BadRowError, DataReport
 from mllm.records import Conversation
 from mllm_data.easyvqa import EasyVQA, EasyVQAConfig, format_prompt
 
@@ -88,7 +88,7 @@ def test_bad_row_follows_policy(tmp_path, monkeypatch):
 
 
 def test_registered_through_the_plugin():
-    from mllm.plugins import Registry
+    from mllm.plugins.registry import Registry
 
     spec = Registry().get("dataset", "easyvqa")
     assert spec.load() is EasyVQA and spec.load_config() is EasyVQAConfig

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 import pytest
-from mllm.badrows import BadRowError
+from mllm.data.badrows import BadRowError
 from mllm.records import EvalItem
 
 datasets = pytest.importorskip("datasets", reason="the hf dataset needs the optional extra mllm-data[hf]")

@@ -51,7 +51,7 @@ def test_questions_without_answers(tmp_path, make_image, load):
     path.write_text(json.dumps({"question_id": "x", "image": "0.png", "text": "<image>\nDescribe it."}) + "\n")
     (item,), _ = load(ImageQAFolder(ImageQAFolderConfig(path=str(path), **{"as": "eval_item"})))
     assert item.answer is None and item.prompt == "<image>\nDescribe it."
-    from mllm.badrows import BadRowError
+    from mllm.data.badrows import BadRowError
 
     with pytest.raises(BadRowError, match=r"q.jsonl, row line 1: .*no answer to train on"):
         load(ImageQAFolder(ImageQAFolderConfig(path=str(path))))

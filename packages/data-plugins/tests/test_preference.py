@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from mllm.badrows import BadRowError, DataReport
+from mllm.data.badrows import BadRowError, DataReport
 from mllm_data.preference import HFPreference, HFPreferenceConfig, MllmDpoJson, MllmDpoJsonConfig
 
 

@@ -39,7 +39,7 @@ def test_items_are_valid_and_choices_fit_the_question():
 
 def test_prompt_is_the_training_prompt():
     mllm_data = pytest.importorskip("mllm_data.easyvqa")
-    from mllm.badrows import DataReport
+    from mllm.data.badrows import DataReport
 
     items = bench(split="train", limit=20, seed=5).items()
     records = list(mllm_data.EasyVQA(mllm_data.EasyVQAConfig(split="train", limit=20, seed=5)).records(DataReport("x")))
@@ -111,7 +111,7 @@ def test_missing_answer_is_an_error():
 
 
 def test_registered_through_the_plugin():
-    from mllm.plugins import Registry
+    from mllm.plugins.registry import Registry
 
     spec = Registry().get("benchmark", "easyvqa")
     assert spec.load() is EasyVQABenchmark

@@ -87,7 +87,7 @@ def test_llava_bench_with_openai_judge_counts_unparsed(tmp_path, monkeypatch):
 
 
 def test_plugin_module_stays_light():
-    code = ("import sys, mllm_eval.plugin; from mllm.plugins import Registry; Registry(); "
+    code = ("import sys, mllm_eval.plugin; from mllm.plugins.registry import Registry; Registry(); "
             "bad = [m for m in ('torch', 'transformers', 'openai', 'mllm_eval.judges', 'mllm_eval.pope') "
             "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -95,7 +95,7 @@ def test_plugin_module_stays_light():
 
 
 def test_all_components_registered():
-    from mllm.plugins import Registry
+    from mllm.plugins.registry import Registry
 
     registry = Registry()
     for name in ("scienceqa", "pope", "mmvet", "llava-bench", "mtbench", "shr"):

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import ClassVar, Iterator
 
-from mllm.badrows import DataReport
+from mllm.data.badrows import DataReport
 from mllm.interfaces import DatasetConfig
 from mllm.records import IMAGE_TOKEN, Preference, Turn
 from pydantic import Field

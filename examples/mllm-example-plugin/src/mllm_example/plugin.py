@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from mllm import hookimpl
-from mllm.hookspecs import Register
-from mllm.specs import ComponentSpec
+from mllm.plugins.hookspecs import Register
+from mllm.plugins.specs import ComponentSpec
 
 
 @hookimpl

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mllm.interfaces import ComponentConfig
-from mllm.templates import TemplateName, get_template
+from mllm.models.templates import TemplateName, get_template
 from pydantic import Field, model_validator
 
 IGNORE_INDEX = -100

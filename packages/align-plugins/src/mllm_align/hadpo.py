@@ -42,7 +42,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from mllm.badrows import DataReport
+from mllm.data.badrows import DataReport
 from mllm.interfaces import DatasetConfig
 from mllm.records import IMAGE_TOKEN, Preference, Turn
 from pydantic import Field, model_validator

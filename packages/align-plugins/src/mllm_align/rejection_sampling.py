@@ -2,7 +2,7 @@
 
 Reads attribute-scored candidates (a generate stage with ``score: {rule: attributes, ...}``,
 ``data: {from: <that stage>}``), keeps the best candidate of every prompt by the aggregate
-Helpfulness + Correctness + Coherence (:func:`mllm.candidates.select_best`) and trains SFT
+Helpfulness + Correctness + Coherence (:func:`mllm.data.candidates.select_best`) and trains SFT
 on them; the loss is :class:`mllm_align.sft.SFT`'s (by composition).
 
 * ``ties``: which of several candidates sharing the best aggregate is kept: ``first``
@@ -35,7 +35,7 @@ import json
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from mllm.candidates import Ties, group_candidates, score_of, select_best
+from mllm.data.candidates import Ties, group_candidates, score_of, select_best
 from mllm.records import Conversation
 from pydantic import Field
 
@@ -125,9 +125,9 @@ class RejectionSampling:
 
     def _round(self, context: Any, round_index: int, kept: list[Any], candidates: list[Any]) -> list[Any]:
         """Train on ``kept`` into ``round-<r>/``, then sample and score new candidates with the trained model."""
-        from mllm.scoring_attributes import AttributeRule, AttributeScorer, build_judge, rate_records
+        from mllm.data.scoring_attributes import AttributeRule, AttributeScorer, build_judge, rate_records
         from mllm.stages.generate import Prompt, SampleGenerator, generated_records
-        from mllm.training import train_method
+        from mllm.training.trainer import train_method
 
         source = _source_stage(context)
         if not isinstance(source.score, AttributeRule):

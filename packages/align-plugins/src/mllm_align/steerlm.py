@@ -3,7 +3,7 @@
 Trains on attribute-scored candidates (a generate stage with ``score: {rule: attributes,
 ...}``, read with ``data: {from: <that stage>}``). Each scored candidate becomes a
 Conversation whose last user turn carries the candidate's *own* attributes in mllm-dpo's
-SteerLM wording (:func:`mllm.scoring_attributes.add_steer`)::
+SteerLM wording (:func:`mllm.data.scoring_attributes.add_steer`)::
 
     USER: <image>\\nDescribe the image in one sentence.
     Please answer the question such that your response is in the following attributes in 5-point Likert scale:
@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from mllm.records import Conversation, Turn
-from mllm.scoring_attributes import add_steer, check_attributes
+from mllm.data.scoring_attributes import add_steer, check_attributes
 from pydantic import Field
 
 from mllm_align.sft import SFT, SFTConfig
@@ -112,7 +112,7 @@ class SteerLM:
     def example_records(cls, tmp_path: Any) -> list[Conversation]:
         """Attribute-scored candidates for the conformance kit, as a generate stage with
         ``score: {rule: attributes}`` writes them."""
-        from mllm.scoring_attributes import ATTRIBUTES
+        from mllm.data.scoring_attributes import ATTRIBUTES
         from mllm.testing.samples import example_records
 
         return [Conversation(id=r.id, turns=r.turns, images=r.images,

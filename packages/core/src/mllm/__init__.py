@@ -1,6 +1,6 @@
 """mllm: align and evaluate LLaVA-family multimodal models from one YAML file."""
 
-from mllm.hookspecs import hookimpl
+from mllm.plugins.hookspecs import hookimpl
 
 __version__ = "0.1.0"
 

@@ -1,6 +1,6 @@
 """``python -m mllm`` runs the command line."""
 
-from mllm.cli import main
+from mllm.cli.main import main
 
 if __name__ == "__main__":
     main()

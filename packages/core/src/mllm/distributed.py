@@ -2,7 +2,7 @@
 
 Everything here works without ``torch.distributed`` being initialized: then there is one
 process, its rank is 0 and collectives return their input. Process groups are started
-by :mod:`mllm.distributed_stage` (``nccl`` on GPUs, ``gloo`` on CPUs).
+by :mod:`mllm.pipeline.worker` (``nccl`` on GPUs, ``gloo`` on CPUs).
 """
 
 from __future__ import annotations

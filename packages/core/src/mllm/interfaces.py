@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Literal, Protocol, Se
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mllm.badrows import DataReport, OnBadRow
+from mllm.data.badrows import DataReport, OnBadRow
 from mllm.records import EvalItem, Record, RecordKind
 
 if TYPE_CHECKING:  # torch stays out of import time
@@ -118,12 +118,12 @@ class Judge(Protocol):
 class StageKind(Protocol):
     """A kind of pipeline stage, constructed as ``Kind(stage_config, components)``.
 
-    ``stage_config`` is the validated :class:`mllm.config.StageConfig` subclass the
+    ``stage_config`` is the validated :class:`mllm.pipeline.config.StageConfig` subclass the
     spec's ``config`` names; ``components`` maps its component fields to
-    :class:`mllm.config.ResolvedComponent` (or lists of them). Stage ids the stage reads
+    :class:`mllm.pipeline.config.ResolvedComponent` (or lists of them). Stage ids the stage reads
     besides ``from`` come from the config's ``inputs()`` method.
     """
 
     def run(self, context: Any) -> None:
         """Do the work, writing outputs into ``context.stage_dir`` (a
-        :class:`mllm.pipeline.StageContext`); set ``context.metrics`` to write metrics.json."""
+        :class:`mllm.pipeline.runner.StageContext`); set ``context.metrics`` to write metrics.json."""

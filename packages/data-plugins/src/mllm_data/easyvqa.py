@@ -20,7 +20,7 @@ import random
 from pathlib import Path
 from typing import ClassVar, Iterator, Literal
 
-from mllm.badrows import DataReport
+from mllm.data.badrows import DataReport
 from mllm.interfaces import DatasetConfig
 from mllm.records import IMAGE_TOKEN, Conversation, Turn
 from pydantic import Field

@@ -10,7 +10,7 @@ Conversation per image::
 The gold sentence is a template (:func:`gold_sentence`) naming the colour and shape, so
 answers can be rated by rules (``score: {rule: attributes, rules: description}`` in a
 generate stage: correctness from the shape and colour named, verbosity from length,
-coherence from well-formedness; see :mod:`mllm.scoring_attributes`). The
+coherence from well-formedness; see :mod:`mllm.data.scoring_attributes`). The
 ``easyvqa-describe`` benchmark (mllm-eval) asks the same prompt on the test split.
 
 ``questions_per_image: n`` adds the first n easy-VQA questions of each selected image
@@ -25,7 +25,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import ClassVar, Iterator, Literal
 
-from mllm.badrows import DataReport
+from mllm.data.badrows import DataReport
 from mllm.interfaces import DatasetConfig
 from mllm.records import IMAGE_TOKEN, Conversation, Turn
 from pydantic import Field

@@ -33,7 +33,7 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
-from mllm.badrows import DataReport
+from mllm.data.badrows import DataReport
 from mllm.records import IMAGE_TOKEN, Conversation, EvalItem, Turn
 from pydantic import BaseModel, ConfigDict, Field
 

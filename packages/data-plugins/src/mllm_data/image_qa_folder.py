@@ -26,7 +26,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Iterator
 
-from mllm.badrows import DataReport
+from mllm.data.badrows import DataReport
 from mllm.records import IMAGE_TOKEN, Conversation, EvalItem, Turn
 from pydantic import Field
 

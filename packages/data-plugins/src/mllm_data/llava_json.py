@@ -27,7 +27,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
-from mllm.badrows import DataReport
+from mllm.data.badrows import DataReport
 from mllm.records import Conversation, EvalItem
 from pydantic import Field
 

@@ -37,7 +37,7 @@ import math
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
-from mllm.badrows import DataReport
+from mllm.data.badrows import DataReport
 from mllm.records import IMAGE_TOKEN, Preference, Turn
 from pydantic import Field
 

@@ -39,7 +39,7 @@ import json
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Literal
 
-from mllm.badrows import DataReport
+from mllm.data.badrows import DataReport
 from mllm.records import IMAGE_TOKEN, Conversation, EvalItem, Turn
 from pydantic import Field, model_validator
 

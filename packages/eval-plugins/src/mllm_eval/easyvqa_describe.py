@@ -9,7 +9,7 @@ Metrics (no model needed, so saved answers can be re-scored):
   ``both_accuracy``: it names both; ``exact_match``: it equals the gold sentence
   (case and surrounding space ignored);
 * ``helpfulness`` ... ``verbosity`` and ``aggregate``: the mean rule attributes
-  (:func:`mllm.scoring_attributes.description_attributes`; aggregate = Helpfulness +
+  (:func:`mllm.data.scoring_attributes.description_attributes`; aggregate = Helpfulness +
   Correctness + Coherence, 0-12), the same rules a ``generate`` stage rates candidates with;
 * ``mean_words``: answer length in words.
 """
@@ -22,7 +22,7 @@ from typing import ClassVar, Literal, Sequence
 
 from mllm.interfaces import ComponentConfig
 from mllm.records import EvalItem
-from mllm.scoring_attributes import ATTRIBUTES, aggregate, description_attributes, words
+from mllm.data.scoring_attributes import ATTRIBUTES, aggregate, description_attributes, words
 from mllm_data.easyvqa_describe import EasyVQADescribe, describe_prompt, described_images, gold_sentence
 from pydantic import Field
 

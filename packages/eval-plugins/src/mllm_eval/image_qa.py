@@ -111,7 +111,7 @@ class ImageQA:
         }))
 
     def _items(self, *, check_images: bool) -> list[EvalItem]:
-        from mllm.badrows import DataReport
+        from mllm.data.badrows import DataReport
 
         report = DataReport(source=f"benchmark 'image-qa' ({self.config.path})")
         items = list(self._dataset(check_images=check_images).records(report))

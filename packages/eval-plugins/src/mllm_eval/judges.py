@@ -234,7 +234,7 @@ class HFLocalJudge:
 
 def build_judge(ref: Any) -> Any:
     """A judge from ``{"name": ..., <its keys>}`` (a dict or ComponentRef), through the registry."""
-    from mllm.plugins import get_registry
+    from mllm.plugins.registry import get_registry
 
     if hasattr(ref, "model_dump"):
         ref = ref.model_dump()

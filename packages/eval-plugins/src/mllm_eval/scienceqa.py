@@ -123,7 +123,7 @@ class ScienceQA:
 
     def _items_from_root(self) -> list[EvalItem]:
         """The questions of ScienceQA's own files through the ``scienceqa`` dataset (CQM-A), ids = pids."""
-        from mllm.badrows import DataReport
+        from mllm.data.badrows import DataReport
         from mllm_data.scienceqa import ScienceQA as ScienceQADataset
         from mllm_data.scienceqa import ScienceQAConfig as DatasetConfig
 

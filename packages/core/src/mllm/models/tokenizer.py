@@ -13,7 +13,7 @@ spot with the ``tokenizers`` library:
   nothing is cached anywhere: the trained tokenizer is saved with the model folder.
 
 The result is wrapped as a transformers ``PreTrainedTokenizerFast`` whose encoding of a
-text adds ``<s>`` in front (like Llama's); :mod:`mllm.models.llava` encodes with
+text adds ``<s>`` in front (like Llama's); :mod:`mllm.models.llava.adapter` encodes with
 ``add_special_tokens=False`` and places ``<s>`` itself.
 """
 

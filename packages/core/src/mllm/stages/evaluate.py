@@ -12,7 +12,7 @@
 ```
 
 For each model and benchmark, the benchmark's items are answered by
-:class:`mllm.generation.AnswerEngine` in the benchmark's ``answer_mode`` (``generate`` or
+:class:`mllm.generation.engine.AnswerEngine` in the benchmark's ``answer_mode`` (``generate`` or
 ``choice``) and scored by the benchmark. Outputs, per model and benchmark, in
 ``<stage>/<model id>/<benchmark>/``: ``answers.jsonl`` (one line per question: id,
 prompt, images, answer, gold) and ``answer_cache.jsonl`` (the engine's cache: an
@@ -33,11 +33,11 @@ from typing import Any, ClassVar
 
 from pydantic import Field, field_validator
 
-from mllm.config import INIT, ComponentRef, ResolvedComponent, StageConfig
-from mllm.generation import AnswerEngine
-from mllm.runfolder import atomic_write_text
-from mllm.scoring_attributes import SteerConfig
-from mllm.specs import ComponentKind
+from mllm.pipeline.config import INIT, ComponentRef, ResolvedComponent, StageConfig
+from mllm.generation.engine import AnswerEngine
+from mllm.pipeline.runfolder import atomic_write_text
+from mllm.data.scoring_attributes import SteerConfig
+from mllm.plugins.specs import ComponentKind
 
 ANSWERS = "answers.jsonl"
 ANSWER_CACHE = "answer_cache.jsonl"
@@ -55,7 +55,7 @@ class EvalStageConfig(StageConfig):
     max_new_tokens: int | None = Field(None, ge=1, description="generation budget; overrides each benchmark's own")
     steer: SteerConfig | None = Field(None, description="SteerLM steering: desired attributes (default 4 each) appended "
                                                         "to every prompt; echoed attribute lines are stripped from "
-                                                        "answers before scoring (mllm.scoring_attributes)")
+                                                        "answers before scoring (mllm.data.scoring_attributes)")
 
     @field_validator("steer", mode="before")
     @classmethod
@@ -143,7 +143,7 @@ class EvalStage:
                                       on_batch=progress)
                 steered = config.steer is not None and config.steer.applies_to(model_id)
                 if steered:  # SteerLM: steering text on every prompt, echoed attribute lines stripped
-                    from mllm.scoring_attributes import steer_items, strip_answers
+                    from mllm.data.scoring_attributes import steer_items, strip_answers
 
                     asked = steer_items(items, config.steer.attributes())
                     raw = answer_in_shards(engine, asked, mode)

@@ -18,7 +18,7 @@
 
 The prompt of a Conversation is its turns without the last answer, the gold answer is
 that last answer; an EvalItem gives its prompt and ``answer``. Greedy single-turn prompts
-go through the evaluation engine (:class:`mllm.generation.AnswerEngine`: left-padded
+go through the evaluation engine (:class:`mllm.generation.engine.AnswerEngine`: left-padded
 batches, one vision pass per image, an answer cache keyed by the model's fingerprint,
 so an interrupted stage resumes and a greedy answer here is the answer an ``eval`` stage
 gets). Sampled or multi-turn prompts use ``model.generate`` on left-padded batches with
@@ -34,10 +34,10 @@ surrounding whitespace and punctuation, articles, repeated spaces), ``regex``
 {name: ...}}``): the five SteerLM attributes 0-4 and their aggregate (Helpfulness +
 Correctness + Coherence) in ``metadata.attributes`` / ``metadata.aggregate``; a judge
 that fails or answers unparseably leaves the candidate unscored and counted
-(:mod:`mllm.scoring_attributes`). ``pairs: best-vs-worse`` reads such candidates back as
-DPO pairs (:mod:`mllm.candidates`).
+(:mod:`mllm.data.scoring_attributes`). ``pairs: best-vs-worse`` reads such candidates back as
+DPO pairs (:mod:`mllm.data.candidates`).
 
-Output: ``records.jsonl`` (:mod:`mllm.recordio`): one Conversation per answer, the prompt
+Output: ``records.jsonl`` (:mod:`mllm.data.recordio`): one Conversation per answer, the prompt
 turns plus the answer, id ``<prompt id>`` (``<prompt id>-s<k>`` with several samples),
 ``metadata``: ``source_id``, ``gold``, ``sample``, and with a rule ``score`` and
 ``correct``; ``metrics.json``: prompts, answers, and with a rule ``accuracy``,
@@ -59,13 +59,13 @@ from typing import Annotated, Any, ClassVar, Iterator, Literal, Sequence, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from mllm.badrows import DataReport
-from mllm.config import INIT, ComponentRef, ConfigError, ResolvedComponent, StageConfig
+from mllm.data.badrows import DataReport
+from mllm.pipeline.config import INIT, ComponentRef, ConfigError, ResolvedComponent, StageConfig
 from mllm.interfaces import DatasetConfig
-from mllm.recordio import RECORDS_FILE, read_records, stage_records_path, write_records
+from mllm.data.recordio import RECORDS_FILE, read_records, stage_records_path, write_records
 from mllm.records import Conversation, EvalItem, Preference, Turn
-from mllm.scoring_attributes import AttributeRule
-from mllm.specs import ComponentKind
+from mllm.data.scoring_attributes import AttributeRule
+from mllm.plugins.specs import ComponentKind
 
 DATA_REPORT = "data_report.json"
 ANSWER_CACHE = "answer_cache.jsonl"
@@ -112,7 +112,7 @@ class LengthRule(_Rule):
     max_chars: int | None = Field(None, ge=0)
 
 
-# AttributeRule (mllm.scoring_attributes): the five SteerLM attributes from rules or a judge
+# AttributeRule (mllm.data.scoring_attributes): the five SteerLM attributes from rules or a judge
 ScoreRule = Annotated[Union[ExactMatchRule, RegexRule, LengthRule, AttributeRule], Field(discriminator="rule")]
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -383,7 +383,7 @@ class GenerateStage:
         greedy_single_turn = config.temperature == 0 and config.num_samples == 1 and all(
             len(p.turns) == 1 for p in prompts)
         if greedy_single_turn:
-            from mllm.generation import AnswerEngine
+            from mllm.generation.engine import AnswerEngine
 
             engine = AnswerEngine(adapter, batch_size=config.batch_size, max_new_tokens=config.max_new_tokens,
                                   cache_path=context.stage_dir / ANSWER_CACHE, model_fingerprint=fingerprint)
@@ -399,7 +399,7 @@ class GenerateStage:
             answers = generator.answer(prompts)
         attribute_metrics: dict[str, Any] = {}
         if isinstance(config.score, AttributeRule):  # SteerLM attributes: rules or a judge; never fails on a reply
-            from mllm.scoring_attributes import AttributeScorer, build_judge, rate_records
+            from mllm.data.scoring_attributes import AttributeScorer, build_judge, rate_records
 
             judge = (build_judge(config.score.judge, context.registry, context.stage_dir / "judge_cache.jsonl")
                      if config.score.judge is not None else None)
@@ -422,7 +422,7 @@ class GenerateStage:
 # -- reading it back: the stage-output dataset ----------------------------------------------------
 
 
-PairRule = Literal["wrong-vs-gold", "best-vs-worse"]  # best-vs-worse: mllm.candidates
+PairRule = Literal["wrong-vs-gold", "best-vs-worse"]  # best-vs-worse: mllm.data.candidates
 
 
 class StageOutputConfig(DatasetConfig):
@@ -483,7 +483,7 @@ class StageOutput:
         path = self.path()
         records = read_records(path, report)
         if self.config.pairs == "best-vs-worse":
-            from mllm.candidates import best_vs_worse
+            from mllm.data.candidates import best_vs_worse
 
             yield from best_vs_worse(records, report, path)
         elif self.config.pairs == "wrong-vs-gold":

@@ -14,8 +14,8 @@ from typing import Any
 
 from pydantic import Field
 
-from mllm.config import StageConfig
-from mllm.runfolder import atomic_write_text
+from mllm.pipeline.config import StageConfig
+from mllm.pipeline.runfolder import atomic_write_text
 
 TRAIN_LOG = "train_log.jsonl"
 

@@ -30,7 +30,7 @@ data: {from: samples}                          # the generated Conversations as 
 
 ``pairs: best-vs-worse`` (candidates scored with ``score: {rule: attributes, ...}``): chosen =
 the best candidate of a prompt, rejected = one at least 2 aggregate points lower
-(:mod:`mllm.candidates`).
+(:mod:`mllm.data.candidates`).
 
 ``pairs: wrong-vs-gold``: for each question the model answered wrong (its record's
 ``metadata.correct`` is false), chosen = the gold answer, rejected = the model's answer.
@@ -46,11 +46,11 @@ from typing import Any, ClassVar, Literal, Union
 
 from pydantic import ConfigDict, Field, field_validator
 
-from mllm.badrows import DataReport, ImageReadError, LateBadRows, OnBadRow
-from mllm.config import ComponentRef, ConfigError, ResolvedComponent, StageConfig
-from mllm.pipeline import MODEL_SUBDIR
-from mllm.specs import ComponentKind
-from mllm.trainsettings import TrainSettings
+from mllm.data.badrows import DataReport, ImageReadError, LateBadRows, OnBadRow
+from mllm.pipeline.config import ComponentRef, ConfigError, ResolvedComponent, StageConfig
+from mllm.pipeline.runner import MODEL_SUBDIR
+from mllm.plugins.specs import ComponentKind
+from mllm.training.settings import TrainSettings
 
 DATA_REPORT = "data_report.json"
 
@@ -168,7 +168,7 @@ class TrainStage:
         projector_lr = getattr(method, "projector_lr", None)
         projector_module = adapter.module_names().get("projector") if projector_lr is not None else None
         extra_callbacks = getattr(method, "callbacks", None)
-        from mllm.training import train_method
+        from mllm.training.trainer import train_method
 
         trainer, metrics = train_method(
             method, model, records, config.train, context.stage_dir,
@@ -177,7 +177,7 @@ class TrainStage:
             callbacks=list(extra_callbacks()) if callable(extra_callbacks) else [],
             logger=context.logger, bad_rows=late,
         )
-        from mllm.training import save_trained
+        from mllm.training.trainer import save_trained
 
         save_trained(trainer, adapter, context.stage_dir / MODEL_SUBDIR)  # one ordinary folder (ZeRO-3 gathered)
         context.metrics = metrics

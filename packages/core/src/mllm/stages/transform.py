@@ -22,7 +22,7 @@
   data: {name: stage-records, stage: short}        # the transform's output
 ```
 
-Output in the stage folder: ``records.jsonl`` (the records, :mod:`mllm.recordio`
+Output in the stage folder: ``records.jsonl`` (the records, :mod:`mllm.data.recordio`
 format), ``data_report.json`` (``{"data": <the dataset's report>, "ops": [<one report
 per op>]}``: rows read, kept and skipped with file, row and reason), ``metrics.json``
 (records in and out, per op), and for the model-calling ops a per-row cache
@@ -66,12 +66,12 @@ from typing import Annotated, Any, Callable, ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from mllm.badrows import DataReport, OnBadRow
-from mllm.config import ComponentRef, ConfigError, ResolvedComponent, StageConfig, resolve_component
-from mllm.recordio import RECORDS_FILE, record_kind_of, write_records
+from mllm.data.badrows import DataReport, OnBadRow
+from mllm.pipeline.config import ComponentRef, ConfigError, ResolvedComponent, StageConfig, resolve_component
+from mllm.data.recordio import RECORDS_FILE, record_kind_of, write_records
 from mllm.records import IMAGE_TOKEN, Conversation, Record, Turn
-from mllm.runfolder import atomic_write_text
-from mllm.specs import ComponentKind
+from mllm.pipeline.runfolder import atomic_write_text
+from mllm.plugins.specs import ComponentKind
 
 DATA_REPORT = "data_report.json"
 
@@ -196,7 +196,7 @@ class OpContext:
     def build_judge(self, ref: ComponentRef, key: str) -> Any:
         """A judge from ``{name: ..., <its keys>}``, validated against the judge's config."""
         if self.registry is None:
-            from mllm.plugins import get_registry
+            from mllm.plugins.registry import get_registry
 
             self.registry = get_registry()
         resolved: ResolvedComponent = resolve_component(self.registry, "judge", ref, f"{self.where}.{key}")

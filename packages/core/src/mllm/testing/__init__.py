@@ -7,7 +7,7 @@ Turn it on in a ``conftest.py`` (it is never autoloaded)::
 Fixtures:
 
 ``tiny_llava`` (session)
-    a tiny :class:`mllm.models.llava.LlavaAdapter` (model + processor + chat template),
+    a tiny :class:`mllm.models.llava.adapter.LlavaAdapter` (model + processor + chat template),
     built once per session. Shared: use :func:`load_tiny_llava` for a private copy to train.
 ``plugin_registry``
     an :class:`IsolatedRegistry` (core built-ins, no entry points) that is also the
@@ -78,7 +78,7 @@ def tiny_llava() -> Any:
 @pytest.fixture
 def plugin_registry() -> Iterator[IsolatedRegistry]:
     """An isolated registry, process-wide while the test runs; see the module docstring."""
-    from mllm import plugins
+    from mllm.plugins import registry as plugins
 
     previous = current_registry()
     registry = IsolatedRegistry()

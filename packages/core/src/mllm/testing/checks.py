@@ -84,7 +84,7 @@ from types import ModuleType
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from mllm import interfaces
-from mllm.specs import ComponentSpec
+from mllm.plugins.specs import ComponentSpec
 
 HEAVY_MODULES = ("torch", "transformers", "deepspeed")
 UNKNOWN_KEY = "mllm_conformance_unknown_key"
@@ -171,7 +171,7 @@ def _check_instance(obj: Any, kind: str, where: str) -> None:
 
 def specs_of(plugin: ModuleType | str, distribution: str) -> list[ComponentSpec]:
     """The specs a plugin module registers (in an isolated registry, no entry points)."""
-    from mllm.plugins import Registry
+    from mllm.plugins.registry import Registry
 
     registry = Registry(autoload=False, builtins=False)
     ok = registry.register_plugin(_import(plugin), distribution=distribution)
@@ -285,11 +285,11 @@ def check_protocol(spec: ComponentSpec) -> None:
         if not keys or isinstance(keys, str) or not all(isinstance(k, str) for k in keys):
             _fail(where, f"metric_keys must be a non-empty tuple of metric names, got {keys!r}")
     if spec.kind == "stage_kind":
-        from mllm.config import StageConfig
+        from mllm.pipeline.config import StageConfig
 
         config_cls = spec.load_config()
         if config_cls is not None and not issubclass(config_cls, StageConfig):
-            _fail(where, f"config {spec.config!r} must subclass mllm.config.StageConfig")
+            _fail(where, f"config {spec.config!r} must subclass mllm.pipeline.config.StageConfig")
 
 
 def check_config(spec: ComponentSpec, examples: _Examples) -> None:
@@ -330,7 +330,7 @@ def check_config(spec: ComponentSpec, examples: _Examples) -> None:
 
 
 def check_records(spec: ComponentSpec, examples: _Examples) -> None:
-    from mllm.badrows import DataReport
+    from mllm.data.badrows import DataReport
     from mllm.records import RECORD_KINDS
 
     where = f"dataset {spec.name!r}"
@@ -367,7 +367,7 @@ def check_records(spec: ComponentSpec, examples: _Examples) -> None:
 class ExampleStageContext:
     """What a method's ``prepare(context)`` gets during the ``train-step`` check.
 
-    A subset of :class:`mllm.pipeline.StageContext`: ``stage_dir``, ``fingerprint``,
+    A subset of :class:`mllm.pipeline.runner.StageContext`: ``stage_dir``, ``fingerprint``,
     ``seed``, ``resume``, ``logger``, ``metrics``, plus the records and adapter of the step.
     """
 

@@ -7,11 +7,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Iterable
 
-from mllm.plugins import Registry, get_registry, set_registry
+from mllm.plugins.registry import Registry, get_registry, set_registry
 
 
 class IsolatedRegistry(Registry):
-    """A :class:`mllm.plugins.Registry` without entry points, for tests.
+    """A :class:`mllm.plugins.registry.Registry` without entry points, for tests.
 
     ``register(plugin, distribution=...)`` registers a plugin module (or any object with
     hook implementations) and raises with the cause when it fails; :meth:`close`
@@ -39,7 +39,7 @@ class IsolatedRegistry(Registry):
 
 def current_registry() -> Registry | None:
     """The process-wide registry if one was created, without creating it."""
-    from mllm import plugins
+    from mllm.plugins import registry as plugins
 
     return plugins._default
 
@@ -51,8 +51,8 @@ def run_pipeline_in(runs_dir: Path, pipeline: str | Path, overrides: Iterable[st
     ``registry`` defaults to the process-wide one (which the ``plugin_registry`` fixture
     replaces while it is active).
     """
-    from mllm.config import load_pipeline
-    from mllm.pipeline import PipelineRunner
+    from mllm.pipeline.config import load_pipeline
+    from mllm.pipeline.runner import PipelineRunner
 
     runs_dir = Path(runs_dir)
     runs_dir.mkdir(parents=True, exist_ok=True)

@@ -35,8 +35,8 @@ _folder: Path | None = None
 
 
 def build_tiny_llava(seed: int = 0, **overrides: Any) -> Any:
-    """Build a new tiny :class:`mllm.models.llava.LlavaAdapter` (``TINY_LLAVA`` plus ``overrides``)."""
-    from mllm.models.llava import LlavaAdapter, LlavaModelConfig
+    """Build a new tiny :class:`mllm.models.llava.adapter.LlavaAdapter` (``TINY_LLAVA`` plus ``overrides``)."""
+    from mllm.models.llava.adapter import LlavaAdapter, LlavaModelConfig
 
     return LlavaAdapter.from_config(LlavaModelConfig(**{**TINY_LLAVA, **overrides}), seed=seed)
 
@@ -54,7 +54,7 @@ def tiny_llava_folder() -> Path:
 
 def load_tiny_llava() -> Any:
     """A fresh tiny LLaVA adapter (its own weights: train it freely)."""
-    from mllm.models.llava import LlavaAdapter
+    from mllm.models.llava.adapter import LlavaAdapter
 
     return LlavaAdapter.load(tiny_llava_folder())
 

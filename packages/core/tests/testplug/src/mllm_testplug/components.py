@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 from typing import ClassVar
 
-from mllm.badrows import DataReport
-from mllm.config import ComponentRef, StageConfig
+from mllm.data.badrows import DataReport
+from mllm.pipeline.config import ComponentRef, StageConfig
 from mllm.interfaces import DatasetConfig
 from mllm.records import Conversation, Turn
 

@@ -1,7 +1,7 @@
 """Registers the test components (specs only)."""
 
 from mllm import hookimpl
-from mllm.specs import ComponentSpec
+from mllm.plugins.specs import ComponentSpec
 
 
 @hookimpl

@@ -17,11 +17,11 @@ the Trainer documents for subclassing and through callbacks, never a loop of our
   parameters get their own optimizer param groups;
 - callbacks: :class:`JsonlLogCallback` writes every log entry as a line of
   ``train_log.jsonl``; :class:`StageLoggerCallback` mirrors them to the stage's log;
-  :class:`mllm.checkpoints.CheckpointMarkerCallback` marks each checkpoint complete
-  (then rotates); :class:`mllm.checkpoints.StopOnSignal` turns SIGTERM into a checkpoint
-  and a clean stop (see :mod:`mllm.checkpoints`);
+  :class:`mllm.training.checkpoints.CheckpointMarkerCallback` marks each checkpoint complete
+  (then rotates); :class:`mllm.training.checkpoints.StopOnSignal` turns SIGTERM into a checkpoint
+  and a clean stop (see :mod:`mllm.training.checkpoints`);
 - an image that fails to decode while a batch is collated follows the dataset's
-  ``on_bad_row`` policy (:class:`MethodCollator`, :class:`mllm.badrows.LateBadRows`).
+  ``on_bad_row`` policy (:class:`MethodCollator`, :class:`mllm.data.badrows.LateBadRows`).
 
 :class:`TrainSettings` is the ``train:`` block of a train stage; it maps onto
 ``TrainingArguments`` with ``output_dir = <stage_dir>/checkpoints``.
@@ -45,10 +45,10 @@ import torch
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from mllm import checkpoints as _checkpoints
-from mllm.badrows import ImageReadError
-from mllm.runfolder import TrainingStopped
-from mllm.trainsettings import CHECKPOINTS_SUBDIR, TrainSettings
+from mllm.training import checkpoints as _checkpoints
+from mllm.data.badrows import ImageReadError
+from mllm.pipeline.runfolder import TrainingStopped
+from mllm.training.settings import CHECKPOINTS_SUBDIR, TrainSettings
 
 TRAIN_LOG = "train_log.jsonl"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -59,8 +59,8 @@ _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 class MethodCollator:
     """The Trainer's ``data_collator``: a list of records -> ``method.collate(records)``.
 
-    With ``bad_rows`` (a :class:`mllm.badrows.LateBadRows`), a record whose image fails
-    to decode (:class:`mllm.badrows.ImageReadError` from the adapter) follows the
+    With ``bad_rows`` (a :class:`mllm.data.badrows.LateBadRows`), a record whose image fails
+    to decode (:class:`mllm.data.badrows.ImageReadError` from the adapter) follows the
     dataset's policy: ``error`` stops with the image and record named, ``skip`` drops the
     record from the batch and lists it in ``data_report.json``. A batch left with no
     record takes the first record of the dataset not known to be bad. The normal path
@@ -92,7 +92,7 @@ class MethodCollator:
         for record in self.dataset:
             if not self.bad_rows.is_bad(record):
                 return [record]
-        from mllm.badrows import BadRowError
+        from mllm.data.badrows import BadRowError
 
         raise BadRowError("every training record has an image that cannot be decoded")
 
@@ -157,7 +157,7 @@ class MethodTrainer(Trainer):
     # -- checkpoints --------------------------------------------------------------------
 
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
-        """The Trainer's save, without its rotation: :class:`mllm.checkpoints.CheckpointMarkerCallback`
+        """The Trainer's save, without its rotation: :class:`mllm.training.checkpoints.CheckpointMarkerCallback`
         rotates (by step number, complete checkpoints only) once this one is marked complete."""
         limit = self.args.save_total_limit
         self.args.save_total_limit = None
@@ -319,7 +319,7 @@ def _short(value: Any) -> str:
 
 
 def last_checkpoint(checkpoints_dir: Path) -> Path | None:
-    """The newest complete checkpoint folder (marked by :mod:`mllm.checkpoints`), if any."""
+    """The newest complete checkpoint folder (marked by :mod:`mllm.training.checkpoints`), if any."""
     return _checkpoints.last_checkpoint(checkpoints_dir)
 
 
@@ -361,11 +361,11 @@ def train_method(method: Any, model: Any, records: Sequence[Any], settings: Trai
 
     With ``resume`` and a complete checkpoint in ``<stage_dir>/checkpoints``, training
     continues from it (optimizer, scheduler, RNG and data position included), after
-    every pickle-based file in it passed :func:`mllm.checkpoints.verify_checkpoint`.
+    every pickle-based file in it passed :func:`mllm.training.checkpoints.verify_checkpoint`.
     ``args_overrides`` are extra ``TrainingArguments`` (e.g. ``train_sampling_strategy``).
-    ``bad_rows``: a :class:`mllm.badrows.LateBadRows` for images that fail to decode.
+    ``bad_rows``: a :class:`mllm.data.badrows.LateBadRows` for images that fail to decode.
     SIGTERM saves a checkpoint at the next step boundary, then raises
-    :class:`mllm.runfolder.TrainingStopped`.
+    :class:`mllm.pipeline.runfolder.TrainingStopped`.
     Returns the trainer and the last logged value of every training metric.
     """
     stage_dir = Path(stage_dir)

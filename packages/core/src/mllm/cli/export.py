@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from mllm.pipeline import MODEL_SUBDIR
+from mllm.pipeline.runner import MODEL_SUBDIR
 
 
 def resolve_model_folder(src: Path) -> Path:
@@ -37,7 +37,7 @@ def merge_lora(adapter: Any) -> Any:
 
 def export_merged(src: Path, dest: Path, model_name: str = "llava") -> Path:
     """Load the LoRA model at ``src`` with the ``model_name`` adapter, merge, save to ``dest``."""
-    from mllm.plugins import get_registry
+    from mllm.plugins.registry import get_registry
 
     folder = resolve_model_folder(src)
     if not folder.exists():

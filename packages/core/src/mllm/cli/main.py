@@ -24,8 +24,8 @@ def _fail(message: str) -> None:
 
 
 def _load(pipeline_file: str, overrides: tuple[str, ...]):
-    from mllm.config import ConfigError, load_pipeline
-    from mllm.plugins import get_registry
+    from mllm.pipeline.config import ConfigError, load_pipeline
+    from mllm.plugins.registry import get_registry
 
     registry = get_registry()
     try:
@@ -61,9 +61,9 @@ def run(pipeline_file: str, overrides: tuple[str, ...], runs_dir: str | None, fo
 
     With --nproc-per-node N (and --nnodes M), train and eval stages run as N x M
     torchrun processes (DDP, or DeepSpeed ZeRO with train.deepspeed); other stages run once."""
-    from mllm.config import ConfigError
-    from mllm.launch import LaunchSettings
-    from mllm.pipeline import PipelineRunner, default_runs_dir
+    from mllm.pipeline.config import ConfigError
+    from mllm.pipeline.launch import LaunchSettings
+    from mllm.pipeline.runner import PipelineRunner, default_runs_dir
 
     try:
         launch = LaunchSettings(nproc_per_node=nproc_per_node, nnodes=nnodes, node_rank=node_rank,
@@ -85,8 +85,8 @@ def run(pipeline_file: str, overrides: tuple[str, ...], runs_dir: str | None, fo
     if dry_run:
         _print_plan(console, runner)
         return
-    from mllm.badrows import BadRowError
-    from mllm.runfolder import StageProcessesFailed, TrainingStopped, UnsafeCheckpointError
+    from mllm.data.badrows import BadRowError
+    from mllm.pipeline.runfolder import StageProcessesFailed, TrainingStopped, UnsafeCheckpointError
 
     try:
         runner.run()
@@ -128,7 +128,7 @@ def _print_plan(console, runner) -> None:
 @click.argument("overrides", nargs=-1)
 def validate(pipeline_file: str, overrides: tuple[str, ...]) -> None:
     """Check a pipeline: config keys, plugin names and data paths, without loading a model."""
-    from mllm.validation import check_data_paths
+    from mllm.pipeline.validation import check_data_paths
 
     pipeline, registry = _load(pipeline_file, overrides)
     problems = check_data_paths(pipeline)
@@ -141,7 +141,7 @@ def validate(pipeline_file: str, overrides: tuple[str, ...]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def plugins(as_json: bool) -> None:
     """List every registered component and plugins that failed to load."""
-    from mllm.plugins import get_registry, iter_component_rows
+    from mllm.plugins.registry import get_registry, iter_component_rows
 
     registry = get_registry()
     rows = list(iter_component_rows(registry))
@@ -171,7 +171,7 @@ def plugins(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def env(as_json: bool) -> None:
     """Versions of python, torch, transformers, peft, deepspeed, plugins, and the device."""
-    from mllm.envinfo import collect_env
+    from mllm.pipeline.environment import collect_env
 
     info = collect_env()
     if as_json:
@@ -196,8 +196,8 @@ def _register_plugin_commands() -> None:
     """Commands that live beside their feature (export, eval) are added when present."""
     import importlib
 
-    for module_name, attr in (("mllm.export", "export"), ("mllm.evalcli", "eval_group"), ("mllm.convert", "convert"),
-                              ("mllm.newplugin", "new_plugin")):
+    for module_name, attr in (("mllm.cli.export", "export"), ("mllm.cli.eval_score", "eval_group"), ("mllm.models.llava.convert", "convert"),
+                              ("mllm.cli.new_plugin", "new_plugin")):
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as error:

@@ -1,11 +1,11 @@
 """The pluggy hook specifications of mllm: one hook per component kind.
 
 Every hook receives a ``register`` callback; call it once per component with a
-:class:`mllm.specs.ComponentSpec`. A plugin module (the value of an entry point in the
+:class:`mllm.plugins.specs.ComponentSpec`. A plugin module (the value of an entry point in the
 ``mllm`` group) implements any subset of these hooks with :data:`mllm.hookimpl`::
 
     from mllm import hookimpl
-    from mllm.specs import ComponentSpec
+    from mllm.plugins.specs import ComponentSpec
 
     @hookimpl
     def mllm_register_datasets(register):
@@ -22,7 +22,7 @@ from typing import Callable
 
 import pluggy
 
-from mllm.specs import ComponentSpec
+from mllm.plugins.specs import ComponentSpec
 
 PROJECT_NAME = "mllm"
 
@@ -37,8 +37,8 @@ def mllm_register_models(register: Register) -> None:
     """Register model adapters (load a checkpoint or build one from a config).
 
     The implementation satisfies :class:`mllm.interfaces.ModelAdapter`.
-    Example: ``register(ComponentSpec(name="llava", impl="mllm.models.llava:LlavaAdapter",
-    config="mllm.models.llava:LlavaModelConfig"))``.
+    Example: ``register(ComponentSpec(name="llava", impl="mllm.models.llava.adapter:LlavaAdapter",
+    config="mllm.models.llava.adapter:LlavaModelConfig"))``.
     """
 
 
@@ -89,7 +89,7 @@ def mllm_register_stage_kinds(register: Register) -> None:
 
     The implementation satisfies :class:`mllm.interfaces.StageKind`; ``config`` names
     the pydantic model of the stage's YAML keys (a subclass of
-    :class:`mllm.config.StageConfig`).
+    :class:`mllm.pipeline.config.StageConfig`).
     Example: ``register(ComponentSpec(name="train", impl="mllm.stages.train:TrainStage",
     config="mllm.stages.train:TrainStageConfig"))``.
     """

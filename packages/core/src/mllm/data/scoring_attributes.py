@@ -306,7 +306,7 @@ class AttributeScorer:
 
 def build_judge(ref: Mapping[str, Any], registry: Any, cache_path: Any = None) -> Any:
     """A judge from ``{name: ..., <its keys>}`` through the registry; ``cache`` defaults to ``cache_path``."""
-    from mllm.config import resolve_component
+    from mllm.pipeline.config import resolve_component
 
     options = dict(ref)
     component = resolve_component(registry, "judge", options, "score.judge")

@@ -15,7 +15,7 @@ def _version(name: str) -> str:
 
 
 def collect_env() -> dict[str, str]:
-    from mllm.plugins import get_registry
+    from mllm.plugins.registry import get_registry
 
     info = {"python": platform.python_version(), "platform": platform.platform()}
     for package in ("mllm-core", "torch", "transformers", "peft", "deepspeed", "flash-attn", "accelerate"):
@@ -32,7 +32,7 @@ def collect_env() -> dict[str, str]:
             info["device"] = f"cuda: {torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
         else:
             info["device"] = f"cpu ({torch.get_num_threads()} threads)"
-        from mllm.attention import pick_attn_implementation
+        from mllm.models.attention import pick_attn_implementation
 
         info["attention"] = pick_attn_implementation()
         info["attention (bf16/fp16 models)"] = pick_attn_implementation("bfloat16")
@@ -46,7 +46,7 @@ def stage_environment(stage_config: Any, launch: Any = None) -> dict[str, Any]:
     attention implementation, device and library versions."""
     import torch
 
-    from mllm.attention import pick_attn_implementation
+    from mllm.models.attention import pick_attn_implementation
 
     info: dict[str, Any] = {
         "processes": launch.describe() if launch is not None else {"world_size": 1},

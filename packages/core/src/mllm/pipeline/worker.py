@@ -1,7 +1,7 @@
 """The entry point torchrun runs in each process of a distributed stage.
 
-``python -m mllm.distributed_stage --launch-file <stage>/.launch.node<R>.json`` (see
-:mod:`mllm.launch`): starts the process group (``nccl`` on GPUs, ``gloo`` on CPUs),
+``python -m mllm.pipeline.worker --launch-file <stage>/.launch.node<R>.json`` (see
+:mod:`mllm.pipeline.launch`): starts the process group (``nccl`` on GPUs, ``gloo`` on CPUs),
 rebuilds the pipeline from the validated copy the parent wrote, checks that the stage's
 fingerprint is the parent's, and runs just that stage. The run folder's state files
 (``stage.json``, ``COMPLETE``, history) are the parent's; rank 0 writes the stage's log
@@ -52,12 +52,12 @@ def _stage_logger(stage_dir: Path, stage_id: str, rank: int) -> tuple[logging.Lo
 
 def run_stage(launch: dict) -> None:
     from mllm import distributed
-    from mllm.config import INIT, load_pipeline
-    from mllm.launch import RESULT_FILE
-    from mllm.pipeline import PipelineRunner, StageContext
-    from mllm.plugins import get_registry
-    from mllm.recordio import CURRENT_RUN_DIR
-    from mllm.runfolder import StageFolder, atomic_write_text
+    from mllm.pipeline.config import INIT, load_pipeline
+    from mllm.pipeline.launch import RESULT_FILE
+    from mllm.pipeline.runner import PipelineRunner, StageContext
+    from mllm.plugins.registry import get_registry
+    from mllm.data.recordio import CURRENT_RUN_DIR
+    from mllm.pipeline.runfolder import StageFolder, atomic_write_text
 
     registry = get_registry()
     pipeline = load_pipeline(None, registry, data=launch["pipeline"])
@@ -90,7 +90,7 @@ def run_stage(launch: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m mllm.distributed_stage", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m mllm.pipeline.worker", description=__doc__.splitlines()[0])
     parser.add_argument("--launch-file", required=True, type=Path)
     args = parser.parse_args(argv)
     launch = json.loads(args.launch_file.read_text())

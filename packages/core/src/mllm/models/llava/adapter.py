@@ -21,7 +21,7 @@ projector is not a transformers option, so it is recorded in ``config.json``
 (``mllm_projector: linear``) and re-applied by :func:`load_llava`.
 
 Sequences are built by the adapter, not by the processor: the chat template renders
-segments (see :mod:`mllm.templates`), each is tokenized on its own (exact label
+segments (see :mod:`mllm.models.templates`), each is tokenized on its own (exact label
 masks), ``<s>`` is put in front, and each ``<image>`` id is expanded to the number of
 image tokens the vision tower yields, which is what the processor would do as well.
 """
@@ -38,8 +38,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from mllm.models.llava_config import LlavaModelConfig
-from mllm.templates import ChatTemplate, get_template
+from mllm.models.llava.config import LlavaModelConfig
+from mllm.models.templates import ChatTemplate, get_template
 
 IGNORE_INDEX = -100
 META_FILE = "mllm_model.json"
@@ -104,7 +104,7 @@ def load_llava(path: Path, dtype: str | None = None, trust_remote_code: bool = F
     """``from_pretrained`` of a LLaVA folder (code in the folder runs only with ``trust_remote_code``)."""
     from transformers import AutoConfig
 
-    from mllm.attention import pick_attn_implementation
+    from mllm.models.attention import pick_attn_implementation
 
     config = AutoConfig.from_pretrained(path, trust_remote_code=bool(trust_remote_code))
     if config.model_type != "llava":
@@ -182,7 +182,7 @@ class LlavaAdapter:
         from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaProcessor
         from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-        from mllm.attention import pick_attn_implementation
+        from mllm.models.attention import pick_attn_implementation
         from mllm.models.tokenizer import IMAGE_TOKEN, train_tokenizer
 
         tokenizer = train_tokenizer(config.vocab_size, model_max_length=config.max_length)
@@ -453,7 +453,7 @@ class LlavaAdapter:
         """
         from PIL import Image
 
-        from mllm.badrows import ImageReadError
+        from mllm.data.badrows import ImageReadError
 
         image_processor = self.processor.image_processor
         images = []

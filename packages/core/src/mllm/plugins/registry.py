@@ -3,7 +3,7 @@
 The rest of mllm never calls pluggy hooks directly; it asks a :class:`Registry`
 for a component by kind and name. Entry points in the ``mllm`` group are loaded unless
 ``MLLM_DISABLE_PLUGIN_AUTOLOAD=1``; the core's own components register through the same
-hooks (see :mod:`mllm.builtin`). A plugin that fails to import or register is recorded
+hooks (see :mod:`mllm.plugins.builtin`). A plugin that fails to import or register is recorded
 in :attr:`Registry.failures` and never stops the others from loading.
 """
 
@@ -19,8 +19,8 @@ from typing import Any, Iterable
 
 import pluggy
 
-from mllm import hookspecs
-from mllm.specs import COMPONENT_KINDS, ComponentKind, ComponentSpec
+from mllm.plugins import hookspecs
+from mllm.plugins.specs import COMPONENT_KINDS, ComponentKind, ComponentSpec
 
 ENTRY_POINT_GROUP = "mllm"
 AUTOLOAD_ENV = "MLLM_DISABLE_PLUGIN_AUTOLOAD"
@@ -75,7 +75,7 @@ class Registry:
         self._specs: dict[ComponentKind, list[ComponentSpec]] = {kind: [] for kind in COMPONENT_KINDS}
         self.failures: list[PluginFailure] = []
         if builtins:
-            from mllm import builtin
+            from mllm.plugins import builtin
 
             self.register_plugin(builtin, distribution=CORE_DISTRIBUTION, version=_distribution_version(CORE_DISTRIBUTION))
         if autoload:
@@ -135,7 +135,7 @@ class Registry:
 
                     def register(spec: ComponentSpec, _kind: ComponentKind = kind) -> None:
                         if not isinstance(spec, ComponentSpec):
-                            raise TypeError(f"register() takes a mllm.specs.ComponentSpec, got {type(spec).__name__}")
+                            raise TypeError(f"register() takes a mllm.plugins.specs.ComponentSpec, got {type(spec).__name__}")
                         full = replace(spec, kind=_kind, distribution=distribution, version=version)
                         self._check_same_distribution(full)
                         self._specs[_kind].append(full)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mllm.config import Pipeline, ResolvedComponent
+from mllm.pipeline.config import Pipeline, ResolvedComponent
 
 
 def _paths_of(component: ResolvedComponent) -> list[Path]:

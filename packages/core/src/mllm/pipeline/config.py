@@ -18,8 +18,8 @@ from typing import Any, ClassVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from mllm.plugins import PluginError, Registry
-from mllm.specs import ComponentKind, ComponentSpec, SpecImportError
+from mllm.plugins.registry import PluginError, Registry
+from mllm.plugins.specs import ComponentKind, ComponentSpec, SpecImportError
 
 STAGE_ID_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 _SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|authorization|credential)", re.IGNORECASE)

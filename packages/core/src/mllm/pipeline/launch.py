@@ -4,7 +4,7 @@ The ``mllm run`` process keeps the run folder (plan, fingerprints, ``stage.json`
 history, ``COMPLETE``). A stage kind whose implementation says ``distributed = True``
 (``train``, ``eval``) is run by torchrun (``python -m torch.distributed.run``, an
 argument list, never a shell string) as N processes per node of
-:mod:`mllm.distributed_stage`, which run only that stage; ``COMPLETE`` is written by
+:mod:`mllm.pipeline.worker`, which run only that stage; ``COMPLETE`` is written by
 the parent only when every process exited successfully. Every other stage (generate,
 transform, report) runs once, in the parent.
 
@@ -31,7 +31,7 @@ from typing import Any
 LAUNCH_FILE = ".launch.node{node}.json"
 #: what rank 0 of the stage processes gives back (metrics), in the stage folder
 RESULT_FILE = ".distributed_result.json"
-ENTRY_MODULE = "mllm.distributed_stage"
+ENTRY_MODULE = "mllm.pipeline.worker"
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def free_port() -> int:
 
 
 def torchrun_argv(settings: LaunchSettings, entry_args: list[str]) -> list[str]:
-    """``python -m torch.distributed.run ... -m mllm.distributed_stage ENTRY_ARGS``."""
+    """``python -m torch.distributed.run ... -m mllm.pipeline.worker ENTRY_ARGS``."""
     master_addr = settings.master_addr or "127.0.0.1"
     master_port = settings.master_port or free_port()
     return [

@@ -1,7 +1,7 @@
 """Checkpoint safety for the core trainer: completion markers, rotation, safe loading, SIGTERM.
 
 All of it extends ``transformers.Trainer`` through callbacks (and one small override in
-:class:`mllm.training.MethodTrainer`); the Trainer still writes, rotates and resumes
+:class:`mllm.training.trainer.MethodTrainer`); the Trainer still writes, rotates and resumes
 checkpoints.
 
 * **Complete or ignored.** A ``checkpoint-<step>/`` folder counts only once
@@ -24,7 +24,7 @@ checkpoints.
   runs; the handler only sets a flag. At the next step boundary the callback asks the
   Trainer to save (``control.should_save``) and stop (``control.should_training_stop``),
   so the checkpoint is a normal, complete one; a second SIGTERM while it is being
-  written is only logged. :func:`mllm.training.train_method` then raises
+  written is only logged. :func:`mllm.training.trainer.train_method` then raises
   :class:`TrainingStopped`, the stage is not marked complete, and ``mllm run`` exits
   with status 143 and a message saying to run the same command again to resume.
 """
@@ -44,14 +44,14 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from mllm.runfolder import UnsafeCheckpointError, atomic_write_text
+from mllm.pipeline.runfolder import UnsafeCheckpointError, atomic_write_text
 
 CHECKPOINT_MARKER = "mllm_checkpoint.json"
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle")
 NEVER_LOADED = {"training_args.bin"}  # written by the Trainer for reference, never read back
 
-logger = logging.getLogger("mllm.checkpoints")
+logger = logging.getLogger("mllm.training.checkpoints")
 
 
 

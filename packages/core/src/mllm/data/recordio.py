@@ -31,7 +31,7 @@ from typing import Any, ClassVar, Iterable, Iterator, Literal
 
 from pydantic import Field
 
-from mllm.badrows import DataReport
+from mllm.data.badrows import DataReport
 from mllm.interfaces import DatasetConfig
 from mllm.records import RECORD_KINDS, Conversation, EvalItem, Preference, Record, Turn
 
@@ -140,7 +140,7 @@ RecordKindName = Literal["conversation", "preference", "eval_item"]
 class RecordsJsonlConfig(DatasetConfig):
     """``records-jsonl``: a records file written by a transform or generate stage."""
 
-    path: str = Field(description="a records.jsonl file (mllm.recordio format)")
+    path: str = Field(description="a records.jsonl file (mllm.data.recordio format)")
     kind: RecordKindName = Field("conversation", description="the record kind the file holds")
     check_images: bool = Field(False, description="check that every image file exists")
 

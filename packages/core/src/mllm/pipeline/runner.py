@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 from mllm import __version__
-from mllm.config import INIT, Pipeline, ResolvedComponent, Stage, stage_inputs
-from mllm.plugins import Registry
-from mllm.runfolder import (
+from mllm.pipeline.config import INIT, Pipeline, ResolvedComponent, Stage, stage_inputs
+from mllm.plugins.registry import Registry
+from mllm.pipeline.runfolder import (
     RunFolderError,
     StageFolder,
     StageProcessesFailed,
@@ -119,7 +119,7 @@ class PipelineRunner:
                  force: tuple[str, ...] = (), on_event: Callable[[StagePlan, str], None] | None = None,
                  launch: Any = None) -> None:
         self.pipeline = pipeline
-        # mllm.launch.LaunchSettings: distributed stage kinds run under torchrun when it asks for > 1 process
+        # mllm.pipeline.launch.LaunchSettings: distributed stage kinds run under torchrun when it asks for > 1 process
         self.launch = launch
         self.registry = registry
         self.run_dir = Path(runs_dir) / pipeline.name
@@ -127,14 +127,14 @@ class PipelineRunner:
         self.on_event = on_event or (lambda plan, event: None)
         unknown = self.force - {s.id for s in pipeline.stages} - {INIT}
         if unknown:
-            from mllm.config import ConfigError
+            from mllm.pipeline.config import ConfigError
 
             raise ConfigError(f"--force names unknown stage(s) {sorted(unknown)}; stages are "
                               f"{[INIT] + [s.id for s in pipeline.stages]}")
         try:  # never write into (or move things out of) a folder that is not ours
             check_run_folder(self.run_dir)
         except RunFolderError as error:
-            from mllm.config import ConfigError
+            from mllm.pipeline.config import ConfigError
 
             raise ConfigError(str(error)) from None
         self._rerun_notes: dict[str, str] = {}
@@ -331,7 +331,7 @@ class PipelineRunner:
         try:
             kind_impl = stage.kind_spec.load()
             context = StageContext(self, stage, folder, plan.fingerprint, plan.action == "resume", stage_logger)
-            from mllm.recordio import CURRENT_RUN_DIR  # the stage-records dataset reads earlier stages' records
+            from mllm.data.recordio import CURRENT_RUN_DIR  # the stage-records dataset reads earlier stages' records
 
             self._write_environment(stage, folder)
             token = CURRENT_RUN_DIR.set(self.run_dir)
@@ -350,7 +350,7 @@ class PipelineRunner:
             handler.close()
 
 
-    # -- several processes (mllm.launch) ---------------------------------------------------
+    # -- several processes (mllm.pipeline.launch) ---------------------------------------------------
 
     def _launches(self, kind_impl: Any) -> bool:
         """Whether this stage kind runs as torchrun processes (``distributed = True`` on the kind)."""
@@ -359,7 +359,7 @@ class PipelineRunner:
     def _write_environment(self, stage: Stage, folder: StageFolder) -> None:
         """``environment.json``: processes, precision, DeepSpeed, attention, library versions."""
         try:
-            from mllm.envinfo import stage_environment
+            from mllm.pipeline.environment import stage_environment
 
             info = stage_environment(stage.config, self.launch if self._launches(stage.kind_spec.load()) else None)
             atomic_write_text(folder.path / "environment.json", json.dumps(info, indent=2, default=str))
@@ -367,7 +367,7 @@ class PipelineRunner:
             logger.warning("stage %s: environment.json not written (%s)", stage.id, error)
 
     def _run_distributed(self, stage: Stage, folder: StageFolder, plan: StagePlan, context: StageContext) -> None:
-        from mllm.launch import RESULT_FILE, run_torchrun, write_launch_file
+        from mllm.pipeline.launch import RESULT_FILE, run_torchrun, write_launch_file
 
         for needed in stage_inputs(stage):
             if needed == INIT:
@@ -392,7 +392,7 @@ class PipelineRunner:
 
     def _follow(self, plan: StagePlan, poll_seconds: float = 5.0) -> None:
         """Node rank > 0: join a distributed stage's torchrun; wait for node 0 to finish any other stage."""
-        from mllm.launch import run_torchrun, write_launch_file
+        from mllm.pipeline.launch import run_torchrun, write_launch_file
 
         if plan.stage_id == INIT or plan.action == "skip":
             return

@@ -1,7 +1,7 @@
 """Scored candidates of a ``generate`` stage: grouping by prompt, the best one, pairs.
 
 Candidates are the Conversations a generate stage wrote with ``score: {rule: attributes}``
-(:mod:`mllm.scoring_attributes`): ``metadata.source_id`` names the prompt, ``metadata.sample``
+(:mod:`mllm.data.scoring_attributes`): ``metadata.source_id`` names the prompt, ``metadata.sample``
 the sample index and ``metadata.aggregate`` the Helpfulness + Correctness + Coherence sum
 (``None`` when the candidate stayed unscored; unscored candidates never win and never pair).
 
@@ -69,7 +69,7 @@ def select_best(records: Iterable[Any], ties: Ties = "first", min_score: float |
 
 
 def check_scored(record: Any, path: Path, pairs: str) -> None:
-    from mllm.config import ConfigError
+    from mllm.pipeline.config import ConfigError
 
     if "aggregate" not in (record.metadata or {}):
         raise ConfigError(f"{path}: record {record.id!r} has no attribute scores; pairs: {pairs} needs a generate "

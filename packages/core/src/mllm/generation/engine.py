@@ -67,7 +67,7 @@ from mllm.records import EvalItem, Turn
 if TYPE_CHECKING:
     import torch
 
-logger = logging.getLogger("mllm.generation")
+logger = logging.getLogger("mllm.generation.engine")
 
 AnswerMode = Literal["generate", "choice"]
 CACHE_VERSION = 1
@@ -163,7 +163,7 @@ class AnswerEngine:
     """Answers :class:`~mllm.records.EvalItem` s with a model adapter; see the module docstring.
 
     Args:
-        adapter: a model adapter (``mllm.models.llava.LlavaAdapter`` or one with the same
+        adapter: a model adapter (``mllm.models.llava.adapter.LlavaAdapter`` or one with the same
             methods: ``encode_prompt``, ``encode_conversation``, ``load_images``,
             ``encode_images``, ``tokenizer``, ``pad_token_id``, ``eos_token_id``, ``model``).
         batch_size: rows per forward pass (choice mode: items per pass).

@@ -54,8 +54,8 @@ def eval_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="print the metrics as one JSON object")
 def score(bench: str, judge_name: str | None, judge_options: tuple[str, ...], as_json: bool, **files: str | None) -> None:
     """Score BENCH from files, without a model (e.g. mllm eval score pope --answers a.jsonl ...)."""
-    from mllm.plugins import PluginError, get_registry
-    from mllm.specs import SpecImportError
+    from mllm.plugins.registry import PluginError, get_registry
+    from mllm.plugins.specs import SpecImportError
 
     try:
         spec = get_registry().get("benchmark", bench)

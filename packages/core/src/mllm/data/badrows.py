@@ -92,7 +92,7 @@ class DataReport:
         return asdict(self)
 
     def write(self, path: Path) -> None:
-        from mllm.runfolder import atomic_write_text
+        from mllm.pipeline.runfolder import atomic_write_text
 
         atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2))
 

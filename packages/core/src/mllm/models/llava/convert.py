@@ -20,7 +20,7 @@ The vision tower is usually referenced by name only and nothing can be downloade
 ``--vision-tower`` points at a local CLIP folder (``CLIPVisionModel`` or ``CLIPModel``
 ``save_pretrained``, with its ``preprocessor_config.json``). Every ``.bin`` is read with
 ``torch.load(..., weights_only=True)``; the result is written as safetensors by
-:meth:`mllm.models.llava.LlavaAdapter.save`. LLaVA marks images with a token id outside
+:meth:`mllm.models.llava.adapter.LlavaAdapter.save`. LLaVA marks images with a token id outside
 the vocabulary; the converted tokenizer gets an ``<image>`` token (its embedding is the
 mean of the others, as llava-hf's conversion does) when it has none.
 """
@@ -192,8 +192,8 @@ def convert_llava_original(src: Path, dst: Path, *, vision_tower: Path | None = 
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlavaConfig, LlavaProcessor
 
-    from mllm.attention import pick_attn_implementation
-    from mllm.models.llava import LlavaAdapter, llava_class
+    from mllm.models.attention import pick_attn_implementation
+    from mllm.models.llava.adapter import LlavaAdapter, llava_class
 
     src, dst = Path(src).expanduser(), Path(dst).expanduser()
     config = _read_config(src)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from mllm.hookspecs import Register, hookimpl
-from mllm.specs import ComponentSpec
+from mllm.plugins.hookspecs import Register, hookimpl
+from mllm.plugins.specs import ComponentSpec
 
 # Stage kinds that ship with the core, as strings: this module never imports torch.
 STAGE_KINDS = {
@@ -20,8 +20,8 @@ STAGE_KINDS = {
 
 @hookimpl
 def mllm_register_models(register: Register) -> None:
-    register(ComponentSpec(name="llava", impl="mllm.models.llava:LlavaAdapter",
-                           config="mllm.models.llava_config:LlavaModelConfig",
+    register(ComponentSpec(name="llava", impl="mllm.models.llava.adapter:LlavaAdapter",
+                           config="mllm.models.llava.config:LlavaModelConfig",
                            description="LLaVA (transformers LlavaForConditionalGeneration): a local folder or a tiny model built from a config"))
 
 
@@ -33,13 +33,13 @@ def mllm_register_stage_kinds(register: Register) -> None:
 
 @hookimpl
 def mllm_register_datasets(register: Register) -> None:
-    register(ComponentSpec(name="stage-records", impl="mllm.recordio:StageRecords",
-                           config="mllm.recordio:StageRecordsConfig",
+    register(ComponentSpec(name="stage-records", impl="mllm.data.recordio:StageRecords",
+                           config="mllm.data.recordio:StageRecordsConfig",
                            description="the records.jsonl an earlier transform or generate stage of this pipeline wrote"))
     register(ComponentSpec(name="stage-output", impl="mllm.stages.generate:StageOutput",
                            config="mllm.stages.generate:StageOutputConfig",
                            description="records of an earlier generate stage, as written or as wrong-vs-gold "
                                        "preference pairs (a train stage's data: {from: <stage>, pairs: ...})"))
-    register(ComponentSpec(name="records-jsonl", impl="mllm.recordio:RecordsJsonl",
-                           config="mllm.recordio:RecordsJsonlConfig",
-                           description="a records.jsonl file (mllm.recordio format) anywhere"))
+    register(ComponentSpec(name="records-jsonl", impl="mllm.data.recordio:RecordsJsonl",
+                           config="mllm.data.recordio:RecordsJsonlConfig",
+                           description="a records.jsonl file (mllm.data.recordio format) anywhere"))

@@ -1,6 +1,6 @@
 """Reference tables for docs/pipelines.md, generated from the pydantic models.
 
-``python -m mllm.schema_docs docs/pipelines.md`` rewrites the part of the file between
+``python -m mllm.pipeline.schema_docs docs/pipelines.md`` rewrites the part of the file between
 the markers below; a test fails when the doc is out of date.
 """
 
@@ -22,7 +22,7 @@ def _type_name(annotation: Any) -> str:
     text = text or str(annotation)
     text = re.sub(r", FieldInfo\(.*\)\]", "]", text)  # pydantic's discriminator metadata
     text = re.sub(r"\b(?:\w+\.)+(\w+)", r"\1", text)  # module paths
-    return text.replace("typing.", "").replace("mllm.config.", "").replace("NoneType", "None").replace("|", "\\|")
+    return text.replace("typing.", "").replace("mllm.pipeline.config.", "").replace("NoneType", "None").replace("|", "\\|")
 
 
 def field_table(fields: dict[str, Any]) -> str:
@@ -37,8 +37,8 @@ def field_table(fields: dict[str, Any]) -> str:
 
 
 def render() -> str:
-    from mllm.config import PipelineConfig, StageConfig
-    from mllm.plugins import Registry
+    from mllm.pipeline.config import PipelineConfig, StageConfig
+    from mllm.plugins.registry import Registry
 
     registry = Registry(autoload=False)
     parts = [BEGIN, "", "### Top level", "", field_table(PipelineConfig.model_fields), "",
