@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 from mllm.pipeline.config import INIT, load_pipeline, stage_inputs
+from mllm.pipeline.runfolder import StageFolder
 from mllm.pipeline.runner import PipelineRunner
 from mllm.plugins.registry import Registry
-from mllm.pipeline.runfolder import StageFolder
 
 PIPELINE = Path(__file__).resolve().parents[1] / "pipelines" / "mllm_dpo.yaml"
 METHODS = ["sft-standard", "rejection-sampling", "steerlm", "dpo"]

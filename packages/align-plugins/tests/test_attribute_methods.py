@@ -6,8 +6,8 @@ import logging
 from types import SimpleNamespace
 
 import pytest
-from mllm.records import Conversation, Turn
 from mllm.data.scoring_attributes import split_steer
+from mllm.records import Conversation, Turn
 from mllm_align.rejection_sampling import RejectionSampling, RejectionSamplingConfig
 from mllm_align.steerlm import SteerLM, SteerLMConfig, steer_records
 

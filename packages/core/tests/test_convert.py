@@ -9,8 +9,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 from mllm.cli.main import main
-from mllm.models.llava.convert import ConvertError, convert_llava_original
 from mllm.models.llava.adapter import LlavaAdapter, LlavaModelConfig
+from mllm.models.llava.convert import ConvertError, convert_llava_original
 from mllm.records import Turn
 from PIL import Image
 

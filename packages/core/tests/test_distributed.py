@@ -159,9 +159,9 @@ def pipeline(name, *, method, data, train, eval_limit=None):
 
 
 def run(data, runs_dir, *, nproc=1, force=(), only=None):
-    from mllm.plugins import registry as plugins
     from mllm.pipeline.config import load_pipeline
     from mllm.pipeline.runner import PipelineRunner
+    from mllm.plugins import registry as plugins
 
     plugins.set_registry(None)  # the installed plugins, as the torchrun processes see them
     registry = plugins.get_registry()

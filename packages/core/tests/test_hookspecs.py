@@ -6,7 +6,6 @@ import inspect
 import types
 
 from mllm import hookimpl
-
 from mllm.plugins import hookspecs
 from mllm.plugins.registry import Registry
 from mllm.plugins.specs import COMPONENT_KINDS, ComponentSpec

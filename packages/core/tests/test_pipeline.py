@@ -9,8 +9,8 @@ import time
 import pytest
 import yaml
 from mllm.pipeline.config import load_pipeline
-from mllm.pipeline.runner import PipelineRunner
 from mllm.pipeline.runfolder import COMPLETE, REDACTED, StageFolder, atomic_write_text, redact
+from mllm.pipeline.runner import PipelineRunner
 
 PIPELINE = """
 name: demo

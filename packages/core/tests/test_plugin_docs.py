@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from mllm import interfaces
-
 from mllm.plugins import hookspecs
 from mllm.testing.checks import BEHAVIOUR_CHECKS, PROTOCOLS
 

@@ -23,7 +23,15 @@ easy_vqa = pytest.importorskip("easy_vqa")
 pytest.importorskip("mllm_align")
 
 from click.testing import CliRunner  # noqa: E402
+from mllm.cli.main import main  # noqa: E402
 from mllm.data.badrows import BadRowError  # noqa: E402
+from mllm.data.recordio import write_records  # noqa: E402
+from mllm.pipeline.config import ConfigError, load_pipeline  # noqa: E402
+from mllm.pipeline.runfolder import RUN_MARKER  # noqa: E402
+from mllm.pipeline.runner import PipelineRunner  # noqa: E402
+from mllm.plugins.registry import Registry  # noqa: E402
+from mllm.records import Conversation, Preference, Turn  # noqa: E402
+from mllm.testing import ChatCompletionsServer  # noqa: E402
 from mllm.training.checkpoints import (  # noqa: E402
     CHECKPOINT_MARKER,
     UnsafeCheckpointError,
@@ -33,14 +41,6 @@ from mllm.training.checkpoints import (  # noqa: E402
     rotate_checkpoints,
     verify_checkpoint,
 )
-from mllm.cli.main import main  # noqa: E402
-from mllm.pipeline.config import ConfigError, load_pipeline  # noqa: E402
-from mllm.pipeline.runner import PipelineRunner  # noqa: E402
-from mllm.plugins.registry import Registry  # noqa: E402
-from mllm.data.recordio import write_records  # noqa: E402
-from mllm.records import Conversation, Preference, Turn  # noqa: E402
-from mllm.pipeline.runfolder import RUN_MARKER  # noqa: E402
-from mllm.testing import ChatCompletionsServer  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 INJECT = Path(__file__).parent / "reliability_inject.py"

@@ -6,8 +6,6 @@ from __future__ import annotations
 import pytest
 from mllm.data.badrows import DataReport
 from mllm.data.candidates import best_vs_worse, select_best
-from mllm.pipeline.config import ConfigError
-from mllm.records import Conversation, Turn
 from mllm.data.scoring_attributes import (
     ATTRIBUTES,
     AttributeRule,
@@ -24,6 +22,8 @@ from mllm.data.scoring_attributes import (
     steer_text,
     strip_steer_text,
 )
+from mllm.pipeline.config import ConfigError
+from mllm.records import Conversation, Turn
 
 GOLD = "The image shows a red circle."
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from mllm.records import Turn
 from mllm.models.templates import LLAVA_SYSTEM, Segment, get_template
+from mllm.records import Turn
 
 TWO_TURNS = [
     Turn("user", "<image>\nwhat is the blue shape?"),

@@ -16,12 +16,12 @@ pytest.importorskip("mllm_align")
 
 from click.testing import CliRunner  # noqa: E402
 from mllm import hookimpl  # noqa: E402
-from mllm.plugins import registry as plugins  # noqa: E402
-from mllm.pipeline.config import ConfigError, load_pipeline  # noqa: E402
 from mllm.interfaces import DatasetConfig  # noqa: E402
+from mllm.pipeline.config import ConfigError, load_pipeline  # noqa: E402
 from mllm.pipeline.runner import PipelineRunner  # noqa: E402
-from mllm.records import Conversation, Preference, Turn  # noqa: E402
+from mllm.plugins import registry as plugins  # noqa: E402
 from mllm.plugins.specs import ComponentSpec  # noqa: E402
+from mllm.records import Conversation, Preference, Turn  # noqa: E402
 from mllm.training.trainer import (  # noqa: E402
     MethodTrainer,
     TrainSettings,

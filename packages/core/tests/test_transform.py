@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 from mllm.data.badrows import BadRowError, DataReport
+from mllm.data.recordio import read_records, write_records
 from mllm.pipeline.config import ConfigError, load_pipeline, stage_inputs
 from mllm.pipeline.runner import PipelineRunner
 from mllm.plugins.registry import Registry
-from mllm.data.recordio import read_records, write_records
 from mllm.records import Conversation, EvalItem, Preference, Turn
 from mllm.stages import transform as T
 

@@ -35,8 +35,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from mllm.records import Conversation, Turn
 from mllm.data.scoring_attributes import add_steer, check_attributes
+from mllm.records import Conversation, Turn
 from pydantic import Field
 
 from mllm_align.sft import SFT, SFTConfig

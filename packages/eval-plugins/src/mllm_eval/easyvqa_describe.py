@@ -20,9 +20,9 @@ import random
 from pathlib import Path
 from typing import ClassVar, Literal, Sequence
 
+from mllm.data.scoring_attributes import ATTRIBUTES, aggregate, description_attributes, words
 from mllm.interfaces import ComponentConfig
 from mllm.records import EvalItem
-from mllm.data.scoring_attributes import ATTRIBUTES, aggregate, description_attributes, words
 from mllm_data.easyvqa_describe import EasyVQADescribe, describe_prompt, described_images, gold_sentence
 from pydantic import Field
 

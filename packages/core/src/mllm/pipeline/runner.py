@@ -22,7 +22,6 @@ from typing import Any, Callable, Literal
 
 from mllm import __version__
 from mllm.pipeline.config import INIT, Pipeline, ResolvedComponent, Stage, stage_inputs
-from mllm.plugins.registry import Registry
 from mllm.pipeline.runfolder import (
     RunFolderError,
     StageFolder,
@@ -32,6 +31,7 @@ from mllm.pipeline.runfolder import (
     create_run_folder,
     redact,
 )
+from mllm.plugins.registry import Registry
 
 logger = logging.getLogger("mllm")
 

@@ -52,12 +52,12 @@ def _stage_logger(stage_dir: Path, stage_id: str, rank: int) -> tuple[logging.Lo
 
 def run_stage(launch: dict) -> None:
     from mllm import distributed
+    from mllm.data.recordio import CURRENT_RUN_DIR
     from mllm.pipeline.config import INIT, load_pipeline
     from mllm.pipeline.launch import RESULT_FILE
+    from mllm.pipeline.runfolder import StageFolder, atomic_write_text
     from mllm.pipeline.runner import PipelineRunner, StageContext
     from mllm.plugins.registry import get_registry
-    from mllm.data.recordio import CURRENT_RUN_DIR
-    from mllm.pipeline.runfolder import StageFolder, atomic_write_text
 
     registry = get_registry()
     pipeline = load_pipeline(None, registry, data=launch["pipeline"])

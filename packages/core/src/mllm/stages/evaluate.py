@@ -33,10 +33,10 @@ from typing import Any, ClassVar
 
 from pydantic import Field, field_validator
 
-from mllm.pipeline.config import INIT, ComponentRef, ResolvedComponent, StageConfig
-from mllm.generation.engine import AnswerEngine
-from mllm.pipeline.runfolder import atomic_write_text
 from mllm.data.scoring_attributes import SteerConfig
+from mllm.generation.engine import AnswerEngine
+from mllm.pipeline.config import INIT, ComponentRef, ResolvedComponent, StageConfig
+from mllm.pipeline.runfolder import atomic_write_text
 from mllm.plugins.specs import ComponentKind
 
 ANSWERS = "answers.jsonl"

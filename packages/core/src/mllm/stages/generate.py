@@ -60,12 +60,12 @@ from typing import Annotated, Any, ClassVar, Iterator, Literal, Sequence, Union
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mllm.data.badrows import DataReport
-from mllm.pipeline.config import INIT, ComponentRef, ConfigError, ResolvedComponent, StageConfig
-from mllm.interfaces import DatasetConfig
 from mllm.data.recordio import RECORDS_FILE, read_records, stage_records_path, write_records
-from mllm.records import Conversation, EvalItem, Preference, Turn
 from mllm.data.scoring_attributes import AttributeRule
+from mllm.interfaces import DatasetConfig
+from mllm.pipeline.config import INIT, ComponentRef, ConfigError, ResolvedComponent, StageConfig
 from mllm.plugins.specs import ComponentKind
+from mllm.records import Conversation, EvalItem, Preference, Turn
 
 DATA_REPORT = "data_report.json"
 ANSWER_CACHE = "answer_cache.jsonl"

@@ -67,11 +67,11 @@ from typing import Annotated, Any, Callable, ClassVar, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mllm.data.badrows import DataReport, OnBadRow
-from mllm.pipeline.config import ComponentRef, ConfigError, ResolvedComponent, StageConfig, resolve_component
 from mllm.data.recordio import RECORDS_FILE, record_kind_of, write_records
-from mllm.records import IMAGE_TOKEN, Conversation, Record, Turn
+from mllm.pipeline.config import ComponentRef, ConfigError, ResolvedComponent, StageConfig, resolve_component
 from mllm.pipeline.runfolder import atomic_write_text
 from mllm.plugins.specs import ComponentKind
+from mllm.records import IMAGE_TOKEN, Conversation, Record, Turn
 
 DATA_REPORT = "data_report.json"
 

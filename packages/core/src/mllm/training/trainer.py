@@ -45,9 +45,9 @@ import torch
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from mllm.training import checkpoints as _checkpoints
 from mllm.data.badrows import ImageReadError
 from mllm.pipeline.runfolder import TrainingStopped
+from mllm.training import checkpoints as _checkpoints
 from mllm.training.settings import CHECKPOINTS_SUBDIR, TrainSettings
 
 TRAIN_LOG = "train_log.jsonl"

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import ClassVar
 
 from mllm.data.badrows import DataReport
-from mllm.pipeline.config import ComponentRef, StageConfig
 from mllm.interfaces import DatasetConfig
+from mllm.pipeline.config import ComponentRef, StageConfig
 from mllm.records import Conversation, Turn
 
 
