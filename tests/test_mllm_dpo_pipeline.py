@@ -48,8 +48,13 @@ def test_pipeline_shape(registry):
     assert pipeline.stage("dpo").config.data.pairs == "best-vs-worse"
     evaluated = [m for s in pipeline.stages if s.kind_spec.name == "eval" for m in s.config.model_ids()]
     assert set(METHODS) <= set(evaluated)
-    assert pipeline.stage("eval-steerlm").config.steer.attributes() == {
+    steered = pipeline.stage("eval-steerlm").components["prompt_style"]  # steer: {} is the steerlm prompt style
+    assert (steered.spec.name, steered.spec.distribution) == ("steerlm", "mllm-align")
+    assert steered.config.attributes() == {
         "helpfulness": 4, "correctness": 4, "coherence": 4, "complexity": 4, "verbosity": 4}
+    scoring = pipeline.stage("candidates").components["score"]
+    assert (scoring.spec.name, scoring.spec.distribution, scoring.config.rules) == ("attributes", "mllm-align",
+                                                                                  "description")
 
 
 @pytest.mark.parametrize("override, rerun", [

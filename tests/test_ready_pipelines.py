@@ -22,7 +22,7 @@ PIPELINES = ROOT / "pipelines"
 READY = ["scienceqa_sft", "llava_two_stage", "personalization_lora"]
 
 # a smaller tiny model: the same stages in seconds
-TINY = ("{name: llava, init: tiny, image_size: 16, patch_size: 8, vision_hidden_size: 16, vision_layers: 1, "
+TINY = ("{name: llava, init: tiny, tokenizer_corpus: easyvqa, image_size: 16, patch_size: 8, vision_hidden_size: 16, vision_layers: 1, "
         "vision_intermediate_size: 32, text_hidden_size: 32, text_layers: 1, text_intermediate_size: 64, heads: 2, "
         "vocab_size: 300}")
 TINY_KEYS = ["model.image_size=16", "model.patch_size=8", "model.vision_hidden_size=16", "model.vision_layers=1",

@@ -6,12 +6,12 @@ import logging
 from types import SimpleNamespace
 
 import pytest
-from mllm.data.scoring_attributes import split_steer
 from mllm.records import Conversation, Turn
 from mllm_align.rejection_sampling import RejectionSampling, RejectionSamplingConfig
-from mllm_align.steerlm import SteerLM, SteerLMConfig, steer_records
+from mllm_align.steerlm.attributes import split_steer
+from mllm_align.steerlm.method import SteerLM, SteerLMConfig, steer_records
 
-TINY = dict(image_size=16, patch_size=8, vision_hidden_size=16, vision_layers=1, vision_intermediate_size=32,
+TINY = dict(tokenizer_corpus="easyvqa", image_size=16, patch_size=8, vision_hidden_size=16, vision_layers=1, vision_intermediate_size=32,
             text_hidden_size=32, text_layers=1, text_intermediate_size=64, heads=2, vocab_size=300)
 
 
@@ -23,7 +23,7 @@ def candidate(source, sample, aggregate, answer=None):
                                Turn("assistant", answer or f"Answer {sample} of {source}.")),
                         images=("img.png",), check_files=False,
                         metadata={"source_id": source, "sample": sample, "gold": "The image shows a red circle.",
-                                  "attributes": attributes, "aggregate": aggregate})
+                                  "attributes": attributes, "aggregate": aggregate, "score": aggregate})
 
 
 @pytest.fixture
@@ -51,6 +51,16 @@ def test_rejection_sampling_keeps_the_best(candidates, tmp_path, ties, min_score
     assert [r.id for r in context.records] == expected
     assert method.history[0]["prompts"] == 3 and method.history[0]["unscored"] == 2
     assert (tmp_path / "rounds.json").is_file()
+
+
+def test_rejection_sampling_ranks_by_any_rules_score(tmp_path):
+    """Candidates scored by a rule that writes no attributes (e.g. length) rank by metadata.score."""
+    records = [Conversation(id=f"a-s{i}", turns=(Turn("user", "Q"), Turn("assistant", "x" * n)), check_files=False,
+                            metadata={"source_id": "a", "sample": i, "score": float(n), "correct": True})
+               for i, n in enumerate([3, 9, 5])]
+    context = context_for(records, tmp_path)
+    RejectionSampling(RejectionSamplingConfig()).prepare(context)
+    assert [r.id for r in context.records] == ["a-s1"]
 
 
 def test_rejection_sampling_with_nothing_kept_says_why(candidates, tmp_path):
@@ -98,9 +108,9 @@ def test_steerlm_collates_the_conditioned_prompt(candidates, tmp_path):
 
 
 def test_seeded_sampling_is_reproducible(tmp_path):
+    from mllm.generation.sampling import Prompt, SampleGenerator
     from mllm.models.llava.adapter import LlavaAdapter
     from mllm.models.llava.config import LlavaModelConfig
-    from mllm.stages.generate import Prompt, SampleGenerator
     from PIL import Image
 
     prompts = []

@@ -20,7 +20,7 @@ from mllm.records import Preference, Turn  # noqa: E402
 from mllm.training.trainer import TrainSettings, train_method  # noqa: E402
 from mllm_align.dpo import DPO, REFERENCE_CACHE, DPOConfig, dpo_losses, record_key  # noqa: E402
 
-TINY = dict(init="tiny", image_size=32, patch_size=8, vision_hidden_size=32, vision_layers=1,
+TINY = dict(init="tiny", tokenizer_corpus="easyvqa", image_size=32, patch_size=8, vision_hidden_size=32, vision_layers=1,
             vision_intermediate_size=64, text_hidden_size=32, text_layers=1, text_intermediate_size=64,
             heads=2, vocab_size=300)
 

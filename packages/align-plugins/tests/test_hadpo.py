@@ -17,7 +17,7 @@ from mllm_align.dpo import DPO
 from mllm_align.hadpo import DESC_PROMPTS, HADPO, HADPOConfig, HADPOData, HADPODataConfig
 
 ROOT = Path(__file__).resolve().parents[3]
-TINY = dict(init="tiny", image_size=16, patch_size=8, vision_hidden_size=16, vision_layers=1,
+TINY = dict(init="tiny", tokenizer_corpus="easyvqa", image_size=16, patch_size=8, vision_hidden_size=16, vision_layers=1,
             vision_intermediate_size=32, text_hidden_size=32, text_layers=1, text_intermediate_size=64,
             heads=2, vocab_size=300)
 
@@ -109,11 +109,9 @@ def test_hadpo_is_dpo_with_the_recipe_and_trains_a_step(hadpo_files, tmp_path):
     assert all(p.chosen in desc.metadata["chosen_options"] for p in later)
     assert len({(p.chosen, p.rejected, p.prompt) for p in later}) > 1
 
-    class Stage:  # what the train stage hands prepare: the records and the train settings
-        config = type("C", (), {"train": TrainSettings(epochs=2)})()
-
+    # what the train stage hands prepare (a TrainContext): the records and the train settings
     context = type("Ctx", (), {"records": records, "stage_dir": tmp_path, "fingerprint": "fp", "logger": None,
-                               "stage": Stage})()
+                               "train": TrainSettings(epochs=2)})()
     method.prepare(context)
     assert method.epochs == 2
     assert method.stats["reference_computed"] >= len(records)  # both epochs' draws

@@ -17,7 +17,7 @@ from mllm.training.trainer import MethodTrainer, TrainSettings  # noqa: E402
 from mllm_align.common import IGNORE_INDEX, lora_target_regex, part_of  # noqa: E402
 from mllm_align.sft import SFT, SFTConfig  # noqa: E402
 
-TINY = dict(init="tiny", image_size=32, patch_size=8, vision_hidden_size=32, vision_layers=1,
+TINY = dict(init="tiny", tokenizer_corpus="easyvqa", image_size=32, patch_size=8, vision_hidden_size=32, vision_layers=1,
             vision_intermediate_size=64, text_hidden_size=32, text_layers=1, text_intermediate_size=64,
             heads=2, vocab_size=300)
 

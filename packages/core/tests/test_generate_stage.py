@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 from mllm.data.badrows import DataReport
 from mllm.data.recordio import read_records, write_records
+from mllm.data.score_rules import ExactMatch, Length, LengthConfig, Regex, RegexConfig, normalize_answer
+from mllm.data.stage_output import StageOutput, StageOutputConfig
 from mllm.pipeline.config import ConfigError, load_pipeline, stage_inputs
 from mllm.pipeline.runner import PipelineRunner
 from mllm.plugins.registry import Registry
 from mllm.records import Conversation, EvalItem, Turn
-from mllm.stages import generate as G
 
 TINY = ("{name: llava, init: tiny, image_size: 16, patch_size: 8, vision_hidden_size: 16, vision_layers: 1, "
         "vision_intermediate_size: 32, text_hidden_size: 32, text_layers: 1, text_intermediate_size: 64, heads: 2, "
@@ -62,25 +63,41 @@ stages:
 
 
 def test_score_rules():
-    exact = G.ExactMatchRule(rule="exact-match")
-    assert G.score_answer(exact, " The Red. ", "red") == (1.0, True)
-    assert G.score_answer(exact, "blue", "red") == (0.0, False)
-    regex = G.RegexRule(rule="regex", pattern=r"answer is [A-D]")
-    assert G.score_answer(regex, "so the answer is B.", None) == (1.0, True)
-    full = G.RegexRule(rule="regex", pattern=r"[A-D]", full_match=True)
-    assert G.score_answer(full, "B is it", None)[1] is False
-    length = G.LengthRule(rule="length", min_chars=2, max_chars=4)
-    assert G.score_answer(length, "abc", None) == (3.0, True)
-    assert G.score_answer(length, "abcdef", None) == (6.0, False)
+    exact = ExactMatch()
+    assert exact.score_answer(" The Red. ", "red") == (1.0, True)
+    assert exact.score_answer("blue", "red") == (0.0, False)
+    regex = Regex(RegexConfig(pattern=r"answer is [A-D]"))
+    assert regex.score_answer("so the answer is B.", None) == (1.0, True)
+    full = Regex(RegexConfig(pattern=r"[A-D]", full_match=True))
+    assert full.score_answer("B is it", None)[1] is False
+    length = Length(LengthConfig(min_chars=2, max_chars=4))
+    assert length.score_answer("abc", None) == (3.0, True)
+    assert length.score_answer("abcdef", None) == (6.0, False)
     with pytest.raises(ValueError):
-        G.RegexRule(rule="regex", pattern="(")
+        RegexConfig(pattern="(")
+    # a rule scores generated records: score and correct in metadata, the stage's metrics
+    records = [Conversation(id=f"p{i}", turns=(Turn("user", "q"), Turn("assistant", answer)),
+                            metadata={"gold": "red", "source_id": f"p{i}", "sample": 0}, check_files=False)
+               for i, answer in enumerate(["Red.", "blue"])]
+    scored, metrics = exact.score(records)
+    assert [(r.metadata["score"], r.metadata["correct"]) for r in scored] == [(1.0, True), (0.0, False)]
+    assert metrics == {"accuracy": 0.5, "mean_score": 0.5, "wrong": 1}
 
 
 def test_config_validation(write_pipeline, registry, data_file):
     with pytest.raises(ConfigError, match="temperature"):
         load_pipeline(write_pipeline(pipeline_text(data_file, "    num_samples: 3")), registry)
-    with pytest.raises(ConfigError, match="rule"):
+    with pytest.raises(ConfigError, match=r"stages.mistakes.score.rule: unknown score_rule 'exact'; "
+                                          r"did you mean 'exact-match'"):
         load_pipeline(write_pipeline(pipeline_text(data_file).replace("exact-match", "exact")), registry)
+    with pytest.raises(ConfigError, match=r"stages.mistakes.score.normalise: unknown key 'normalise'; "
+                                          r"did you mean 'normalize'"):
+        load_pipeline(write_pipeline(pipeline_text(data_file).replace("exact-match", "exact-match, normalise: no")),
+                      registry)
+    scored = load_pipeline(write_pipeline(pipeline_text(data_file).replace("exact-match", "mllm-core:regex, "
+                                                                          "pattern: red")), registry)
+    rule = scored.stage("mistakes").components["score"]
+    assert (rule.spec.name, rule.spec.distribution, rule.config.pattern) == ("regex", "mllm-core", "red")
     # data: {from: ...} in a train stage: the stage is an input; unknown keys are rejected with a hint
     train = """  - id: dpo
     kind: train
@@ -92,6 +109,10 @@ def test_config_validation(write_pipeline, registry, data_file):
         "from": "mistakes", "pairs": "wrong-vs-gold", "on_bad_row": "error", "max_bad_fraction": 0.05}
     with pytest.raises(ConfigError, match="did you mean 'pairs'"):
         load_pipeline(write_pipeline(pipeline_text(data_file, train=train.replace("pairs:", "pair:"))), registry)
+    with pytest.raises(ConfigError, match=r"stages.dpo.data.pairs: unknown pairing 'wrong-vs-gld'; "
+                                          r"did you mean 'wrong-vs-gold'"):
+        load_pipeline(write_pipeline(pipeline_text(data_file, train=train.replace("wrong-vs-gold", "wrong-vs-gld"))),
+                      registry)
     with pytest.raises(ConfigError, match="not defined before"):
         load_pipeline(write_pipeline(pipeline_text(data_file, train=train.replace("from: mistakes", "from: later"))),
                       registry)
@@ -124,15 +145,15 @@ def test_greedy_generation_scores_writes_records_and_pairs(tmp_path, write_pipel
     from mllm.data.recordio import CURRENT_RUN_DIR
     token = CURRENT_RUN_DIR.set(tmp_path / "runs" / "gen")
     try:
-        dataset = G.StageOutput(G.StageOutputConfig(stage="mistakes", pairs="wrong-vs-gold"))
+        dataset = StageOutput(StageOutputConfig(stage="mistakes", pairs="wrong-vs-gold"), registry)
         assert dataset.record_kind == "preference"
         pairs = list(dataset.records(DataReport(source="test")))
-        plain = list(G.StageOutput(G.StageOutputConfig(stage="mistakes")).records(DataReport(source="test")))
+        plain = list(StageOutput(StageOutputConfig(stage="mistakes"), registry).records(DataReport(source="test")))
     finally:
         CURRENT_RUN_DIR.reset(token)
     assert len(plain) == 7
     expected = [r for r in records if not r.metadata["correct"] and r.turns[-1].content.strip()
-                and G.normalize_answer(r.turns[-1].content) != G.normalize_answer(r.metadata["gold"])]
+                and normalize_answer(r.turns[-1].content) != normalize_answer(r.metadata["gold"])]
     assert [p.id for p in pairs] == [r.id for r in expected]
     for pair, record in zip(pairs, expected):
         assert pair.chosen == record.metadata["gold"] and pair.rejected == record.turns[-1].content

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -20,7 +21,7 @@ from mllm.models.llava.adapter import LlavaAdapter, LlavaModelConfig  # noqa: E4
 from mllm.records import EvalItem, Turn  # noqa: E402
 
 TINY = dict(init="tiny", image_size=32, patch_size=8, vision_hidden_size=32, vision_intermediate_size=64,
-            text_hidden_size=64, text_intermediate_size=128, heads=4)
+            text_hidden_size=64, text_intermediate_size=128, heads=4, tokenizer_corpus="easyvqa")
 TRAIN_STEPS, TRAIN_BATCH = 150, 12
 
 
@@ -97,11 +98,11 @@ def test_padding_does_not_change_the_numbers(trained, items):
     What remains is rounding of differently shaped matrix products (~1e-6), far from
     anything that could flip a greedy answer."""
     engine = AnswerEngine(trained, batch_size=16)
-    jobs = [engine._choice_job(item.id, item) for item in items[:16]]
+    jobs = [engine.planner.choice_job(item.id, item) for item in items[:16]]
     assert len({len(job.prefix) for job in jobs}) > 1  # the batch really is padded
     with torch.inference_mode():
-        together = engine._choice_scores_first_token(jobs)
-        alone = [engine._choice_scores_first_token([job])[0] for job in jobs]
+        together = engine.choices.scores_first_token(jobs)
+        alone = [engine.choices.scores_first_token([job])[0] for job in jobs]
     for a, b in zip(together, alone):
         assert a == pytest.approx(b, abs=1e-4)
 
@@ -169,10 +170,10 @@ def test_choices_sharing_a_first_token_are_scored_in_full(trained, items):
     shared = [EvalItem(id=f"{i.id}-x", prompt=i.prompt, images=i.images, answer=i.answer,
                        choices=("blue", "blue shape", "yes", "yes it is", "red", "no")) for i in base]
     engine = AnswerEngine(trained, batch_size=4)
-    jobs = [engine._choice_job(item.id, item) for item in shared]
+    jobs = [engine.planner.choice_job(item.id, item) for item in shared]
     assert not any(job.first_token_only for job in jobs)
     with torch.inference_mode():
-        scores = engine._choice_scores_tree(jobs)
+        scores = engine.choices.scores_tree(jobs)
     for item, row in zip(shared, scores):
         naive = [_naive_logprob(trained, item, choice) for choice in item.choices]
         assert row == pytest.approx(naive, abs=1e-3)
@@ -255,6 +256,28 @@ def test_cache_survives_a_line_cut_short(trained, items, tmp_path):
     assert {k: answers[k] for k in first} == first
     for line in cache.read_text().splitlines()[-4:]:
         assert json.loads(line)["answer"] == answers[json.loads(line)["id"]]
+
+
+def test_greedy_sampling_decodes_as_the_engine_does(trained, items):
+    """SampleGenerator at temperature 0 shares the engine's decoding (stops, padding, the cut),
+    so it gives the engine's answers (without the engine's prompt caches)."""
+    from mllm.generation.sampling import Prompt, SampleGenerator
+
+    engine = AnswerEngine(trained, batch_size=5, max_new_tokens=6).answer(items[:12])
+    prompts = [Prompt(item.id, (Turn("user", item.prompt),), tuple(item.images), item.answer) for item in items[:12]]
+    sampled = SampleGenerator(trained, max_new_tokens=6, batch_size=5).answer(prompts)
+    assert sampled == {k: [v] for k, v in engine.items()}
+
+
+def test_no_stage_runs_its_own_decoding_loop():
+    """One generation engine: stages call AnswerEngine or SampleGenerator, never ``model.generate``."""
+    import mllm.stages
+
+    stages = Path(mllm.stages.__file__).parent
+    offenders = [f"{path.name}:{number}" for path in sorted(stages.glob("*.py"))
+                 for number, line in enumerate(path.read_text().splitlines(), start=1)
+                 if ".generate(" in line or "GenerationConfig" in line]
+    assert offenders == []
 
 
 def test_max_new_tokens_changes_the_cache_key(trained, items, tmp_path):

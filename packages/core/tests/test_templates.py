@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 import time
+import types
 
 import pytest
+from mllm import hookimpl
+from mllm.errors import ConfigError
 from mllm.models.templates import LLAVA_SYSTEM, Segment, get_template
 from mllm.records import Turn
 
@@ -123,8 +127,43 @@ def test_tokenizer_is_deterministic_and_fast(tokenizer):
     assert time.perf_counter() - started < 2.0
     assert again.get_vocab() == tokenizer.get_vocab()
     assert again.backend_tokenizer.to_str() == tokenizer.backend_tokenizer.to_str()
-    # easy-VQA words are single tokens (with their leading space)
-    assert len(tokenizer(" rectangle", add_special_tokens=False)["input_ids"]) == 1
+    # the built-in corpus is the template text only; a text corpus's words (tokenizer_corpus:
+    # a text_corpus component) become single tokens, with their leading space
+    assert len(tokenizer(" zebra", add_special_tokens=False)["input_ids"]) > 1
+    taught = train_tokenizer(1000, extra=["a zebra", "the zebra", "one zebra"])
+    assert len(taught(" zebra", add_special_tokens=False)["input_ids"]) == 1
+
+
+def test_tokenizer_corpus_is_a_registered_component(monkeypatch):
+    from mllm.models.tokenizer import corpus_texts
+    from mllm.plugins.registry import Registry
+    from mllm.plugins.specs import ComponentSpec
+
+    components = types.ModuleType("mllm_words_corpus")
+    components.WordsCorpus = WordsCorpus
+    monkeypatch.setitem(sys.modules, "mllm_words_corpus", components)
+    registry = Registry(autoload=False)
+    plugin = types.ModuleType("corpus_plugin")
+
+    def mllm_register_text_corpora(register):
+        register(ComponentSpec(name="words", impl="mllm_words_corpus:WordsCorpus"))
+
+    plugin.mllm_register_text_corpora = hookimpl(mllm_register_text_corpora)
+    assert registry.register_plugin(plugin, distribution="mllm-words")
+    assert corpus_texts("words", registry) == ["a zebra", "the zebra"]
+    assert corpus_texts(None, registry) == []
+    with pytest.raises(ConfigError, match="unknown text_corpus 'wrds'; did you mean 'words'"):
+        corpus_texts("wrds", registry)
+
+
+class WordsCorpus:
+    """A text corpus for the test above."""
+
+    def __init__(self, config=None) -> None:
+        self.config = config
+
+    def texts(self) -> list[str]:
+        return ["a zebra", "the zebra"]
 
 
 def test_tokenizer_vocab_size_floor():

@@ -163,3 +163,80 @@ def test_importing_the_kit_leaves_torch_out():
 
     code = "import sys, mllm.testing; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+OLD_ADAPTER = '''
+from mllm import ComponentSpec, hookimpl
+
+@hookimpl
+def mllm_register_models(register):
+    register(ComponentSpec(name="old-model", impl="kit_old_model:OldAdapter"))
+
+class OldAdapter:
+    """Implements only what the first ModelAdapter Protocol listed."""
+
+    def __init__(self):
+        self.model = self.processor = self.tokenizer = None
+
+    @classmethod
+    def from_config(cls, config, seed=0):
+        return cls()
+
+    @classmethod
+    def load(cls, path, *, config=None):
+        return cls()
+
+    def module_names(self):
+        return {}
+
+    def encode_images(self, pixel_values):
+        return pixel_values
+
+    def save(self, path):
+        pass
+'''
+
+
+def test_an_adapter_with_only_the_old_protocol_fails_naming_the_missing_members(tmp_path, monkeypatch):
+    (tmp_path / "kit_old_model.py").write_text(OLD_ADAPTER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("kit_old_model", None)
+    with pytest.raises(ConformanceError) as info:
+        check_plugin("kit_old_model", distribution="kit-old", kinds=["model"])
+    message = str(info.value)
+    assert ("protocol[model:old-model]: ConformanceError: model 'old-model' (kit_old_model:OldAdapter): does not "
+            "satisfy mllm.interfaces.ModelAdapter: missing embed_inputs, encode_conversation, encode_prompt, "
+            "load_images") in message
+    assert ("load[model:old-model]: ConformanceError: model 'old-model': the built object does not satisfy "
+            "mllm.interfaces.ModelAdapter: missing bos_token_id, embed_inputs, encode_conversation, encode_prompt, "
+            "eos_token_id, image_token_id, load_images, max_length, num_image_tokens, pad_token_id, template") in message
+    assert "stages[model:old-model]" in message
+
+
+BROKEN_PROMPTS = '''
+from mllm import ComponentSpec, hookimpl
+from mllm.models.llava.adapter import LlavaAdapter
+
+@hookimpl
+def mllm_register_models(register):
+    register(ComponentSpec(name="llava", impl="kit_broken_model:PromptlessLlava",
+                           config="mllm.models.llava.config:LlavaModelConfig"))
+
+class PromptlessLlava(LlavaAdapter):
+    """Every member is there, but encode_prompt (which DPO and the engine use) is broken."""
+
+    def encode_prompt(self, turns):
+        raise NotImplementedError("no prompts here")
+'''
+
+
+def test_the_stages_check_names_the_stage_an_adapter_breaks(tmp_path, monkeypatch):
+    (tmp_path / "kit_broken_model.py").write_text(BROKEN_PROMPTS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("kit_broken_model", None)
+    checks = {c.id: c for c in plugin_checks("kit_broken_model", distribution="kit-broken",
+                                             examples={"llava": TINY_LLAVA}, kinds=["model"])}
+    checks["protocol[model:llava]"]()  # the members are all there
+    with pytest.raises(ConformanceError, match=r"stage 'dpo' of the kit's pipeline failed: NotImplementedError: "
+                                               r"no prompts here"):
+        checks["stages[model:llava]"]()

@@ -6,13 +6,14 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 pytest.importorskip("openai")
 
 from mllm.testing import ChatCompletionsServer  # noqa: E402
-from mllm_eval.judges import JudgeCache, JudgeError, OpenAIJudge, OpenAIJudgeConfig  # noqa: E402
+from mllm_eval.judges import JudgeError, OpenAIJudge, OpenAIJudgeConfig, judge_key  # noqa: E402
 
 SECRET = "sk-test-4f9a1c2e-never-write-me"
 
@@ -56,10 +57,27 @@ def test_openai_judge_missing_key_is_a_clear_error(monkeypatch):
 
 def test_judge_cache_key_depends_on_model_prompt_and_settings():
     m = [{"role": "user", "content": "x"}]
-    k = JudgeCache.key("a", m, {"t": 0})
-    assert k == JudgeCache.key("a", m, {"t": 0})
-    assert len({k, JudgeCache.key("b", m, {"t": 0}), JudgeCache.key("a", m, {"t": 1}),
-                JudgeCache.key("a", [{"role": "user", "content": "y"}], {"t": 0})}) == 4
+    k = judge_key("a", m, {"t": 0})
+    assert k == judge_key("a", m, {"t": 0})
+    assert len({k, judge_key("b", m, {"t": 0}), judge_key("a", m, {"t": 1}),
+                judge_key("a", [{"role": "user", "content": "y"}], {"t": 0})}) == 4
+
+
+def test_a_cache_file_written_before_the_shared_cache_class_still_answers(tmp_path, monkeypatch):
+    """judge_cache.jsonl files of earlier runs: same keys, same ``{"key", "model", "reply"}`` lines."""
+    import hashlib
+
+    messages = [{"role": "user", "content": "hello, café"}]
+    settings = {"temperature": 0.0, "max_tokens": 1024, "base_url": "http://127.0.0.1:9"}
+    old_key = hashlib.sha256(json.dumps({"model": "judge-model", "messages": messages, "settings": settings},
+                                        sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
+    assert judge_key("judge-model", messages, settings) == old_key
+    (tmp_path / "cache.jsonl").write_text(json.dumps({"key": old_key, "model": "judge-model", "reply": "old verdict"})
+                                          + "\n" + '{"key": "torn', encoding="utf-8")
+    monkeypatch.setenv("MY_JUDGE_KEY", SECRET)
+    judge = OpenAIJudge(OpenAIJudgeConfig(model="judge-model", base_url="http://127.0.0.1:9", api_key_env="MY_JUDGE_KEY",
+                                          cache=str(tmp_path / "cache.jsonl"), max_retries=0))
+    assert judge.complete("hello, café") == "old verdict"  # no request: nothing listens on port 9
 
 
 def test_llava_bench_with_openai_judge_counts_unparsed(tmp_path, monkeypatch):
@@ -113,9 +131,9 @@ def test_mtbench_answers_judged_through_openai(tmp_path, monkeypatch):
 
     (tmp_path / "q.jsonl").write_text(json.dumps({"question_id": 81, "category": "writing", "turns": ["Q1", "Q2"]}))
     (tmp_path / "a.jsonl").write_text(json.dumps({"question_id": 81, "choices": [{"turns": ["A1", "A2"]}]}))
-    from mllm_eval._io import shared_data_dir
-
-    prompts = str(shared_data_dir() / "mt-bench" / "judge_prompts.jsonl")
+    # the repository's shared real data ($MLLM_SHARED_DATA, else <repo>/../shared/data)
+    shared = Path(os.environ.get("MLLM_SHARED_DATA", Path(__file__).resolve().parents[3].parent / "shared" / "data"))
+    prompts = str(shared / "mt-bench" / "judge_prompts.jsonl")
     if not os.path.isfile(prompts):  # the real FastChat prompts when present, else a stand-in
         prompts_path = tmp_path / "p.jsonl"
         prompts_path.write_text("\n".join(json.dumps(r) for r in [

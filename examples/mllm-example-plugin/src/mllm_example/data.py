@@ -11,9 +11,7 @@ import json
 from pathlib import Path
 from typing import ClassVar, Iterator
 
-from mllm.data.badrows import DataReport
-from mllm.interfaces import DatasetConfig
-from mllm.records import IMAGE_TOKEN, Preference, Turn
+from mllm import IMAGE_TOKEN, DataReport, DatasetConfig, Preference, Turn
 from pydantic import Field
 
 

@@ -7,8 +7,9 @@ odds(y|x) = P / (1 - P)::
     L = NLL(y_w | x) + lambda * -log sigmoid(log odds(y_w|x) - log odds(y_l|x))
 
 Chosen and rejected of a batch are one forward pass (2B rows), and each image goes
-through the vision tower once: ``adapter.encode_images`` then ``adapter.embed_inputs``
-reuse the features for both answers.
+through the vision tower once: :func:`mllm.answer_logprobs` (``image_repeats=2``) runs
+``adapter.encode_images`` once and ``adapter.embed_inputs`` reuses the features for both
+answers. Everything here comes from ``mllm.__all__``, the plugin API.
 
     method: {name: orpo, lambda_: 0.1}
 """
@@ -17,11 +18,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Sequence
 
-from mllm.interfaces import ComponentConfig
-from mllm.records import Preference, Turn
+from mllm import ComponentConfig, ModelAdapter, Preference, TrainContext, Turn, answer_logprobs
 from pydantic import Field
 
-IGNORE_INDEX = -100
+IGNORE_INDEX = -100  # labels of tokens that are not part of an answer
 
 
 class ORPOConfig(ComponentConfig):
@@ -38,9 +38,9 @@ class ORPO:
 
     def __init__(self, config: ORPOConfig | None = None) -> None:
         self.config = config or ORPOConfig()
-        self.adapter: Any = None
+        self.adapter: ModelAdapter | None = None
 
-    def setup(self, adapter: Any) -> Any:
+    def setup(self, adapter: ModelAdapter) -> Any:
         self.adapter = adapter
         vision = adapter.module_names()["vision_tower"]
         for name, parameter in adapter.model.named_parameters():
@@ -48,7 +48,7 @@ class ORPO:
             parameter.requires_grad_(not frozen)
         return adapter.model
 
-    def prepare(self, context: Any) -> None:
+    def prepare(self, context: TrainContext) -> None:
         """ORPO needs no reference model: nothing to precompute."""
 
     def collate(self, records: Sequence[Preference]) -> dict[str, Any]:
@@ -77,27 +77,17 @@ class ORPO:
         import torch
         import torch.nn.functional as F
 
-        input_ids = batch["input_ids"]
-        features = None
-        if "pixel_values" in batch:
-            encoded = self.adapter.encode_images(batch["pixel_values"])
-            features = torch.cat([encoded, encoded])  # chosen rows, then rejected rows: same images
-        embeds = self.adapter.embed_inputs(input_ids, features)
-        logits = model(inputs_embeds=embeds, attention_mask=batch["attention_mask"]).logits[:, :-1].float()
-        targets = batch["labels"][:, 1:].to(logits.device)
-        mask = targets != IGNORE_INDEX
-        token_logps = torch.gather(F.log_softmax(logits, -1), 2, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        mean_logps = (token_logps * mask).sum(-1) / mask.sum(-1).clamp(min=1)
-        half = input_ids.shape[0] // 2
-        chosen, rejected = mean_logps[:half], mean_logps[half:]
+        # rows are chosen answers then rejected answers of the same records: each image serves two rows
+        scored = answer_logprobs(model, batch, adapter=self.adapter, image_repeats=2)
+        half = scored.sums.shape[0] // 2
+        chosen, rejected = scored.means[:half], scored.means[half:]  # length-normalised log P(y|x)
 
         def log_odds(logp: torch.Tensor) -> torch.Tensor:
             return logp - torch.log1p(-torch.exp(logp).clamp(max=1 - 1e-6))
 
         ratio = log_odds(chosen) - log_odds(rejected)
         odds_ratio_loss = -F.logsigmoid(ratio).mean()
-        chosen_mask = mask[:half]
-        nll = -(token_logps[:half] * chosen_mask).sum() / chosen_mask.sum().clamp(min=1)
+        nll = -scored.sums[:half].sum() / scored.counts[:half].sum().clamp(min=1)
         loss = nll + self.config.lambda_ * odds_ratio_loss
         return loss, {
             "nll": float(nll.detach()),
@@ -107,6 +97,6 @@ class ORPO:
         }
 
     def lengths(self, records: Sequence[Preference]) -> list[int]:
-        per_image = getattr(self.adapter, "num_image_tokens", 0) or 0
+        per_image = self.adapter.num_image_tokens if self.adapter is not None else 0
         return [sum(len(t.content) for t in r.prompt) + max(len(r.chosen), len(r.rejected)) + per_image * len(r.images)
                 for r in records]

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from mllm import hookimpl
-from mllm.plugins.hookspecs import Register
-from mllm.plugins.specs import ComponentSpec
+from mllm import ComponentSpec, Register, hookimpl
 
 
 @hookimpl

@@ -13,8 +13,7 @@ import re
 from pathlib import Path
 from typing import ClassVar, Literal, Sequence
 
-from mllm.interfaces import ComponentConfig
-from mllm.records import IMAGE_TOKEN, EvalItem
+from mllm import IMAGE_TOKEN, ComponentConfig, EvalItem
 from pydantic import Field
 
 

@@ -22,8 +22,7 @@ import tempfile
 from collections.abc import Sequence
 from typing import Any
 
-from mllm.interfaces import ComponentConfig
-from mllm.models.templates import TemplateName, get_template
+from mllm import ComponentConfig, TemplateName, get_template
 from pydantic import Field, model_validator
 
 IGNORE_INDEX = -100

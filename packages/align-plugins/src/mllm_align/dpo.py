@@ -57,7 +57,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from mllm.records import Preference, Turn
+from mllm import Preference, TrainContext, Turn
 from pydantic import Field, model_validator
 
 from mllm_align.common import IGNORE_INDEX, TrainableConfig, load_batch_images, pad_encoded, prepare_trainable
@@ -174,22 +174,18 @@ class DPO:
         """Every pair whose reference log-probs training will need."""
         return [self.resolve(r) for r in records]
 
-    def prepare(self, context: Any) -> None:
+    def prepare(self, context: TrainContext) -> None:
         """Reference log-probs of every training pair, once (see ``precompute_reference``).
 
-        ``context.records`` are the training records (the train stage sets them);
-        ``context.stage_dir`` holds the cache, ``context.fingerprint`` validates it."""
+        ``context.records`` are the training records; ``context.stage_dir`` holds the cache,
+        ``context.fingerprint`` validates it."""
         if not self.config.precompute_reference:
             return
-        records = getattr(context, "records", None)
-        if records is None:
-            raise RuntimeError("DPO.prepare needs context.records (the training records)")
-        logger = getattr(context, "logger", None)
         cache = Path(context.stage_dir) / REFERENCE_CACHE
-        computed = self.precompute_reference(self.reference_records(records), cache_path=cache,
-                                             fingerprint=str(getattr(context, "fingerprint", "")))
-        if logger is not None:
-            logger.info("reference log-probs: %d pairs computed, %d from the cache or the records",
+        computed = self.precompute_reference(self.reference_records(context.records), cache_path=cache,
+                                             fingerprint=str(context.fingerprint))
+        if context.logger is not None:
+            context.logger.info("reference log-probs: %d pairs computed, %d from the cache or the records",
                         computed, self.stats["reference_cached"])
 
     def precompute_reference(self, records: Sequence[Preference], *, cache_path: Path | None = None,
@@ -302,37 +298,15 @@ class DPO:
 
         ``adapter`` (default: the method's) encodes images and embeds tokens when
         ``share_image_features``; pass one whose ``model`` is ``model`` for a reference copy.
+        The rows are chosen rows then rejected rows of the same records, so each record's
+        images serve two rows (:func:`mllm.answer_logprobs` with ``image_repeats=2``).
         """
-        import torch
+        from mllm import answer_logprobs
 
         share = self.config.share_image_features if share_image_features is None else share_image_features
-        adapter = adapter or self.adapter
-        input_ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
-        learned = labels != IGNORE_INDEX
-        # logits are needed from the position before the first completion token on
-        first = int(learned.float().argmax(dim=1)[learned.any(dim=1)].min()) if learned.any() else 1
-        start = max(first - 1, 0)
-        keep = input_ids.shape[1] - start
-        pixel_values = batch.get("pixel_values")
-        kwargs: dict[str, Any] = {"attention_mask": mask, "use_cache": False, "logits_to_keep": keep}
-        if pixel_values is None:
-            outputs = model(input_ids=input_ids, **kwargs)
-        elif share:
-            features = adapter.encode_images(pixel_values)
-            index = torch.arange(features.shape[0], device=features.device)
-            embeds = adapter.embed_inputs(input_ids, features[torch.cat([index, index])])
-            outputs = model(inputs_embeds=embeds, **kwargs)
-        else:
-            outputs = model(input_ids=input_ids, pixel_values=torch.cat([pixel_values, pixel_values]), **kwargs)
-        logits = outputs.logits[:, :-1]  # positions start .. T-2 predict tokens start+1 .. T-1
-        targets = labels[:, start + 1:]
-        selected = targets != IGNORE_INDEX
-        token_logps = torch.log_softmax(logits[selected].float(), dim=-1).gather(
-            -1, targets[selected].unsqueeze(-1)).squeeze(-1)
-        rows = torch.arange(targets.shape[0], device=targets.device).unsqueeze(1).expand_as(targets)[selected]
-        sums = torch.zeros(targets.shape[0], dtype=token_logps.dtype, device=token_logps.device)
-        sums = sums.index_add(0, rows, token_logps)
-        return sums, selected.sum(dim=1)
+        scored = answer_logprobs(model, batch, adapter=adapter or self.adapter, image_repeats=2,
+                                 share_image_features=share)
+        return scored.sums, scored.counts
 
     @contextlib.contextmanager
     def _reference_context(self, model: Any) -> Iterator[tuple[Any, Any]]:

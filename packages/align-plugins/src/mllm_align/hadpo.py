@@ -42,9 +42,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from mllm.data.badrows import DataReport
-from mllm.interfaces import DatasetConfig
-from mllm.records import IMAGE_TOKEN, Preference, Turn
+from mllm import IMAGE_TOKEN, DataReport, DatasetConfig, Preference, TrainContext, Turn
 from pydantic import Field, model_validator
 
 from mllm_align.dpo import DPO, DPOConfig
@@ -238,11 +236,10 @@ class HADPO(DPO):
     def reference_records(self, records: Sequence[Preference]) -> list[Preference]:
         return [self.resolve(r, epoch) for epoch in range(self.epochs) for r in records]
 
-    def prepare(self, context: Any) -> None:
+    def prepare(self, context: TrainContext) -> None:
         """Precompute the reference log-probs of every epoch's draw."""
-        records = getattr(context, "records", None) or []
-        train = getattr(getattr(getattr(context, "stage", None), "config", None), "train", None)
-        if train is not None and records:
+        records, train = context.records, context.train
+        if records:
             if train.max_steps and train.max_steps > 0:
                 samples = train.max_steps * train.batch_size * train.grad_accum
                 self.epochs = max(1, math.ceil(samples / len(records)))

@@ -1,13 +1,14 @@
 """Rejection sampling (method ``rejection-sampling``): SFT on the best candidate per prompt.
 
-Reads attribute-scored candidates (a generate stage with ``score: {rule: attributes, ...}``,
-``data: {from: <that stage>}``), keeps the best candidate of every prompt by the aggregate
-Helpfulness + Correctness + Coherence (:func:`mllm.data.candidates.select_best`) and trains SFT
-on them; the loss is :class:`mllm_align.sft.SFT`'s (by composition).
+Reads scored candidates (a generate stage with a score rule, e.g. ``score: {rule: attributes,
+...}``, read with ``data: {from: <that stage>}``), keeps the best candidate of every prompt by
+the generic ``metadata.score`` any rule writes (:func:`mllm_align.candidates.select_best`;
+with ``attributes`` it is the aggregate Helpfulness + Correctness + Coherence) and trains
+SFT on them; the loss is :class:`mllm_align.sft.SFT`'s (by composition).
 
-* ``ties``: which of several candidates sharing the best aggregate is kept: ``first``
+* ``ties``: which of several candidates sharing the best score is kept: ``first``
   (lowest sample index, default), ``shortest``, ``longest``, or ``all`` of them;
-* ``min_score``: prompts whose best aggregate is below it are dropped (nothing to imitate);
+* ``min_score``: prompts whose best score is below it are dropped (nothing to imitate);
 * ``rounds: k`` repeats generate-score-train k times inside this stage. Round 1 trains on
   the best of the given candidates (the generate stage's, sampled once for every method of
   the pipeline); before each later round the model just trained samples new candidates for
@@ -17,7 +18,7 @@ on them; the loss is :class:`mllm_align.sft.SFT`'s (by composition).
   Rounds before the last write their checkpoints, sample cache (``sample_cache.jsonl``)
   and train log under ``round-<r>/`` in the stage folder, so an interrupted stage resumes
   inside the round it was in; ``rounds.json`` lists per round the prompts, the candidates
-  and the kept ones' mean aggregate. The last round is the stage's own training run
+  and the kept ones' mean score. The last round is the stage's own training run
   (its ``model/``, ``train_log.jsonl`` and metrics).
 
 ```yaml
@@ -35,10 +36,10 @@ import json
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from mllm.data.candidates import Ties, group_candidates, score_of, select_best
-from mllm.records import Conversation
+from mllm import Conversation
 from pydantic import Field
 
+from mllm_align.candidates import Ties, group_candidates, score_of, select_best
 from mllm_align.sft import SFT, SFTConfig
 
 ROUNDS_FILE = "rounds.json"
@@ -47,22 +48,24 @@ ROUNDS_FILE = "rounds.json"
 class RejectionSamplingConfig(SFTConfig):
     """Options of ``rejection-sampling``: SFT's, plus the selection and the rounds."""
 
-    ties: Ties = Field("first", description="best-aggregate ties: first (lowest sample index), shortest, longest, all")
-    min_score: float | None = Field(None, ge=0, le=12, description="drop prompts whose best aggregate is below this")
+    ties: Ties = Field("first", description="best-score ties: first (lowest sample index), shortest, longest, all")
+    min_score: float | None = Field(None, description="drop prompts whose best score (the rule's metadata.score; "
+                                                      "with attributes the 0-12 aggregate) is below this")
     rounds: int = Field(1, ge=1, description="generate-score-train rounds; rounds after the first sample new "
                                              "candidates from the model just trained")
 
 
 def _source_stage(context: Any) -> Any:
-    """The generate stage the candidates came from (its config: score, sampling settings)."""
+    """The generate stage the candidates came from (its config, the sampling settings, and
+    its resolved score rule in ``components["score"]``)."""
     data = context.stage.config.data
     source = getattr(data, "from_", None) or data.options().get("stage")
     if source is None:
         raise ValueError("rejection-sampling with rounds > 1 reads its candidates with data: {from: <generate stage>}")
-    config = context.pipeline.stage(source).config
-    if getattr(config, "score", None) is None or not hasattr(config, "num_samples"):
+    stage = context.pipeline.stage(source)
+    if stage.components.get("score") is None or not hasattr(stage.config, "num_samples"):
         raise ValueError(f"rejection-sampling rounds > 1: stage {source!r} is not a generate stage with a score: block")
-    return config
+    return stage
 
 
 class RejectionSampling:
@@ -80,11 +83,11 @@ class RejectionSampling:
     def example_records(cls, tmp_path: Any) -> list[Conversation]:
         """Scored candidates for the conformance kit: two samples of one prompt, as a
         generate stage with ``score: {rule: attributes}`` writes them."""
-        from mllm.testing.samples import example_records
+        from mllm.testing import example_records
 
         records = example_records("conversation", tmp_path)
         return [Conversation(id=r.id, turns=r.turns, images=r.images,
-                             metadata={"source_id": "prompt-0", "sample": index, "aggregate": 6.0 + index})
+                             metadata={"source_id": "prompt-0", "sample": index, "score": 6.0 + index})
                 for index, r in enumerate(records)]
 
     @property
@@ -105,10 +108,11 @@ class RejectionSampling:
         scores = [score_of(r) for r in kept]
         self.history.append({"round": round_index, "prompts": prompts, "candidates": len(candidates),
                              "unscored": sum(score_of(r) is None for r in candidates), "kept": len(kept),
-                             "kept_mean_aggregate": sum(scores) / len(scores) if scores else 0.0})
+                             "kept_mean_score": sum(scores) / len(scores) if scores else 0.0})
         if not kept:
             raise ValueError(f"rejection-sampling round {round_index}: no candidate kept out of {len(candidates)} "
-                             f"(min_score {self.config.min_score}); are they scored with score: {{rule: attributes}}?")
+                             f"(min_score {self.config.min_score}); are they scored (a generate stage with a score: "
+                             "{rule: ...} block)?")
         return kept
 
     def prepare(self, context: Any) -> None:
@@ -125,13 +129,10 @@ class RejectionSampling:
 
     def _round(self, context: Any, round_index: int, kept: list[Any], candidates: list[Any]) -> list[Any]:
         """Train on ``kept`` into ``round-<r>/``, then sample and score new candidates with the trained model."""
-        from mllm.data.scoring_attributes import AttributeRule, AttributeScorer, build_judge, rate_records
-        from mllm.stages.generate import Prompt, SampleGenerator, generated_records
-        from mllm.training.trainer import train_method
+        from mllm import ComponentContext, Prompt, SampleGenerator, generated_records, train_method
 
-        source = _source_stage(context)
-        if not isinstance(source.score, AttributeRule):
-            raise ValueError("rejection-sampling rounds > 1 need the generate stage to score with {rule: attributes}")
+        stage = _source_stage(context)
+        source = stage.config
         folder = context.stage_dir / f"round-{round_index}"
         train_method(self, self.model, kept, context.stage.config.train, folder, seed=context.seed,
                      resume=context.resume, logger=getattr(context, "logger", None))
@@ -146,9 +147,12 @@ class RejectionSampling:
             seed=base_seed + round_index, max_new_tokens=source.max_new_tokens, batch_size=source.batch_size,
             cache_path=folder / "sample_cache.jsonl", model_fingerprint=f"{context.fingerprint}:round-{round_index}")
         answers = generator.answer(prompts)
-        judge = (build_judge(source.score.judge, context.registry, folder / "judge_cache.jsonl")
-                 if source.score.judge is not None else None)
-        records, metrics = rate_records(generated_records(prompts, answers), AttributeScorer(source.score, judge))
+        # the generate stage's own score rule, whatever it is; its caches go into this round's folder
+        rule = stage.components["score"].build()
+        score_context = ComponentContext(folder, context.seed, getattr(context, "registry", None),
+                                         where=f"rejection-sampling round {round_index} score",
+                                         logger=getattr(context, "logger", None))
+        records, metrics = rule.score(generated_records(prompts, answers), score_context)
         self.history[-1]["resampled"] = metrics
         return records
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from mllm.records import Conversation
+from mllm import Conversation
 
 from mllm_align.common import (
     TrainableConfig,

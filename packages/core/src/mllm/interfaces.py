@@ -4,6 +4,18 @@ A component is constructed as ``Impl(config)`` where ``config`` is an instance o
 pydantic model its spec names (or ``None``). Configs subclass :class:`ComponentConfig`
 (unknown keys rejected); dataset configs subclass :class:`DatasetConfig` for the
 bad-row policy.
+
+The Protocols state everything the core calls on a component: the answer engine, the
+stage kinds, the trainer and the runner call nothing that is not listed here. Members
+the core uses only when a component has them are the *optional capabilities* at the end
+of this module: small ``runtime_checkable`` Protocols the core tests with ``isinstance``.
+The conformance kit (:mod:`mllm.testing`) checks the required members and exercises
+them, so a component that passes the kit runs in every stage kind.
+
+The model adapter is one Protocol made of three parts, so each reads on its own:
+:class:`ModelHandle` (the model, its parts, saving), :class:`PromptEncoder` (tokens of
+prompts and conversations) and :class:`ImageEncoder` (pixels, features, embeddings).
+:class:`ModelAdapterClass` is what the adapter *class* offers (``from_config``, ``load``).
 """
 
 from __future__ import annotations
@@ -16,8 +28,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from mllm.data.badrows import DataReport, OnBadRow
 from mllm.records import EvalItem, Record, RecordKind
 
-if TYPE_CHECKING:  # torch stays out of import time
+if TYPE_CHECKING:  # torch and the runner stay out of import time
     import torch
+
+    from mllm.models.templates import ChatTemplate
+    from mllm.pipeline.runner import StageContext, TrainContext
+
+#: Turns, a record holding them (``.turns`` / ``.prompt``) or, for a prompt, one user message.
+TurnsLike = Any
 
 
 class ComponentConfig(BaseModel):
@@ -33,26 +51,87 @@ class DatasetConfig(ComponentConfig):
     max_bad_fraction: float = Field(0.05, ge=0.0, le=1.0, description="with skip, the largest tolerated share of bad rows")
 
 
+# -- the model adapter ----------------------------------------------------------------------
+
+
 @runtime_checkable
-class ModelAdapter(Protocol):
-    """Loads or builds a model and gives what methods and the engine need.
+class ModelHandle(Protocol):
+    """The model an adapter holds, where its parts are, and how it is saved."""
 
-    Class methods ``from_config(config)`` (build or load what the pipeline's ``model:``
-    says) and ``load(path)`` (a folder written by :meth:`save`) construct it.
-    """
-
-    model: Any  # a transformers PreTrainedModel (possibly peft-wrapped)
+    model: Any  # a transformers PreTrainedModel (possibly peft-wrapped); methods may replace it
     processor: Any
-    tokenizer: Any
 
     def module_names(self) -> dict[str, str]:
-        """Dotted module paths of ``vision_tower``, ``projector`` and ``language_model``."""
-
-    def encode_images(self, pixel_values: "torch.Tensor") -> "torch.Tensor":
-        """Image features as the language model consumes them (after the projector)."""
+        """Dotted module paths in ``model`` of ``vision_tower``, ``projector`` and ``language_model``
+        (``lm_head`` too where it is a sibling of the language model)."""
 
     def save(self, path: Path) -> None:
-        """Write a ``save_pretrained`` folder (safetensors) that :meth:`load` reads."""
+        """Write a ``save_pretrained`` folder (safetensors) that ``load`` reads."""
+
+
+@runtime_checkable
+class PromptEncoder(Protocol):
+    """Token ids of prompts and conversations in the model's chat template."""
+
+    tokenizer: Any  # a transformers tokenizer: encode / decode of answers and stop strings
+    template: ChatTemplate  # its ``stop`` string ends a generated answer; ``name`` is saved
+    max_length: int  # longest sequence ``encode_conversation`` returns
+    pad_token_id: int
+    eos_token_id: int
+    bos_token_id: int | None
+
+    def encode_prompt(self, turns: TurnsLike) -> list[int]:
+        """Ids of prompt turns up to the assistant's cue: a true prefix of
+        ``encode_conversation`` of the same turns plus an answer. Takes turns, a record
+        with ``.turns`` / ``.prompt`` turns, or a string (one user turn)."""
+
+    def encode_conversation(self, turns: TurnsLike) -> dict[str, list[int]]:
+        """``{"input_ids", "labels"}``; labels are ``-100`` except on assistant answers
+        (and the separator closing each)."""
+
+
+@runtime_checkable
+class ImageEncoder(Protocol):
+    """Images to pixel values, features and the language model's input embeddings."""
+
+    image_token_id: int  # the id ``<image>`` expands to, ``num_image_tokens`` times per image
+    num_image_tokens: int
+
+    def load_images(self, paths: Sequence[Any]) -> torch.Tensor:
+        """``pixel_values`` ``[n, 3, H, W]`` of image files (or PIL images); a file that cannot
+        be decoded raises :class:`mllm.data.badrows.ImageReadError` naming it."""
+
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Image features as the language model consumes them (after the projector),
+        ``[n, num_image_tokens, hidden]``."""
+
+    def embed_inputs(self, input_ids: torch.Tensor,
+                     image_features: torch.Tensor | Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        """``inputs_embeds`` with the image features put at the image tokens (rows of
+        ``image_features`` follow the images in order over the batch)."""
+
+
+@runtime_checkable
+class ModelAdapter(ModelHandle, PromptEncoder, ImageEncoder, Protocol):
+    """Loads or builds a model and gives what methods, the trainer and the engine need.
+
+    The class offers :class:`ModelAdapterClass` (``from_config``, ``load``); an instance
+    is all three parts: :class:`ModelHandle`, :class:`PromptEncoder`, :class:`ImageEncoder`.
+    """
+
+
+@runtime_checkable
+class ModelAdapterClass(Protocol):
+    """What the runner calls on a model adapter's class."""
+
+    def from_config(self, config: Any, seed: int = 0) -> ModelAdapter:
+        """Build or load what the pipeline's ``model:`` says (seeded when built)."""
+
+    def load(self, path: Path, *, config: Any = None) -> ModelAdapter:
+        """A folder written by ``save``; options set in ``config`` override what it recorded."""
+
+
+# -- data, methods, benchmarks, judges, stage kinds ----------------------------------------
 
 
 @runtime_checkable
@@ -64,12 +143,6 @@ class Dataset(Protocol):
     def records(self, report: DataReport) -> Iterable[Record]:
         """Yield records; build each inside ``report.row(file=..., row=...)``."""
 
-    @classmethod
-    def data_files(cls, config: Any) -> Sequence[Path]:
-        """Data files (or folders) read, for the stage fingerprint (size and mtime are hashed).
-
-        Benchmarks may define it too."""
-
 
 @runtime_checkable
 class Method(Protocol):
@@ -80,13 +153,14 @@ class Method(Protocol):
     def setup(self, adapter: ModelAdapter) -> Any:
         """Freeze modules or wrap with LoRA; return the module to train."""
 
-    def prepare(self, context: Any) -> None:
-        """One-off work before training (e.g. reference log-probs), cached in the stage folder."""
+    def prepare(self, context: TrainContext) -> None:
+        """One-off work before training (e.g. reference log-probs), cached in
+        ``context.stage_dir``; may replace ``context.records``."""
 
     def collate(self, records: Sequence[Record]) -> dict[str, Any]:
         """Turn records into a batch of tensors."""
 
-    def loss(self, model: Any, batch: dict[str, Any]) -> tuple["torch.Tensor", dict[str, float]]:
+    def loss(self, model: Any, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         """The training loss of a batch and metrics to log."""
 
 
@@ -124,6 +198,157 @@ class StageKind(Protocol):
     besides ``from`` come from the config's ``inputs()`` method.
     """
 
-    def run(self, context: Any) -> None:
-        """Do the work, writing outputs into ``context.stage_dir`` (a
-        :class:`mllm.pipeline.runner.StageContext`); set ``context.metrics`` to write metrics.json."""
+    def run(self, context: StageContext) -> None:
+        """Do the work, writing outputs into ``context.stage_dir``; set ``context.metrics``
+        to write metrics.json."""
+
+
+# -- optional capabilities ------------------------------------------------------------------
+# What the core uses only where a component has it. Test with isinstance (on the instance,
+# or on the class for class methods); the kit checks the types of those a component has.
+
+
+@runtime_checkable
+class HasDataFiles(Protocol):
+    """A dataset or benchmark class naming the files it reads (size and mtime go into the
+    stage fingerprint; without it only the config is fingerprinted)."""
+
+    def data_files(self, config: Any) -> Sequence[Path]:
+        """Data files (or folders) read with ``config`` (a classmethod)."""
+
+
+@runtime_checkable
+class HasExampleConfig(Protocol):
+    """A component class declaring config values the conformance kit builds it with."""
+
+    def example_config(self, tmp_path: Path) -> dict[str, Any]:
+        """Config values; may write small files into ``tmp_path`` (a classmethod)."""
+
+
+@runtime_checkable
+class HasExampleRecords(Protocol):
+    """A method class giving the records the kit's ``train-step`` check trains on."""
+
+    def example_records(self, tmp_path: Path) -> list[Record]:
+        """Records of the method's ``record_kind`` (a classmethod)."""
+
+
+@runtime_checkable
+class GroupsByLength(Protocol):
+    """A method that gives sequence lengths, for ``train: {group_by_length: true}`` batches."""
+
+    def lengths(self, records: Sequence[Record]) -> list[int]:
+        """An approximate length per record (no tokenization needed)."""
+
+
+@runtime_checkable
+class HasProjectorLr(Protocol):
+    """A method with its own projector learning rate (LLaVA's ``mm_projector_lr``; ``None``: ``train.lr``)."""
+
+    projector_lr: float | None
+
+
+@runtime_checkable
+class HasTrainCallbacks(Protocol):
+    """A method that adds ``transformers.TrainerCallback`` objects to its training run."""
+
+    def callbacks(self) -> list[Any]:
+        """The callbacks (new objects per call)."""
+
+
+@runtime_checkable
+class ChoosesAnswerMode(Protocol):
+    """A benchmark answered by choice scoring (``choice``) rather than generation (the default)."""
+
+    answer_mode: AnswerMode
+
+
+@runtime_checkable
+class HasAnswerBudget(Protocol):
+    """A benchmark with its own generation budget (default 16; the eval stage's ``max_new_tokens`` wins)."""
+
+    max_new_tokens: int
+
+
+@runtime_checkable
+class ScoresFromFiles(Protocol):
+    """A benchmark class that scores released answer files (``mllm eval score``)."""
+
+    def score_files(self, **files: Any) -> dict[str, float]:
+        """Metrics from files (``answers=...``, ``questions=...``; a classmethod)."""
+
+
+@runtime_checkable
+class HasSourcePath(Protocol):
+    """A model adapter class whose config may name a folder to start from (not built, not copied)."""
+
+    def source_path(self, config: Any) -> Path | None:
+        """The folder ``config`` names, else ``None`` (a classmethod)."""
+
+
+@runtime_checkable
+class RunsDistributed(Protocol):
+    """A stage kind that every torchrun process runs under ``mllm run --nproc-per-node N``."""
+
+    distributed: ClassVar[bool]
+
+
+def capability(obj: Any, protocol: type, name: str, default: Any = None) -> Any:
+    """``getattr(obj, name)`` when ``obj`` has the capability ``protocol``, else ``default``."""
+    return getattr(obj, name) if isinstance(obj, protocol) else default
+
+
+
+# == Pipeline-named components: score rules, transform ops, pairings, prompt styles, corpora ==
+# (kinds score_rule, transform_op, pairing, prompt_style, text_corpus of mllm.plugins.kinds;
+# each is built as ``Impl(config)`` with its spec's config, the keys beside ``rule:`` / ``op:`` /
+# ``name:``). ``context`` is a :class:`mllm.data.context.ComponentContext`: the stage folder,
+# seed, registry, logger, the bad-row report of ops, and ``build_judge``.
+
+
+@runtime_checkable
+class ScoreRule(Protocol):
+    """Scores a ``generate`` stage's answers: ``score: {rule: <name>, <its keys>}``."""
+
+    needs_gold: ClassVar[bool]  # every prompt must have a gold answer (checked before generating)
+
+    def score(self, records: Sequence[Record], context: Any) -> tuple[list[Record], dict[str, float]]:
+        """The generated Conversations (``metadata``: ``source_id``, ``gold``, ``sample``) with
+        ``metadata.score`` (a number; ``None`` leaves the answer unscored) and
+        ``metadata.correct`` (bool or ``None``) added, and the stage's metrics of the scoring."""
+
+
+@runtime_checkable
+class TransformOp(Protocol):
+    """One op of a ``transform`` stage: ``ops: [{op: <name>, <its keys>}, ...]``."""
+
+    def apply(self, records: list[Record], context: Any) -> list[Record]:
+        """The records after the op; a row it cannot handle goes through
+        ``context.report.row(...)`` (the stage's bad-row policy)."""
+
+
+@runtime_checkable
+class Pairing(Protocol):
+    """Preference pairs from an earlier stage's records: ``data: {from: <stage>, pairs: <name>}``."""
+
+    def pairs(self, records: Iterable[Record], report: DataReport, source: Path) -> Iterable[Record]:
+        """Yield :class:`mllm.records.Preference` pairs; ``source`` is the file read (for messages)."""
+
+
+@runtime_checkable
+class PromptStyle(Protocol):
+    """How an ``eval`` stage puts prompts to a model: ``prompt_style: {name: <name>, ...}``."""
+
+    def apply(self, prompt: str) -> str:
+        """The prompt the model sees (an :class:`EvalItem` prompt, ``<image>`` included)."""
+
+    def clean(self, answer: str) -> str:
+        """The answer as scored (e.g. without an echoed control line)."""
+
+
+@runtime_checkable
+class TextCorpus(Protocol):
+    """Texts a tiny model's tokenizer is trained on: ``model: {..., tokenizer_corpus: <name>}``."""
+
+    def texts(self) -> list[str]:
+        """The texts, in a fixed order (the tokenizer must come out the same every time)."""

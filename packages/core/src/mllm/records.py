@@ -11,14 +11,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
+from mllm.errors import RecordError
+
 IMAGE_TOKEN = "<image>"
 
 Role = Literal["user", "assistant"]
 ImageRef = Union[str, os.PathLike]
-
-
-class RecordError(ValueError):
-    """A record is malformed; the message names the record id and what is wrong."""
 
 
 @dataclass(frozen=True)

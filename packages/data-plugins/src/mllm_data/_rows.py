@@ -13,8 +13,7 @@ import random
 from pathlib import Path
 from typing import Any, Iterator, Literal, Sequence
 
-from mllm.interfaces import DatasetConfig
-from mllm.records import IMAGE_TOKEN, Conversation, EvalItem, Turn
+from mllm import IMAGE_TOKEN, Conversation, DatasetConfig, EvalItem, InputFileError, MissingFileError, MllmError, Turn
 from pydantic import ConfigDict, Field
 
 #: LLaVA's role names (``from``) and the record roles they map to.
@@ -36,7 +35,7 @@ class FileDatasetConfig(DatasetConfig):
     seed: int = Field(0, description="seed of the subsample taken when limit is set")
 
 
-class RowError(ValueError):
+class RowError(MllmError, ValueError):
     """A row is malformed (bad JSON, missing keys); the bad-row policy applies."""
 
 
@@ -68,7 +67,7 @@ def read_rows(path: Path) -> list[tuple[str, Any]]:
     the whole file (not a row) and raises ``ValueError`` naming the file and position."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"data file {path} does not exist; check the dataset's path")
+        raise MissingFileError(f"data file {path} does not exist; check the dataset's path")
     rows: list[tuple[str, Any]] = []
     if is_json_lines(path):
         with open(path, encoding="utf-8") as handle:
@@ -83,10 +82,10 @@ def read_rows(path: Path) -> list[tuple[str, Any]]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error.msg} at line {error.lineno}, column {error.colno}); "
+        raise InputFileError(f"{path}: not valid JSON ({error.msg} at line {error.lineno}, column {error.colno}); "
                          "LLaVA data is a JSON list of rows, or JSON Lines (one row per line, .jsonl)") from None
     if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a JSON list of rows, got a {type(data).__name__}")
+        raise InputFileError(f"{path}: expected a JSON list of rows, got a {type(data).__name__}")
     return [(f"row {index}", row) for index, row in enumerate(data)]
 
 

@@ -20,9 +20,7 @@ import random
 from pathlib import Path
 from typing import ClassVar, Iterator, Literal
 
-from mllm.data.badrows import DataReport
-from mllm.interfaces import DatasetConfig
-from mllm.records import IMAGE_TOKEN, Conversation, Turn
+from mllm import IMAGE_TOKEN, Conversation, DataReport, DatasetConfig, Turn
 from pydantic import Field
 
 #: LLaVA-1.5's short-answer instruction, appended to every easy-VQA question.
@@ -109,3 +107,25 @@ class EasyVQA:
                 )
             if record is not None:
                 yield record
+
+
+class EasyVQACorpus:
+    """The ``easyvqa`` text corpus (``model: {name: llava, init: tiny, tokenizer_corpus: easyvqa}``):
+    easy-VQA's distinct questions (train, then test, in file order) and its answers, so a
+    tiny model's tokenizer has whole tokens for the task's words."""
+
+    def __init__(self, config: None = None) -> None:
+        self.config = config
+
+    def texts(self) -> list[str]:
+        try:
+            import easy_vqa
+        except ImportError as error:  # pragma: no cover - a dependency of mllm-data
+            raise ImportError("the easyvqa text corpus needs the easy-vqa package: pip install easy-vqa") from error
+        texts: dict[str, None] = {}
+        for questions in (easy_vqa.get_train_questions(), easy_vqa.get_test_questions()):
+            for text in questions[0]:
+                texts.setdefault(text, None)
+        for answer in easy_vqa.get_answers():
+            texts.setdefault(answer, None)
+        return list(texts)

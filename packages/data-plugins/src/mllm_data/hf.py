@@ -33,8 +33,7 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
-from mllm.data.badrows import DataReport
-from mllm.records import IMAGE_TOKEN, Conversation, EvalItem, Turn
+from mllm import IMAGE_TOKEN, Conversation, DataReport, EvalItem, MissingFileError, Turn
 from pydantic import BaseModel, ConfigDict, Field
 
 from mllm_data._rows import (
@@ -97,7 +96,7 @@ def load_hf(config: HFDatasetConfig) -> Any:
         try:
             loaded = datasets.load_dataset(config.path, split=config.split)
         except Exception as error:  # datasets raises many kinds; name the path and how to fix
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"hf dataset {config.path!r}: not a save_to_disk folder and not loadable from the local cache "
                 f"({type(error).__name__}: {error}); save it with Dataset.save_to_disk and give that folder") from None
     if isinstance(loaded, datasets.DatasetDict):

@@ -26,8 +26,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Iterator
 
-from mllm.data.badrows import DataReport
-from mllm.records import IMAGE_TOKEN, Conversation, EvalItem, Turn
+from mllm import IMAGE_TOKEN, Conversation, DataReport, EvalItem, Turn
 from pydantic import Field
 
 from mllm_data._rows import (

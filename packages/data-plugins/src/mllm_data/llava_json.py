@@ -27,8 +27,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
-from mllm.data.badrows import DataReport
-from mllm.records import Conversation, EvalItem
+from mllm import Conversation, DataReport, EvalItem
 from pydantic import Field
 
 from mllm_data._rows import FileDatasetConfig, RecordAs, iter_selected, llava_row_record, read_rows

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from mllm import hookimpl
-from mllm.plugins.hookspecs import Register
-from mllm.plugins.specs import ComponentSpec
+from mllm import ComponentSpec, Register, hookimpl
 
 
 @hookimpl(specname="mllm_register_datasets")
 def register_easyvqa_dataset(register: Register) -> None:
     register(ComponentSpec(name="easyvqa", impl="mllm_data.easyvqa:EasyVQA", config="mllm_data.easyvqa:EasyVQAConfig",
                            description="easy-VQA questions (the easy-vqa package) as single-turn conversations"))
+
+
+@hookimpl(specname="mllm_register_text_corpora")
+def register_easyvqa_corpus(register: Register) -> None:
+    register(ComponentSpec(name="easyvqa", impl="mllm_data.easyvqa:EasyVQACorpus",
+                           description="easy-VQA's distinct questions and answers: tokenizer_corpus of a tiny model "
+                                       "trained on easy-VQA"))
 
 
 @hookimpl(specname="mllm_register_datasets")
@@ -42,9 +47,13 @@ def register_preference_datasets(register: Register) -> None:
                                        "JSON, JSON Lines or a save_to_disk folder"))
 
 
-@hookimpl(specname="mllm_register_datasets")
-def register_easyvqa_describe_dataset(register: Register) -> None:
-    register(ComponentSpec(name="easyvqa-describe", impl="mllm_data.easyvqa_describe:EasyVQADescribe",
-                           config="mllm_data.easyvqa_describe:EasyVQADescribeConfig",
-                           description="easy-VQA images described in one templated sentence (shape and colour); "
-                                       "optionally with the images' questions"))
+@hookimpl(specname="mllm_register_transform_ops")
+def register_generation_ops(register: Register) -> None:
+    """Data-generation ops of a transform stage: ReAlign's rewriting and LLaVA-Instruct's generation."""
+    register(ComponentSpec(name="realign", impl="mllm_data.realign:Realign", config="mllm_data.realign:RealignConfig",
+                           description="rewrite each assistant answer with a judge/generator model (ReAlign); "
+                                       "the final-answer sentence kept"))
+    register(ComponentSpec(name="llava-instruct", impl="mllm_data.llava_instruct:LlavaInstruct",
+                           config="mllm_data.llava_instruct:LlavaInstructConfig",
+                           description="LLaVA's instruction-data generation from captions and boxes "
+                                       "(conversation, detail, complex)"))

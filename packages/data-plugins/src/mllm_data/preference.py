@@ -37,8 +37,7 @@ import math
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
-from mllm.data.badrows import DataReport
-from mllm.records import IMAGE_TOKEN, Preference, Turn
+from mllm import IMAGE_TOKEN, DataReport, Preference, Turn
 from pydantic import Field
 
 from mllm_data._rows import FileDatasetConfig, check_length, image_list, iter_selected, read_rows, resolve_images

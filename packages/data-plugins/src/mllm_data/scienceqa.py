@@ -39,8 +39,7 @@ import json
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Literal
 
-from mllm.data.badrows import DataReport
-from mllm.records import IMAGE_TOKEN, Conversation, EvalItem, Turn
+from mllm import IMAGE_TOKEN, Conversation, DataReport, EvalItem, MissingFileError, Turn
 from pydantic import Field, model_validator
 
 from mllm_data._rows import (
@@ -146,8 +145,8 @@ class ScienceQA:
         problems_file, splits_file = root / "problems.json", root / "pid_splits.json"
         for file in (problems_file, splits_file):
             if not file.is_file():
-                raise FileNotFoundError(f"ScienceQA file {file} does not exist; root must be ScienceQA's "
-                                        "data/scienceqa folder (problems.json, pid_splits.json)")
+                raise MissingFileError(f"ScienceQA file {file} does not exist; root must be ScienceQA's "
+                                       "data/scienceqa folder (problems.json, pid_splits.json)")
         problems = _load_json(problems_file, dict)
         splits = _load_json(splits_file, dict)
         if config.split not in splits:

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mllm.records import EvalItem
+from mllm import EvalItem
 
 from mllm_eval._io import ScoreInputError
 

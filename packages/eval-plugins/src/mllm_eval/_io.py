@@ -7,22 +7,15 @@ import os
 from pathlib import Path
 from typing import Any
 
+from mllm import MllmError
 
-class ScoreInputError(ValueError):
+
+class ScoreInputError(MllmError, ValueError):
     """A score-only input file is missing or has the wrong shape.
 
     The message names the file, what was expected and how to fix it; ``mllm eval
     score`` prints it without a traceback and exits with status 2.
     """
-
-
-def shared_data_dir() -> Path:
-    """The shared real-data folder: ``$MLLM_SHARED_DATA``, else ``<repo>/../shared/data``."""
-    env = os.environ.get("MLLM_SHARED_DATA")
-    if env:
-        return Path(env)
-    # src/mllm_eval/_io.py -> parents[4] is the repository root
-    return Path(__file__).resolve().parents[4].parent / "shared" / "data"
 
 
 def require_file(path: str | os.PathLike | None, option: str, what: str) -> Path:

@@ -37,9 +37,8 @@ import string
 from pathlib import Path
 from typing import ClassVar, Literal, Sequence
 
-from mllm.interfaces import ComponentConfig
-from mllm.records import EvalItem
-from mllm_data.easyvqa import format_prompt, package_data_dir, split_files
+from mllm import ComponentConfig, EvalItem
+from mllm_data import format_prompt, package_data_dir, split_files
 from pydantic import Field
 
 YES_NO = ("yes", "no")

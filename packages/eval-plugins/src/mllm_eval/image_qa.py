@@ -29,11 +29,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Mapping, Sequence
 
-from mllm.interfaces import ComponentConfig
-from mllm.records import EvalItem
+from mllm import ComponentConfig, EvalItem
 from pydantic import Field
 
 from mllm_eval._base import answers_by_id
+from mllm_eval._io import ScoreInputError
 from mllm_eval.easyvqa import normalize_answer
 
 
@@ -59,13 +59,13 @@ def score_answers(items: Sequence[EvalItem], answers: Mapping[str, str]) -> dict
     """Exact-match (and contains) accuracy of ``answers`` (keyed by item id) over ``items``."""
     answers = answers_by_id(items, answers, "image-qa")
     if not items:
-        raise ValueError("image-qa: no questions to score")
+        raise ScoreInputError("image-qa: no questions to score")
     hits: list[float] = []
     contains: list[float] = []
     per_category: dict[str, list[float]] = defaultdict(list)
     for item in items:
         if item.answer is None:
-            raise ValueError(f"image-qa: question {item.id!r} has no gold answer; every row needs 'answer'")
+            raise ScoreInputError(f"image-qa: question {item.id!r} has no gold answer; every row needs 'answer'")
         gold, predicted = normalize_answer(item.answer), normalize_answer(answers[item.id])
         hit = float(predicted == gold)
         hits.append(hit)
@@ -99,11 +99,11 @@ class ImageQA:
         return [Path(config.path).expanduser()] if config.path else []
 
     def _dataset(self, *, check_images: bool) -> Any:
-        from mllm_data.image_qa_folder import ImageQAFolder, ImageQAFolderConfig
+        from mllm_data import ImageQAFolder, ImageQAFolderConfig
 
         config = self.config
         if not config.path:
-            raise ValueError("image-qa: set path to the JSON Lines question file (question_id, image, text, answer)")
+            raise ScoreInputError("image-qa: set path to the JSON Lines question file (question_id, image, text, answer)")
         return ImageQAFolder(ImageQAFolderConfig.model_validate({
             "path": config.path, "image_folder": config.image_folder, "as": "eval_item",
             "prompt_suffix": config.prompt_suffix, "choices": config.choices, "limit": config.limit,
@@ -111,7 +111,7 @@ class ImageQA:
         }))
 
     def _items(self, *, check_images: bool) -> list[EvalItem]:
-        from mllm.data.badrows import DataReport
+        from mllm import DataReport
 
         report = DataReport(source=f"benchmark 'image-qa' ({self.config.path})")
         items = list(self._dataset(check_images=check_images).records(report))

@@ -7,7 +7,8 @@
 * ``hf-local``: a local Hugging Face causal LM (a ``save_pretrained`` folder, or an mllm
   stage folder holding one), greedy decoding.
 
-Both cache each request in a JSON Lines file keyed by a SHA-256 of the model, the
+Both cache each request in a JSON Lines file (the core's
+:class:`~mllm.generation.cache.KeyedJsonlCache`) keyed by a SHA-256 of the model, the
 messages and the decoding settings, so re-running a scorer costs nothing, and an
 interrupted one asks only what it had not asked yet. Only real verdicts are cached: a
 failed request raises :class:`JudgeError` and an empty reply is returned uncached
@@ -16,66 +17,31 @@ failed request raises :class:`JudgeError` and an empty reply is returned uncache
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import threading
 from pathlib import Path
 from typing import Any
 
-from mllm.interfaces import ComponentConfig
-from pydantic import Field
+from mllm import ComponentConfig, KeyedJsonlCache, MllmError
+from pydantic import Field, ValidationError
 
 log = logging.getLogger(__name__)
 
 
-class JudgeError(RuntimeError):
+class JudgeError(MllmError, RuntimeError):
     """A judge could not be set up or could not answer."""
 
 
-class JudgeCache:
-    """Append-only JSON Lines cache: ``{"key", "model", "reply"}`` per request.
+def judge_key(model: str, messages: list[dict[str, str]], settings: dict[str, Any]) -> str:
+    """The cache key of one request: a SHA-256 of the model, the messages and the decoding settings."""
+    return KeyedJsonlCache.key({"model": model, "messages": messages, "settings": settings})
 
-    Only the key (a hash), the model name and the reply are stored: never prompts'
-    secrets, never credentials.
-    """
 
-    def __init__(self, path: str | os.PathLike | None) -> None:
-        self.path = Path(path) if path else None
-        self._lock = threading.Lock()
-        self._entries: dict[str, str] = {}
-        if self.path is not None and self.path.is_file():
-            with open(self.path, encoding="utf-8") as handle:
-                for line in handle:
-                    try:
-                        row = json.loads(line)
-                        self._entries[row["key"]] = row["reply"]
-                    except (json.JSONDecodeError, KeyError, TypeError):
-                        continue  # a torn last line from an interrupted run
-
-    @staticmethod
-    def key(model: str, messages: list[dict[str, str]], settings: dict[str, Any]) -> str:
-        blob = json.dumps({"model": model, "messages": messages, "settings": settings}, sort_keys=True, ensure_ascii=False)
-        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
-
-    def get(self, key: str) -> str | None:
-        return self._entries.get(key)
-
-    def put(self, key: str, model: str, reply: str) -> None:
-        """Store a verdict; an empty (or blank) reply is not stored, so it is asked again."""
-        if not reply or not reply.strip():
-            return
-        with self._lock:
-            self._entries[key] = reply
-            if self.path is None:
-                return
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps({"key": key, "model": model, "reply": reply}, ensure_ascii=False) + "\n")
-
-    def __len__(self) -> int:
-        return len(self._entries)
+def judge_cache(path: str | os.PathLike | None) -> KeyedJsonlCache:
+    """A judge's cache: ``{"key", "model", "reply"}`` a line (only the key's hash, the model
+    name and the reply are stored: never prompts' secrets, never credentials)."""
+    return KeyedJsonlCache(path or None, value_field="reply")
 
 
 def _messages(prompt: str, system: str | None) -> list[dict[str, str]]:
@@ -120,7 +86,7 @@ class OpenAIJudge:
         self._client = openai.OpenAI(api_key=key, base_url=self.config.base_url,
                                      max_retries=self.config.max_retries, timeout=self.config.timeout_s)
         self._openai_error = openai.OpenAIError
-        self.cache = JudgeCache(self.config.cache)
+        self.cache = judge_cache(self.config.cache)
 
     def _settings(self) -> dict[str, Any]:
         return {"temperature": self.config.temperature, "max_tokens": self.config.max_tokens,
@@ -128,7 +94,7 @@ class OpenAIJudge:
 
     def complete(self, prompt: str, *, system: str | None = None) -> str:
         messages = _messages(prompt, system)
-        key = JudgeCache.key(self.config.model, messages, self._settings())
+        key = judge_key(self.config.model, messages, self._settings())
         cached = self.cache.get(key)
         if cached is not None:
             return cached
@@ -148,7 +114,8 @@ class OpenAIJudge:
             if reply.strip():
                 break
             log.warning("judge %s gave an empty reply; not cached", self.config.model)
-        self.cache.put(key, self.config.model, reply)
+        if reply.strip():  # only real verdicts are cached: an empty reply is asked again next run
+            self.cache.put(key, reply, model=self.config.model)
         return reply
 
 
@@ -183,7 +150,7 @@ class HFLocalJudge:
     def __init__(self, config: HFLocalJudgeConfig) -> None:
         self.config = config
         self.folder = resolve_model_folder(config.path)
-        self.cache = JudgeCache(config.cache)
+        self.cache = judge_cache(config.cache)
         self._model: Any = None
         self._tokenizer: Any = None
         self._lock = threading.Lock()
@@ -210,7 +177,7 @@ class HFLocalJudge:
     def complete(self, prompt: str, *, system: str | None = None) -> str:
         messages = _messages(prompt, system)
         settings = {"max_new_tokens": self.config.max_new_tokens, "greedy": True, "folder": os.fspath(self.folder)}
-        key = JudgeCache.key(os.fspath(self.folder), messages, settings)
+        key = judge_key(os.fspath(self.folder), messages, settings)
         cached = self.cache.get(key)
         if cached is not None:
             return cached
@@ -228,13 +195,14 @@ class HFLocalJudge:
                     else self._tokenizer.eos_token_id,
                 )
             reply = self._tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
-        self.cache.put(key, os.fspath(self.folder), reply)
+        if reply.strip():  # only real verdicts are cached: an empty reply is asked again next run
+            self.cache.put(key, reply, model=os.fspath(self.folder))
         return reply
 
 
 def build_judge(ref: Any) -> Any:
     """A judge from ``{"name": ..., <its keys>}`` (a dict or ComponentRef), through the registry."""
-    from mllm.plugins.registry import get_registry
+    from mllm import get_registry
 
     if hasattr(ref, "model_dump"):
         ref = ref.model_dump()
@@ -244,5 +212,9 @@ def build_judge(ref: Any) -> Any:
         raise JudgeError("a judge needs a name, e.g. {name: openai, model: gpt-4-0613}")
     spec = get_registry().get("judge", name)
     config_cls = spec.load_config()
-    config = config_cls(**options) if config_cls is not None else None
+    try:
+        config = config_cls(**options) if config_cls is not None else None
+    except ValidationError as error:  # a user's judge keys: one line naming each bad key
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or name}: {e['msg']}" for e in error.errors())
+        raise JudgeError(f"judge {name!r}: {problems}", hint=f"its keys: {', '.join(config_cls.model_fields)}") from None
     return spec.load()(config)

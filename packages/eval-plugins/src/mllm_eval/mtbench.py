@@ -11,8 +11,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
-from mllm.interfaces import ComponentConfig
-from mllm.records import EvalItem
+from mllm import ComponentConfig, EvalItem
 from pydantic import Field
 
 from mllm_eval._base import answers_by_id, get_judge

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from mllm import hookimpl
-from mllm.plugins.hookspecs import Register
-from mllm.plugins.specs import ComponentSpec
+from mllm import ComponentSpec, Register, hookimpl
 
 
 @hookimpl(specname="mllm_register_benchmarks")
@@ -36,13 +34,6 @@ def register_judges(register: Register) -> None:
     register(ComponentSpec(name="hf-local", impl="mllm_eval.judges:HFLocalJudge",
                            config="mllm_eval.judges:HFLocalJudgeConfig",
                            description="local Hugging Face causal LM judge, greedy (cached)"))
-
-
-@hookimpl(specname="mllm_register_benchmarks")
-def register_easyvqa_describe_benchmark(register: Register) -> None:
-    register(ComponentSpec(name="easyvqa-describe", impl="mllm_eval.easyvqa_describe:EasyVQADescribeBenchmark",
-                           config="mllm_eval.easyvqa_describe:EasyVQADescribeBenchConfig",
-                           description="describe easy-VQA test images: shape/colour named, rule attributes (SteerLM)"))
 
 
 @hookimpl(specname="mllm_register_benchmarks")

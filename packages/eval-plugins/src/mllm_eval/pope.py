@@ -7,8 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from mllm.interfaces import ComponentConfig
-from mllm.records import EvalItem
+from mllm import ComponentConfig, EvalItem
 from pydantic import Field
 
 from mllm_eval._base import answer_text, answers_by_id, image_path

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from mllm_eval._io import ScoreInputError
+
 __all__ = ["normalize_yes_no", "pope_metrics", "NEGATIVE_WORDS"]
 
 #: Words that turn an answer into "no" (case-sensitive, as POPE's scorer).
@@ -41,7 +43,7 @@ def _as_label(value: str, what: str, index: int) -> int:
         return 1
     if v == "no":
         return 0
-    raise ValueError(f"{what}[{index}] is {value!r}; expected 'yes' or 'no'")
+    raise ScoreInputError(f"{what}[{index}] is {value!r}; expected 'yes' or 'no'")
 
 
 def pope_metrics(predictions: Sequence[str], labels: Sequence[str]) -> dict[str, float]:
@@ -57,7 +59,7 @@ def pope_metrics(predictions: Sequence[str], labels: Sequence[str]) -> dict[str,
             f"pope_metrics: {len(predictions)} predictions but {len(labels)} labels"
         )
     if not predictions:
-        raise ValueError("pope_metrics: no predictions to score")
+        raise ScoreInputError("pope_metrics: no predictions to score")
     tp = fp = tn = fn = 0
     for i, (p, g) in enumerate(zip(predictions, labels, strict=True)):
         pi = _as_label(p, "predictions", i)

@@ -7,8 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from mllm.interfaces import ComponentConfig
-from mllm.records import EvalItem
+from mllm import ComponentConfig, EvalItem
 from pydantic import Field
 
 from mllm_eval._base import answer_text, image_path
@@ -123,9 +122,9 @@ class ScienceQA:
 
     def _items_from_root(self) -> list[EvalItem]:
         """The questions of ScienceQA's own files through the ``scienceqa`` dataset (CQM-A), ids = pids."""
-        from mllm.data.badrows import DataReport
-        from mllm_data.scienceqa import ScienceQA as ScienceQADataset
-        from mllm_data.scienceqa import ScienceQAConfig as DatasetConfig
+        from mllm import DataReport
+        from mllm_data import ScienceQA as ScienceQADataset
+        from mllm_data import ScienceQAConfig as DatasetConfig
 
         config = self.config
         dataset = ScienceQADataset(DatasetConfig.model_validate({

@@ -3,24 +3,21 @@
 ``mllm eval score BENCH [--answers F] [--questions F] [--labels DIR] [--grades F]
 [--reviews F] [--problems F] [--capabilities F] [--judge NAME [--judge-option K=V]] [--json]``
 resolves BENCH through the plugin registry and calls the benchmark's ``score_files``
-classmethod (only with the options given). Input errors print the message (which names
-the file and the fix) and exit with status 2, without a traceback.
+classmethod (only with the options given). Input errors are :class:`mllm.errors.MllmError`
+(the benchmark's own, e.g. mllm-eval's ``ScoreInputError``, name the file and the fix);
+``mllm`` prints them on one line and exits with status 2, without a traceback.
 """
 
 from __future__ import annotations
 
 import inspect
 import json
-import sys
 
 import click
 
+from mllm.errors import MllmError
+
 FILE_OPTIONS = ("answers", "questions", "labels", "grades", "reviews", "problems", "capabilities")
-
-
-def _fail(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(2)
 
 
 def _parse_options(pairs: tuple[str, ...]) -> dict[str, object]:
@@ -30,9 +27,21 @@ def _parse_options(pairs: tuple[str, ...]) -> dict[str, object]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            _fail(f"--judge-option {pair!r} is not KEY=VALUE (e.g. --judge-option model=gpt-4)")
-        options[key] = yaml.safe_load(value)
+            raise MllmError(f"--judge-option {pair!r} is not KEY=VALUE (e.g. --judge-option model=gpt-4)")
+        try:
+            options[key] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            problem = getattr(error, "problem", None) or type(error).__name__
+            raise MllmError(f"--judge-option {pair!r}: the value is not valid YAML ({problem}); "
+                            "quote it, e.g. --judge-option 'key=\"text\"'") from None
     return options
+
+
+def _required(score_files) -> list[str]:
+    """Keyword parameters of ``score_files`` without a default (``mllm eval score`` must pass them)."""
+    return [name for name, p in inspect.signature(score_files).parameters.items()
+            if p.default is inspect.Parameter.empty
+            and p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
 
 
 @click.group(name="eval")
@@ -54,35 +63,30 @@ def eval_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="print the metrics as one JSON object")
 def score(bench: str, judge_name: str | None, judge_options: tuple[str, ...], as_json: bool, **files: str | None) -> None:
     """Score BENCH from files, without a model (e.g. mllm eval score pope --answers a.jsonl ...)."""
-    from mllm.plugins.registry import PluginError, get_registry
-    from mllm.plugins.specs import SpecImportError
+    from mllm.plugins.registry import get_registry
 
-    try:
-        spec = get_registry().get("benchmark", bench)
-        impl = spec.load()
-    except (PluginError, SpecImportError) as error:
-        _fail(str(error))
+    spec = get_registry().get("benchmark", bench)
+    impl = spec.load()
     score_files = getattr(impl, "score_files", None)
     if score_files is None:
-        _fail(f"benchmark {bench!r} ({spec.distribution}) has no score-only mode (no score_files classmethod)")
+        raise MllmError(f"benchmark {bench!r} ({spec.distribution}) has no score-only mode (no score_files classmethod)")
     accepted = set(inspect.signature(score_files).parameters)
     given = {k: v for k, v in files.items() if v is not None}
     unknown = [k for k in given if k not in accepted]
     if unknown:
         takes = ", ".join(f"--{k}" for k in FILE_OPTIONS if k in accepted) or "no file options"
-        _fail(f"benchmark {bench!r} does not take {', '.join('--' + k for k in unknown)}; it takes {takes}")
+        raise MllmError(f"benchmark {bench!r} does not take {', '.join('--' + k for k in unknown)}; it takes {takes}")
     kwargs: dict[str, object] = dict(given)
     if judge_name:
         if "judge" not in accepted:
-            _fail(f"benchmark {bench!r} does not call a judge when scoring from files")
+            raise MllmError(f"benchmark {bench!r} does not call a judge when scoring from files")
         kwargs["judge"] = {"name": judge_name, **_parse_options(judge_options)}
-    try:
-        metrics = score_files(**kwargs)
-    except (OSError, ValueError, KeyError, RuntimeError) as error:
-        message = str(error) or type(error).__name__
-        if isinstance(error, OSError) and getattr(error, "filename", None):
-            message = f"cannot read {error.filename!r}: {error.strerror}"
-        _fail(message)
+    # an option the benchmark requires (no default) would be a TypeError inside the call: name it instead
+    missing = [name for name in _required(score_files) if name not in kwargs and name in (*FILE_OPTIONS, "judge")]
+    if missing:
+        options = ", ".join("--judge NAME" if name == "judge" else f"--{name}" for name in missing)
+        raise MllmError(f"benchmark {bench!r} needs {options} to score from files")
+    metrics = score_files(**kwargs)
     if as_json:
         click.echo(json.dumps({"benchmark": bench, "metrics": metrics}, indent=2, sort_keys=False))
         return

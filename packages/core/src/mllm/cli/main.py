@@ -1,4 +1,11 @@
-"""The ``mllm`` command line (click). Heavy libraries are imported inside commands."""
+"""The ``mllm`` command line (click). Heavy libraries are imported inside commands.
+
+Errors: a subcommand raises :class:`mllm.errors.MllmError` for anything the user can
+fix; :class:`MllmGroup` catches it, for every subcommand, and prints ``error: <message>``
+on one line (exit status: the error's ``exit_code``, 2 unless it says otherwise). Any
+other exception is a bug and shows its traceback. ``--debug`` (or ``MLLM_DEBUG=1``) shows
+the traceback of user errors too.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,20 @@ from pathlib import Path
 import click
 
 from mllm import __version__
+from mllm.errors import ConfigError, MllmError
+
+
+class MllmGroup(click.Group):
+    """The ``mllm`` group: the one place where a user error becomes one line on stderr."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except MllmError as error:
+            if ctx.params.get("debug"):
+                raise
+            click.echo(f"{error.label}: {error}", err=True)
+            ctx.exit(error.exit_code)
 
 
 def _console():
@@ -18,32 +39,26 @@ def _console():
     return Console(stderr=False, highlight=False)
 
 
-def _fail(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(2)
-
-
 def _load(pipeline_file: str, overrides: tuple[str, ...]):
-    from mllm.pipeline.config import ConfigError, load_pipeline
+    from mllm.pipeline.config import load_pipeline
     from mllm.plugins.registry import get_registry
 
     registry = get_registry()
-    try:
-        return load_pipeline(Path(pipeline_file), registry, list(overrides)), registry
-    except ConfigError as error:
-        _fail(str(error))
+    return load_pipeline(Path(pipeline_file), registry, list(overrides)), registry
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=MllmGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mllm")
-def main() -> None:
+@click.option("--debug", is_flag=True, envvar="MLLM_DEBUG",
+              help="show the traceback of an error instead of one line (also: MLLM_DEBUG=1)")
+def main(debug: bool) -> None:
     """Align and evaluate LLaVA-family multimodal models from one YAML file."""
 
 
 @main.command()
-@click.argument("pipeline_file", type=click.Path(dir_okay=False))
+@click.argument("pipeline_file", type=click.Path())  # read_yaml names a missing or unreadable file
 @click.argument("overrides", nargs=-1)
-@click.option("--runs-dir", type=click.Path(file_okay=False), default=None,
+@click.option("--runs-dir", type=click.Path(), default=None,
               help="where run folders go (default: ./runs, or $MLLM_RUNS_DIR)")
 @click.option("--force", "force", multiple=True, metavar="STAGE", help="re-run this stage (and what depends on it)")
 @click.option("--dry-run", is_flag=True, help="show the stage plan and what would be skipped, run nothing")
@@ -61,15 +76,11 @@ def run(pipeline_file: str, overrides: tuple[str, ...], runs_dir: str | None, fo
 
     With --nproc-per-node N (and --nnodes M), train and eval stages run as N x M
     torchrun processes (DDP, or DeepSpeed ZeRO with train.deepspeed); other stages run once."""
-    from mllm.pipeline.config import ConfigError
     from mllm.pipeline.launch import LaunchSettings
     from mllm.pipeline.runner import PipelineRunner, default_runs_dir
 
-    try:
-        launch = LaunchSettings(nproc_per_node=nproc_per_node, nnodes=nnodes, node_rank=node_rank,
-                                master_addr=master_addr, master_port=master_port)
-    except ValueError as error:
-        _fail(str(error))
+    launch = LaunchSettings(nproc_per_node=nproc_per_node, nnodes=nnodes, node_rank=node_rank,
+                            master_addr=master_addr, master_port=master_port)
     pipeline, registry = _load(pipeline_file, overrides)
     console = _console()
     _setup_logging(console)
@@ -77,24 +88,13 @@ def run(pipeline_file: str, overrides: tuple[str, ...], runs_dir: str | None, fo
     def on_event(plan, event):
         console.print(f"[bold]{plan.stage_id}[/bold] ({plan.kind}): {event}" + (f" - {plan.reason}" if event == "started" else ""))
 
-    try:
-        runner = PipelineRunner(pipeline, registry, Path(runs_dir) if runs_dir else default_runs_dir(),
-                                force=force, on_event=on_event, launch=launch if launch.distributed else None)
-    except ConfigError as error:
-        _fail(str(error))
+    runner = PipelineRunner(pipeline, registry, Path(runs_dir) if runs_dir else default_runs_dir(),
+                            force=force, on_event=on_event, launch=launch if launch.distributed else None)
     if dry_run:
         _print_plan(console, runner)
         return
-    from mllm.data.badrows import BadRowError
-    from mllm.pipeline.runfolder import StageProcessesFailed, TrainingStopped, UnsafeCheckpointError
-
-    try:
-        runner.run()
-    except TrainingStopped as error:  # SIGTERM: a complete checkpoint was saved; not marked COMPLETE
-        click.echo(f"stopped: {error}", err=True)
-        sys.exit(error.exit_code)
-    except (BadRowError, UnsafeCheckpointError, ConfigError, StageProcessesFailed) as error:
-        _fail(str(error))
+    # TrainingStopped (SIGTERM) is an MllmError too: "stopped: ...", exit status 143, not marked COMPLETE
+    runner.run()
     console.print(f"done: {runner.run_dir}")
 
 
@@ -124,7 +124,7 @@ def _print_plan(console, runner) -> None:
 
 
 @main.command()
-@click.argument("pipeline_file", type=click.Path(dir_okay=False))
+@click.argument("pipeline_file", type=click.Path())
 @click.argument("overrides", nargs=-1)
 def validate(pipeline_file: str, overrides: tuple[str, ...]) -> None:
     """Check a pipeline: config keys, plugin names and data paths, without loading a model."""
@@ -133,7 +133,8 @@ def validate(pipeline_file: str, overrides: tuple[str, ...]) -> None:
     pipeline, registry = _load(pipeline_file, overrides)
     problems = check_data_paths(pipeline)
     if problems:
-        _fail("\n".join(problems))
+        raise ConfigError("; ".join(f"{pipeline_file}: {problem}" for problem in problems),
+                          hint="fix the path or create the file")
     click.echo(f"{pipeline_file}: OK ({len(pipeline.stages)} stages: {', '.join(s.id for s in pipeline.stages)})")
 
 

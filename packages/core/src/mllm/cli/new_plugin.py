@@ -27,6 +27,7 @@ from pathlib import Path
 import click
 
 from mllm import __version__
+from mllm.errors import MllmError
 
 KINDS = ("dataset", "method", "benchmark", "judge")
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
@@ -82,8 +83,8 @@ def _pipeline_example(name: str, kinds: tuple[str, ...]) -> str:
 def render_plugin(name: str, kinds: tuple[str, ...], description: str | None = None) -> dict[str, str]:
     """The files of a new plugin distribution: ``{relative path: text}``."""
     if not NAME_PATTERN.match(name):
-        raise click.BadParameter(f"{name!r}: use lowercase letters, digits and single dashes, starting with a letter "
-                                 "(e.g. my-data)", param_hint="NAME")
+        raise MllmError(f"NAME {name!r}: use lowercase letters, digits and single dashes, starting with a letter "
+                        "(e.g. my-data)")
     module = "mllm_" + name.replace("-", "_")
     if keyword.iskeyword(module):  # pragma: no cover - the mllm_ prefix rules this out
         raise click.BadParameter(f"{module!r} is a Python keyword", param_hint="NAME")
@@ -134,7 +135,7 @@ def new_plugin(name: str, kinds: tuple[str, ...], output: str, description: str 
     files = render_plugin(name, kinds, description)
     root = Path(output) / f"mllm-{name}"
     if root.exists() and any(root.iterdir()) and not force:
-        raise click.ClickException(f"{root} exists and is not empty; pick another --output or pass --force")
+        raise MllmError(f"{root} exists and is not empty", hint="pick another --output or pass --force")
     for relative, text in files.items():
         path = root / relative
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,1 @@
+"""Data plumbing every stage shares: the bad-row policy, record files, reading earlier stages."""

@@ -19,19 +19,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator, Literal
 
+from mllm.errors import BadRowError, ImageReadError  # noqa: F401 - ImageReadError is imported from here too
+
 OnBadRow = Literal["error", "skip"]
-
-
-class BadRowError(ValueError):
-    """A row could not be turned into a record (policy ``error``), or too many were skipped."""
-
-
-class ImageReadError(ValueError):
-    """An image file could not be read or decoded; ``path`` names it."""
-
-    def __init__(self, path: str | os.PathLike, message: str) -> None:
-        super().__init__(message)
-        self.path = os.fspath(path)
 
 
 @dataclass

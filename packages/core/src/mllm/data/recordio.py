@@ -32,6 +32,7 @@ from typing import Any, ClassVar, Iterable, Iterator, Literal
 from pydantic import Field
 
 from mllm.data.badrows import DataReport
+from mllm.errors import MissingFileError
 from mllm.interfaces import DatasetConfig
 from mllm.records import RECORD_KINDS, Conversation, EvalItem, Preference, Record, Turn
 
@@ -114,7 +115,7 @@ def read_records(path: str | os.PathLike, report: DataReport | None = None, *,
     policy (row label ``line <n>``), without one a bad line raises naming file and line."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"records file {path} does not exist")
+        raise MissingFileError(f"records file {path} does not exist")
     report = report or DataReport(source=str(path))
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
@@ -209,6 +210,6 @@ def stage_records_path(stage_id: str) -> Path:
                            "use {name: records-jsonl, path: runs/<pipeline>/<stage>/records.jsonl}")
     path = Path(run_dir) / stage_id / RECORDS_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"stage {stage_id!r} wrote no {RECORDS_FILE} ({path}); only generate and transform "
-                                "stages write records")
+        raise MissingFileError(f"stage {stage_id!r} wrote no {RECORDS_FILE} ({path}); only generate and transform "
+                               "stages write records")
     return path

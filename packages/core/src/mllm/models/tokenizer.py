@@ -8,7 +8,10 @@ spot with the ``tokenizers`` library:
   matched before pre-tokenization, so ``</s>`` and ``<image>`` written in text become
   those single ids (the chat templates rely on this);
 - a small built-in corpus: the chat templates' words, letters, digits and punctuation,
-  plus easy-VQA's questions and answers when the ``easy_vqa`` package is importable;
+  followed by the texts of the text corpus the model config names
+  (``tokenizer_corpus: <name>``, a registered ``text_corpus`` component, e.g. mllm-data's
+  ``easyvqa``: easy-VQA's questions and answers); the name is a model key, so it is part
+  of the init fingerprint;
 - deterministic (a fixed corpus in a fixed order) and quick (well under a second);
   nothing is cached anywhere: the trained tokenizer is saved with the model folder.
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import string
 from collections.abc import Iterable
+from typing import Any
 
 PAD_TOKEN = "<pad>"
 BOS_TOKEN = "<s>"
@@ -49,28 +53,30 @@ _CHARACTERS = (
 )
 
 
-def easy_vqa_corpus() -> list[str]:
-    """easy-VQA's distinct questions and answers, in a fixed order; empty without the package."""
-    try:
-        import easy_vqa
-    except ImportError:
-        return []
-    texts: dict[str, None] = {}
-    for questions in (easy_vqa.get_train_questions(), easy_vqa.get_test_questions()):
-        for text in questions[0]:
-            texts.setdefault(text, None)
-    for answer in easy_vqa.get_answers():
-        texts.setdefault(answer, None)
-    return list(texts)
-
-
 def default_corpus() -> list[str]:
-    """The built-in training corpus: template words, characters, easy-VQA when installed."""
-    return list(_TEMPLATE_TEXTS) * 2 + list(_CHARACTERS) + easy_vqa_corpus()
+    """The built-in training corpus: template words, letters, digits and punctuation."""
+    return list(_TEMPLATE_TEXTS) * 2 + list(_CHARACTERS)
 
 
-def train_tokenizer(vocab_size: int = 1000, corpus: Iterable[str] | None = None, model_max_length: int = 512):
+def corpus_texts(name: str | None, registry: Any = None) -> list[str]:
+    """The texts of the text corpus ``name`` (kind ``text_corpus``), ``[]`` for ``None``."""
+    if name is None:
+        return []
+    from mllm.pipeline.config import resolve_component
+    from mllm.plugins.registry import get_registry
+
+    corpus = resolve_component(registry or get_registry(), "text_corpus", {"name": name}, "tokenizer_corpus").build()
+    texts = list(corpus.texts())
+    if not all(isinstance(t, str) for t in texts):
+        raise TypeError(f"text corpus {name!r} must give strings")
+    return texts
+
+
+def train_tokenizer(vocab_size: int = 1000, corpus: Iterable[str] | None = None, model_max_length: int = 512,
+                    extra: Iterable[str] = ()):
     """Train a byte-level BPE tokenizer and wrap it as a ``PreTrainedTokenizerFast``.
+
+    ``corpus`` replaces the built-in corpus; ``extra`` texts (a text corpus's) follow it.
 
     ``vocab_size`` is the target size including the 256 byte tokens and the 4 special
     tokens; a small corpus may run out of merges first, so the model's vocabulary is
@@ -82,7 +88,7 @@ def train_tokenizer(vocab_size: int = 1000, corpus: Iterable[str] | None = None,
     minimum = 256 + len(SPECIAL_TOKENS)
     if vocab_size < minimum:
         raise ValueError(f"vocab_size must be at least {minimum} (256 bytes + {len(SPECIAL_TOKENS)} special tokens), got {vocab_size}")
-    texts = list(default_corpus() if corpus is None else corpus)
+    texts = list(default_corpus() if corpus is None else corpus) + list(extra)
 
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

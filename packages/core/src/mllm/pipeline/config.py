@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from mllm.errors import ConfigError
 from mllm.plugins.registry import PluginError, Registry
 from mllm.plugins.specs import ComponentKind, ComponentSpec, SpecImportError
 
@@ -26,14 +27,12 @@ _SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|authorization|cred
 INIT = "init"
 
 
-class ConfigError(ValueError):
-    """A pipeline or component config is invalid; the message says where and how to fix it."""
-
-
 class ComponentRef(BaseModel):
     """``{name: <component>, <its own keys>...}``: a component picked by name."""
 
     model_config = ConfigDict(extra="allow")
+    #: the YAML key holding the name (``rule`` in ``score: {rule: ...}``, ``op`` in ``ops: [{op: ...}]``)
+    name_key: ClassVar[str] = "name"
     name: str = Field(description="registered name of the component, or 'distribution:name'")
 
     def options(self) -> dict[str, Any]:
@@ -245,8 +244,11 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read pipeline file {path}: {error.strerror}") from None
     try:
         data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    except yaml.YAMLError as error:  # one line: where, and what the parser expected
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = ": ".join(p for p in (getattr(error, "context", None), getattr(error, "problem", None)) if p)
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem or error}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a pipeline file is a mapping with name, model and stages")
     return data
@@ -256,20 +258,34 @@ def resolve_component(registry: Registry, kind: ComponentKind, ref: ComponentRef
     """Check a ``{name: ..., ...}`` reference against the named component's config."""
     if isinstance(ref, dict):
         ref = validate_model(ComponentRef, ref, where)
+    name_at = f"{where}.{ref.name_key}" if ref.name_key else where
     try:
         spec = registry.get(kind, ref.name)
     except PluginError as error:
-        raise ConfigError(f"{where}.name: {error}") from None
+        raise ConfigError(f"{name_at}: {error}") from None
     try:
         config_model = spec.load_config()
     except SpecImportError as error:
-        raise ConfigError(f"{where}.name: {error}") from None
+        raise ConfigError(f"{name_at}: {error}") from None
     options = ref.options()
     if config_model is None:
         if options:
             raise ConfigError(f"{where}: {kind} {ref.name!r} takes no options, got {sorted(options)}")
         return ResolvedComponent(kind, spec, None)
-    return ResolvedComponent(kind, spec, validate_model(config_model, options, where))
+    config = validate_model(config_model, options, where)
+    # a component's config may name components too (a dataset's pairs: a pairing): check them now
+    for key, nested_kind in getattr(config_model, "component_fields", {}).items():
+        value = getattr(config, key, None)
+        if value is not None:
+            resolve_component(registry, nested_kind, _NameOnly(name=value) if isinstance(value, str) else value,
+                              f"{where}.{key}")
+    return ResolvedComponent(kind, spec, config)
+
+
+class _NameOnly(ComponentRef):
+    """A component named by a bare string (``pairs: wrong-vs-gold``): errors point at the key itself."""
+
+    name_key: ClassVar[str] = ""
 
 
 def load_pipeline(path: Path | None, registry: Registry, overrides: list[str] = (), data: dict | None = None) -> Pipeline:
@@ -311,10 +327,15 @@ def load_pipeline(path: Path | None, registry: Registry, overrides: list[str] = 
             if value is None:
                 continue
             if isinstance(value, list):
-                components[field_name] = [
-                    resolve_component(registry, component_kind, ref, f"{label}.{field_name}[{i}]")
-                    for i, ref in enumerate(value)
-                ]
+                resolved, problems = [], []
+                for i, ref in enumerate(value):
+                    try:
+                        resolved.append(resolve_component(registry, component_kind, ref, f"{label}.{field_name}[{i}]"))
+                    except ConfigError as error:  # report every item of the list at once
+                        problems.append(str(error))
+                if problems:
+                    raise ConfigError("\n".join(problems))
+                components[field_name] = resolved
             else:
                 components[field_name] = resolve_component(registry, component_kind, value, f"{label}.{field_name}")
         stage = Stage(stage_config, kind_spec, components)

@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from mllm.errors import ConfigError
+
 #: what the parent gives the stage processes (in the stage folder; one per node)
 LAUNCH_FILE = ".launch.node{node}.json"
 #: what rank 0 of the stage processes gives back (metrics), in the stage folder
@@ -46,11 +48,11 @@ class LaunchSettings:
 
     def __post_init__(self) -> None:
         if self.nproc_per_node < 1 or self.nnodes < 1:
-            raise ValueError("--nproc-per-node and --nnodes must be at least 1")
+            raise ConfigError("--nproc-per-node and --nnodes must be at least 1")
         if not 0 <= self.node_rank < self.nnodes:
-            raise ValueError(f"--node-rank {self.node_rank} is not in 0..{self.nnodes - 1}")
+            raise ConfigError(f"--node-rank {self.node_rank} is not in 0..{self.nnodes - 1}")
         if self.nnodes > 1 and (not self.master_addr or not self.master_port):
-            raise ValueError("several nodes need --master-addr (node 0's address) and --master-port")
+            raise ConfigError("several nodes need --master-addr (node 0's address) and --master-port")
 
     @property
     def world_size(self) -> int:

@@ -20,31 +20,20 @@ from typing import Any
 
 import yaml
 
+from mllm.errors import (  # noqa: F401 - defined in mllm.errors, imported from here too
+    EXIT_STOPPED,
+    RunFolderError,
+    StageProcessesFailed,
+    TrainingStopped,
+    UnsafeCheckpointError,
+)
+
 COMPLETE = "COMPLETE"
 STAGE_STATE = "stage.json"
 HISTORY = ".history"
 RUN_MARKER = ".mllm-run"  # in runs/<pipeline>/: written when mllm creates the folder
-EXIT_STOPPED = 143  # 128 + SIGTERM: what a shell reports for a process ended by SIGTERM
 REDACTED = "***REDACTED***"
 SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|authorization|credential)", re.IGNORECASE)
-
-
-class RunFolderError(ValueError):
-    """The output folder is not one mllm may write into (not empty, not an mllm run folder)."""
-
-
-class TrainingStopped(RuntimeError):
-    """Training stopped on a signal after saving a complete checkpoint; re-running resumes."""
-
-    exit_code = EXIT_STOPPED
-
-
-class StageProcessesFailed(RuntimeError):
-    """A stage run as several torchrun processes failed; the processes printed why."""
-
-
-class UnsafeCheckpointError(RuntimeError):
-    """A checkpoint file needs more than tensors and plain containers to load (or cannot be read)."""
 
 
 def is_run_folder(run_dir: Path) -> bool:
@@ -60,6 +49,10 @@ def check_run_folder(run_dir: Path) -> None:
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise RunFolderError(f"{run_dir} exists and is not a folder; pick another --runs-dir or pipeline name")
+    above = next((p for p in run_dir.absolute().parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise RunFolderError(f"{above} is a file, not a folder; --runs-dir (or $MLLM_RUNS_DIR) must be a folder "
+                             "(it is created when missing)")
     if run_dir.is_dir() and any(run_dir.iterdir()) and not is_run_folder(run_dir):
         raise RunFolderError(
             f"{run_dir} exists, is not empty and is not an mllm run folder (it has no {RUN_MARKER} file); "
@@ -71,7 +64,10 @@ def create_run_folder(run_dir: Path) -> None:
     """Create ``runs/<pipeline>/`` (after :func:`check_run_folder`) and mark it as mllm's."""
     check_run_folder(run_dir)
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RunFolderError(f"cannot create the run folder {run_dir}: {error.strerror}; pick another --runs-dir") from None
     if not (run_dir / RUN_MARKER).is_file():
         atomic_write_text(run_dir / RUN_MARKER, json.dumps({"mllm_run": run_dir.name, "created": time.time()}) + "\n")
 

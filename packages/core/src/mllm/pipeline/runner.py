@@ -18,9 +18,11 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from mllm import __version__
+from mllm.errors import MissingFileError
+from mllm.interfaces import HasDataFiles, HasSourcePath, RunsDistributed
 from mllm.pipeline.config import INIT, Pipeline, ResolvedComponent, Stage, stage_inputs
 from mllm.pipeline.runfolder import (
     RunFolderError,
@@ -32,6 +34,9 @@ from mllm.pipeline.runfolder import (
     redact,
 )
 from mllm.plugins.registry import Registry
+
+if TYPE_CHECKING:
+    from mllm.training.settings import TrainSettings
 
 logger = logging.getLogger("mllm")
 
@@ -71,7 +76,14 @@ class StagePlan:
 
 @dataclass
 class StageContext:
-    """What a stage kind gets when it runs."""
+    """What a stage kind's ``run(context)`` gets (:class:`mllm.interfaces.StageKind`).
+
+    Fields: the ``runner`` (plans and runs the pipeline), the validated ``stage`` (its
+    ``config``, ``kind_spec`` and resolved ``components``), its ``folder`` in the run
+    folder, the stage ``fingerprint``, ``resume`` (an interrupted run with the same
+    fingerprint continues), the stage's ``logger`` (also written to ``log.txt``) and
+    ``metrics``, which the stage sets and the runner writes to ``metrics.json``.
+    """
 
     runner: "PipelineRunner"
     stage: Stage
@@ -83,6 +95,7 @@ class StageContext:
 
     @property
     def stage_dir(self) -> Path:
+        """The stage's output folder, ``runs/<pipeline>/<stage id>/``."""
         return self.folder.path
 
     @property
@@ -95,6 +108,7 @@ class StageContext:
 
     @property
     def seed(self) -> int:
+        """The pipeline's global seed."""
         return self.runner.pipeline.config.seed
 
     def model_dir(self, stage_id: str) -> Path:
@@ -110,6 +124,27 @@ class StageContext:
     def model_ids(self) -> list[str]:
         """``init`` and the ids of stages that produce a model, in pipeline order."""
         return [INIT] + [s.id for s in self.runner.pipeline.stages if getattr(s.config, "produces_model", False)]
+
+
+@dataclass
+class TrainContext(StageContext):
+    """What a method's ``prepare(context)`` gets (:class:`mllm.interfaces.Method`): the train
+    stage's context plus the training ``records`` (``prepare`` may replace them, e.g. to keep
+    the best candidates) and the ``adapter`` the method was set up with. ``train`` is the
+    stage's ``train:`` settings."""
+
+    records: list[Any] = field(default_factory=list)
+    adapter: Any = None
+
+    @property
+    def train(self) -> TrainSettings:
+        return self.stage.config.train
+
+    @classmethod
+    def of(cls, context: StageContext, records: list[Any], adapter: Any) -> "TrainContext":
+        """The train context of a stage context; both share one ``metrics`` dict."""
+        return cls(context.runner, context.stage, context.folder, context.fingerprint, context.resume,
+                   context.logger, context.metrics, records=list(records), adapter=adapter)
 
 
 class PipelineRunner:
@@ -151,8 +186,9 @@ class PipelineRunner:
         return self._model_cls
 
     def _init_source(self) -> Path | None:
-        source_path = getattr(self.model_class, "source_path", None)
-        return source_path(self.pipeline.model.config) if source_path else None
+        if isinstance(self.model_class, HasSourcePath):
+            return self.model_class.source_path(self.pipeline.model.config)
+        return None
 
     def model_dir(self, stage_id: str) -> Path:
         if stage_id == INIT:
@@ -183,7 +219,7 @@ class PipelineRunner:
     def load_model(self, stage_id: str) -> Any:
         path = self.model_dir(stage_id)
         if not path.exists():
-            raise FileNotFoundError(f"stage {stage_id!r} has no saved model at {path}; does it produce one?")
+            raise MissingFileError(f"stage {stage_id!r} has no saved model at {path}; does it produce one?")
         if stage_id == INIT and self._init_source() is not None:
             # a user's own checkpoint: the pipeline's model keys (template, ...) apply to it
             return self.model_class.load(path, config=self.pipeline.model.config)
@@ -193,9 +229,9 @@ class PipelineRunner:
 
     def _component_fingerprint(self, component: ResolvedComponent) -> dict[str, Any]:
         description = component.describe()
-        files = getattr(component.spec.load(), "data_files", None)
-        if files is not None and component.config is not None:
-            description["files"] = file_stats([Path(p) for p in files(component.config)])
+        impl = component.spec.load()
+        if isinstance(impl, HasDataFiles) and component.config is not None:
+            description["files"] = file_stats([Path(p) for p in impl.data_files(component.config)])
         return description
 
     def init_fingerprint(self) -> str:
@@ -354,7 +390,8 @@ class PipelineRunner:
 
     def _launches(self, kind_impl: Any) -> bool:
         """Whether this stage kind runs as torchrun processes (``distributed = True`` on the kind)."""
-        return bool(self.launch is not None and self.launch.distributed and getattr(kind_impl, "distributed", False))
+        return bool(self.launch is not None and self.launch.distributed and isinstance(kind_impl, RunsDistributed)
+                    and kind_impl.distributed)
 
     def _write_environment(self, stage: Stage, folder: StageFolder) -> None:
         """``environment.json``: processes, precision, DeepSpeed, attention, library versions."""

@@ -53,8 +53,26 @@ def render() -> str:
             annotation = field.annotation
             if isinstance(annotation, type) and issubclass(annotation, BaseModel) and name not in model.component_fields:
                 parts += [f"#### `{name}:` block of `kind: {spec.name}`", "", field_table(annotation.model_fields), ""]
+    parts += _component_tables(registry)
     parts.append(END)
     return "\n".join(parts)
+
+
+# the pipeline-named kinds whose configs are keys of a stage block, and the key that names them
+_NAMED_IN_STAGES = (("score_rule", "score: {rule: %s}"), ("transform_op", "ops: [{op: %s}]"),
+                    ("pairing", "data: {from: <stage>, pairs: %s}"), ("prompt_style", "prompt_style: {name: %s}"))
+
+
+def _component_tables(registry: Any) -> list[str]:
+    """The keys of the core's score rules, transform ops, pairings and prompt styles."""
+    parts = ["### Score rules, transform ops, pairings and prompt styles of the core", "",
+             "Plugins add more (`mllm plugins` lists them all); the keys beside the name are the component's.", ""]
+    for kind, form in _NAMED_IN_STAGES:
+        for spec in sorted(registry.specs(kind), key=lambda s: s.name):
+            model = spec.load_config()
+            parts += [f"#### `{form % spec.name}`", "", spec.description, ""]
+            parts += [field_table(model.model_fields) if model is not None and model.model_fields else "No keys.", ""]
+    return parts
 
 
 def update(path: Path) -> bool:

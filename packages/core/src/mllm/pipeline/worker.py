@@ -53,6 +53,7 @@ def _stage_logger(stage_dir: Path, stage_id: str, rank: int) -> tuple[logging.Lo
 def run_stage(launch: dict) -> None:
     from mllm import distributed
     from mllm.data.recordio import CURRENT_RUN_DIR
+    from mllm.errors import StageProcessesFailed
     from mllm.pipeline.config import INIT, load_pipeline
     from mllm.pipeline.launch import RESULT_FILE
     from mllm.pipeline.runfolder import StageFolder, atomic_write_text
@@ -67,7 +68,7 @@ def run_stage(launch: dict) -> None:
     stage = pipeline.stage(stage_id)
     fingerprint = runner.fingerprint(stage)
     if fingerprint != launch["fingerprint"]:
-        raise RuntimeError(f"stage {stage_id!r}: this process computes fingerprint {fingerprint[:12]} but the "
+        raise StageProcessesFailed(f"stage {stage_id!r}: this process computes fingerprint {fingerprint[:12]} but the "
                            f"launcher planned {launch['fingerprint'][:12]}; are the nodes' environments (plugin "
                            "versions, data files) the same?")
     folder = StageFolder(runner.run_dir, stage_id)
@@ -97,8 +98,15 @@ def main(argv: list[str] | None = None) -> None:
     init_process_group()
     import torch.distributed as dist
 
+    from mllm.errors import MllmError
+
     try:
         run_stage(launch)
+    except MllmError as error:  # a user error: one line per process (torchrun prefixes the rank), no traceback
+        if os.environ.get("MLLM_DEBUG", "").lower() in ("1", "true", "t", "yes", "y", "on"):
+            raise
+        print(f"rank {os.environ.get('RANK', '0')} {error.label}: {error}", file=sys.stderr)
+        raise SystemExit(error.exit_code) from None
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -22,6 +22,7 @@ from typing import Callable
 
 import pluggy
 
+from mllm.plugins import kinds as _kinds
 from mllm.plugins.specs import ComponentSpec
 
 PROJECT_NAME = "mllm"
@@ -95,11 +96,66 @@ def mllm_register_stage_kinds(register: Register) -> None:
     """
 
 
-HOOK_FOR_KIND = {
-    "model": "mllm_register_models",
-    "dataset": "mllm_register_datasets",
-    "method": "mllm_register_methods",
-    "benchmark": "mllm_register_benchmarks",
-    "judge": "mllm_register_judges",
-    "stage_kind": "mllm_register_stage_kinds",
-}
+@hookspec
+def mllm_register_score_rules(register: Register) -> None:
+    """Register score rules: a ``generate`` stage's ``score: {rule: <name>, <its keys>}``.
+
+    The implementation satisfies :class:`mllm.interfaces.ScoreRule` and is built as
+    ``Rule(config)``; ``config`` names the pydantic model of the keys beside ``rule:``.
+    A rule writes ``metadata.score`` (a number, ``None`` when unscored) and
+    ``metadata.correct`` on every generated answer.
+    Example: ``register(ComponentSpec(name="exact-match", impl="mllm.data.score_rules:ExactMatch",
+    config="mllm.data.score_rules:ExactMatchConfig"))``.
+    """
+
+
+@hookspec
+def mllm_register_transform_ops(register: Register) -> None:
+    """Register transform ops: a ``transform`` stage's ``ops: [{op: <name>, <its keys>}, ...]``.
+
+    The implementation satisfies :class:`mllm.interfaces.TransformOp` (built as
+    ``Op(config)``; ``apply(records, context)`` returns the new records); ``config`` names
+    the pydantic model of the keys beside ``op:``.
+    Example: ``register(ComponentSpec(name="realign", impl="mllm_data.realign:Realign",
+    config="mllm_data.realign:RealignConfig"))``.
+    """
+
+
+@hookspec
+def mllm_register_pairings(register: Register) -> None:
+    """Register pairings: how a train stage's ``data: {from: <stage>, pairs: <name>}`` turns
+    an earlier stage's records into Preference pairs.
+
+    The implementation satisfies :class:`mllm.interfaces.Pairing` (built as
+    ``Pairing(config)``); ``pairs:`` is a name, or ``{name: ..., <its keys>}``.
+    Example: ``register(ComponentSpec(name="wrong-vs-gold", impl="mllm.data.pairings:WrongVsGold",
+    config="mllm.data.pairings:WrongVsGoldConfig"))``.
+    """
+
+
+@hookspec
+def mllm_register_prompt_styles(register: Register) -> None:
+    """Register prompt styles: how an ``eval`` stage puts each prompt to a model
+    (``prompt_style: {name: <name>, models: [...], <its keys>}``).
+
+    The implementation satisfies :class:`mllm.interfaces.PromptStyle` (built as
+    ``Style(config)``): ``apply`` turns a prompt into what the model sees, ``clean`` an
+    answer into what is scored.
+    Example: ``register(ComponentSpec(name="instruction", impl="mllm.data.prompt_styles:Instruction",
+    config="mllm.data.prompt_styles:InstructionConfig"))``.
+    """
+
+
+@hookspec
+def mllm_register_text_corpora(register: Register) -> None:
+    """Register text corpora: texts a tiny model's tokenizer is trained on
+    (``model: {name: llava, init: tiny, tokenizer_corpus: <name>}``).
+
+    The implementation satisfies :class:`mllm.interfaces.TextCorpus` (built as
+    ``Corpus(config)``; ``texts()`` in a fixed order, so the tokenizer is deterministic).
+    Example: ``register(ComponentSpec(name="easyvqa", impl="mllm_data.easyvqa:EasyVQACorpus"))``.
+    """
+
+
+# kind -> hook, kept here for code that imported it from this module; the table is mllm.plugins.kinds
+HOOK_FOR_KIND = _kinds.HOOK_FOR_KIND

@@ -19,24 +19,14 @@ from typing import Any, Iterable
 
 import pluggy
 
+from mllm.errors import DuplicateComponentError, PluginError, UnknownComponentError  # noqa: F401 - imported from here too
 from mllm.plugins import hookspecs
-from mllm.plugins.specs import COMPONENT_KINDS, ComponentKind, ComponentSpec
+from mllm.plugins.kinds import COMPONENT_KINDS, KINDS, ComponentKind
+from mllm.plugins.specs import ComponentSpec
 
 ENTRY_POINT_GROUP = "mllm"
 AUTOLOAD_ENV = "MLLM_DISABLE_PLUGIN_AUTOLOAD"
 CORE_DISTRIBUTION = "mllm-core"
-
-
-class PluginError(Exception):
-    """Base class of plugin lookup errors."""
-
-
-class UnknownComponentError(PluginError, LookupError):
-    """No component of that kind has that name."""
-
-
-class DuplicateComponentError(PluginError):
-    """Two distributions registered the same kind and name."""
 
 
 @dataclass(frozen=True)
@@ -127,8 +117,9 @@ class Registry:
             return False
         added: list[tuple[ComponentKind, ComponentSpec]] = []
         try:
-            for kind in COMPONENT_KINDS:
-                hook = getattr(self._pm.hook, hookspecs.HOOK_FOR_KIND[kind])
+            for entry in KINDS:
+                kind = entry.name
+                hook = getattr(self._pm.hook, entry.hook)
                 for impl in hook.get_hookimpls():
                     if impl.plugin is not plugin:
                         continue

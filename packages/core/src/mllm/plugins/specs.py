@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-ComponentKind = Literal["model", "dataset", "method", "benchmark", "judge", "stage_kind"]
-COMPONENT_KINDS: tuple[ComponentKind, ...] = ("model", "dataset", "method", "benchmark", "judge", "stage_kind")
+from mllm.errors import SpecImportError
 
+# the kinds live in one table (mllm.plugins.kinds); re-exported here where specs are made
+from mllm.plugins.kinds import COMPONENT_KINDS, ComponentKind
 
-class SpecImportError(ImportError):
-    """A spec's ``impl`` or ``config`` string could not be imported."""
+__all__ = ["COMPONENT_KINDS", "ComponentKind", "ComponentSpec", "SpecImportError", "import_string"]
 
 
 def import_string(target: str, *, what: str) -> Any:

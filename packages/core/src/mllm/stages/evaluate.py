@@ -7,9 +7,17 @@
   benchmarks: [{name: easyvqa, split: test}]
   batch_size: 32                            # rows per forward pass
   max_new_tokens: 8                         # optional: overrides every benchmark's own
-  steer: {verbosity: 2}                     # optional, SteerLM: desired attributes (others 4; `steer: true`
-                                            # = all 4), appended to every prompt; `models:` inside limits it
+  prompt_style: {name: instruction, text: "Answer briefly."}   # optional: how prompts are put to the models;
+                                            # `models: [...]` inside limits it to some of them
+  steer: {}                                 # optional: shorthand for prompt_style: {name: steerlm, <its keys>}
 ```
+
+``prompt_style`` names a prompt style (kind ``prompt_style``, resolved like every name;
+the keys beside ``name`` and ``models`` are the style's config): its ``apply`` turns each
+benchmark prompt into the prompt the model sees and its ``clean`` turns each answer into
+what is scored. The core's ``plain`` and ``instruction`` (:mod:`mllm.data.prompt_styles`);
+``steer:`` (``steer: {}`` or ``steer: true``: no keys) is ``prompt_style: {name: steerlm,
+...}``, SteerLM's attribute-conditioned prompt from mllm-align.
 
 For each model and benchmark, the benchmark's items are answered by
 :class:`mllm.generation.engine.AnswerEngine` in the benchmark's ``answer_mode`` (``generate`` or
@@ -28,12 +36,12 @@ from __future__ import annotations
 
 import gc
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from mllm.data.scoring_attributes import SteerConfig
 from mllm.generation.engine import AnswerEngine
 from mllm.pipeline.config import INIT, ComponentRef, ResolvedComponent, StageConfig
 from mllm.pipeline.runfolder import atomic_write_text
@@ -41,29 +49,52 @@ from mllm.plugins.specs import ComponentKind
 
 ANSWERS = "answers.jsonl"
 ANSWER_CACHE = "answer_cache.jsonl"
+#: the prompt style ``steer:`` stands for (mllm-align's SteerLM attribute-conditioned prompt)
+STEER_STYLE = "steerlm"
+
+
+class PromptStyleRef(ComponentRef):
+    """``prompt_style: {name: <prompt style>, models: [...], <its keys>...}``."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+    models: list[str] | None = Field(None, description="model ids given this style; default: every model of the stage")
+
+    def applies_to(self, model_id: str) -> bool:
+        return self.models is None or model_id in self.models
 
 
 class EvalStageConfig(StageConfig):
     """An ``eval`` stage: which models answer which benchmarks."""
 
-    component_fields: ClassVar[dict[str, ComponentKind]] = {"benchmarks": "benchmark"}
+    component_fields: ClassVar[dict[str, ComponentKind]] = {"benchmarks": "benchmark", "prompt_style": "prompt_style"}
 
     models: list[str] | None = Field(None, description="model ids to evaluate: 'init' and ids of stages that "
                                                        "train a model; default: [from]")
     benchmarks: list[ComponentRef] = Field(description="benchmarks: [{name: easyvqa, <its keys>...}, ...]")
     batch_size: int = Field(32, ge=1, description="questions per forward pass")
     max_new_tokens: int | None = Field(None, ge=1, description="generation budget; overrides each benchmark's own")
-    steer: SteerConfig | None = Field(None, description="SteerLM steering: desired attributes (default 4 each) appended "
-                                                        "to every prompt; echoed attribute lines are stripped from "
-                                                        "answers before scoring (mllm.data.scoring_attributes)")
+    prompt_style: PromptStyleRef | None = Field(
+        None, description="how prompts are put to the models: {name: plain | instruction | a plugin's, models: "
+                          "[ids], <its keys>}; steer: {...} is short for {name: steerlm, ...} (SteerLM, mllm-align)")
 
-    @field_validator("steer", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _steer_flag(cls, value: Any) -> Any:
-        """``steer: true`` asks for 4 on every attribute; ``steer: false`` is no steering."""
-        if value is True:
-            return {}
-        return None if value is False else value
+    def _steer_shorthand(cls, data: Any) -> Any:
+        """``steer: {<keys>}`` (``true``: no keys; ``false``: none) is ``prompt_style: {name: steerlm, <keys>}``."""
+        if not isinstance(data, dict) or "steer" not in data:
+            return data
+        data = dict(data)
+        steer = data.pop("steer")
+        if steer is None or steer is False:
+            return data
+        if data.get("prompt_style") is not None:
+            raise ValueError("give prompt_style or steer (short for prompt_style: {name: steerlm, ...}), not both")
+        if steer is True:
+            steer = {}
+        if not isinstance(steer, dict):
+            raise ValueError(f"steer takes a mapping of the steerlm prompt style's keys or true, got {steer!r}")
+        data["prompt_style"] = {"name": STEER_STYLE, **steer}
+        return data
 
     @field_validator("benchmarks")
     @classmethod
@@ -122,6 +153,8 @@ class EvalStage:
         names = benchmark_names(benchmarks)
         built = [component.build() for component in benchmarks]
         items_of = [list(bench.items()) for bench in built]
+        style_ref: ResolvedComponent | None = self.components.get("prompt_style")
+        style = style_ref.build() if style_ref is not None else None
         results: dict[str, dict[str, dict[str, float]]] = {}
         for model_id in config.model_ids():
             adapter = context.load_model(model_id)
@@ -141,13 +174,11 @@ class EvalStage:
                 engine = AnswerEngine(adapter, batch_size=config.batch_size, max_new_tokens=max_new_tokens,
                                       cache_path=out_dir / rank_cache_name(), model_fingerprint=fingerprint,
                                       on_batch=progress)
-                steered = config.steer is not None and config.steer.applies_to(model_id)
-                if steered:  # SteerLM: steering text on every prompt, echoed attribute lines stripped
-                    from mllm.data.scoring_attributes import steer_items, strip_answers
-
-                    asked = steer_items(items, config.steer.attributes())
+                styled = style is not None and config.prompt_style.applies_to(model_id)
+                if styled:  # the style's prompts are asked; its cleaned answers are scored
+                    asked = [replace(item, prompt=style.apply(item.prompt), check_files=False) for item in items]
                     raw = answer_in_shards(engine, asked, mode)
-                    answers = strip_answers(raw) if raw is not None else None
+                    answers = {key: style.clean(value) for key, value in raw.items()} if raw is not None else None
                 else:
                     answers = answer_in_shards(engine, items, mode)
                 if answers is None:
@@ -155,7 +186,7 @@ class EvalStage:
                 context.logger.info("%s on %s: %d answers (%d from the cache, %d computed in %.1fs, mode %s)",
                                     model_id, name, len(answers), engine.stats["cached"], engine.stats["computed"],
                                     engine.stats["seconds"], mode)
-                write_answers(out_dir / ANSWERS, asked if steered else items, answers)
+                write_answers(out_dir / ANSWERS, asked if styled else items, answers)
                 metrics = {key: float(value) for key, value in bench.score(items, answers).items()}
                 results[model_id][name] = metrics
                 context.logger.info("%s on %s: %s", model_id, name,

@@ -18,7 +18,8 @@ A resumed stage (interrupted, same fingerprint) continues from its newest comple
 checkpoint (one with ``trainer_state.json``). Besides the Method protocol, a method may
 define ``projector_lr`` (a separate projector learning rate) and ``callbacks()``
 (extra ``transformers.TrainerCallback`` objects for its training run). ``prepare(context)``
-finds the training records in ``context.records``.
+gets a :class:`mllm.pipeline.runner.TrainContext`: the stage context plus the training
+``records`` (which it may replace) and the ``adapter``.
 
 ``data:`` may also read the records an earlier stage wrote (a ``generate`` or
 ``transform`` stage), with ``from:`` instead of ``name:``:
@@ -28,27 +29,28 @@ data: {from: mistakes, pairs: wrong-vs-gold}   # generated answers -> Preference
 data: {from: samples}                          # the generated Conversations as they are
 ```
 
-``pairs: best-vs-worse`` (candidates scored with ``score: {rule: attributes, ...}``): chosen =
-the best candidate of a prompt, rejected = one at least 2 aggregate points lower
-(:mod:`mllm.data.candidates`).
-
-``pairs: wrong-vs-gold``: for each question the model answered wrong (its record's
-``metadata.correct`` is false), chosen = the gold answer, rejected = the model's answer.
+``pairs:`` names a pairing (kind ``pairing``, resolved like every name; ``pairs: {name:
+<pairing>, <its keys>}`` sets its keys). The core's ``wrong-vs-gold``: for each question
+the model answered wrong (its record's ``metadata.correct`` is false), chosen = the gold
+answer, rejected = the model's answer (:mod:`mllm.data.pairings`); plugins add more
+(mllm-align: ``best-vs-worse``, the best scored candidate vs a much lower one).
 The stage named by ``from`` is an input of this stage (it must come earlier; its
 fingerprint chains into this one's). It is the dataset ``stage-output``
-(:mod:`mllm.stages.generate`): ``{name: stage-output, stage: mistakes, pairs: wrong-vs-gold}``
+(:mod:`mllm.data.stage_output`): ``{name: stage-output, stage: mistakes, pairs: wrong-vs-gold}``
 is the same.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, Union
+from typing import Any, ClassVar, Union
 
 from pydantic import ConfigDict, Field, field_validator
 
 from mllm.data.badrows import DataReport, ImageReadError, LateBadRows, OnBadRow
+from mllm.data.stage_output import PairsRef
+from mllm.interfaces import HasProjectorLr, HasTrainCallbacks, capability
 from mllm.pipeline.config import ComponentRef, ConfigError, ResolvedComponent, StageConfig
-from mllm.pipeline.runner import MODEL_SUBDIR
+from mllm.pipeline.runner import MODEL_SUBDIR, StageContext, TrainContext
 from mllm.plugins.specs import ComponentKind
 from mllm.training.settings import TrainSettings
 
@@ -65,10 +67,10 @@ class StageDataRef(ComponentRef):
 
     name: str = Field(STAGE_OUTPUT_DATASET, exclude=True, description="the dataset that reads a stage's records")
     from_: str = Field(alias="from", description="id of an earlier generate or transform stage")
-    pairs: Literal["wrong-vs-gold", "best-vs-worse"] | None = Field(
-        None, description="wrong-vs-gold: Preference pairs (chosen = gold, rejected = the model's wrong answer); "
-                          "best-vs-worse: the best attribute-scored candidate vs one >= 2 aggregate points lower; "
-                          "none: the records as written")
+    pairs: PairsRef | None = Field(
+        None, description="a pairing that makes Preference pairs: wrong-vs-gold (chosen = gold, rejected = the "
+                          "model's wrong answer) or a plugin's (e.g. best-vs-worse); {name: <pairing>, <its keys>} "
+                          "sets its keys; none: the records as written")
     on_bad_row: OnBadRow = Field("error", description="error: stop at the first bad row; skip: list it")
     max_bad_fraction: float = Field(0.05, ge=0.0, le=1.0, description="with skip, the largest tolerated share")
 
@@ -125,7 +127,7 @@ class TrainStage:
         self.config = config
         self.components = components
 
-    def run(self, context: Any) -> None:
+    def run(self, context: StageContext) -> None:
         config = self.config
         where = f"stage {config.id!r}"
         method_ref: ResolvedComponent = self.components["method"]
@@ -161,20 +163,20 @@ class TrainStage:
         # the process did before: one process and every torchrun process start alike
         torch.manual_seed(config.train.seed if config.train.seed is not None else context.seed)
         model = method.setup(adapter)
-        context.records = records  # what prepare() may precompute over (e.g. DPO's reference log-probs)
-        _prepare_skipping_bad_images(method, context, late)
-        records = context.records  # prepare() may replace them (rejection sampling keeps the best candidates)
+        # what prepare() may precompute over (e.g. DPO's reference log-probs)
+        train_context = TrainContext.of(context, records, adapter)
+        _prepare_skipping_bad_images(method, train_context, late)
+        records = train_context.records  # prepare() may replace them (rejection sampling keeps the best candidates)
 
-        projector_lr = getattr(method, "projector_lr", None)
+        projector_lr = capability(method, HasProjectorLr, "projector_lr")
         projector_module = adapter.module_names().get("projector") if projector_lr is not None else None
-        extra_callbacks = getattr(method, "callbacks", None)
         from mllm.training.trainer import train_method
 
         trainer, metrics = train_method(
             method, model, records, config.train, context.stage_dir,
             seed=context.seed, resume=context.resume,
             projector_lr=projector_lr, projector_module=projector_module,
-            callbacks=list(extra_callbacks()) if callable(extra_callbacks) else [],
+            callbacks=list(method.callbacks()) if isinstance(method, HasTrainCallbacks) else [],
             logger=context.logger, bad_rows=late,
         )
         from mllm.training.trainer import save_trained
@@ -192,7 +194,7 @@ def _read_json(path: Any) -> Any:
         return None
 
 
-def _prepare_skipping_bad_images(method: Any, context: Any, late: LateBadRows) -> None:
+def _prepare_skipping_bad_images(method: Any, context: TrainContext, late: LateBadRows) -> None:
     """``method.prepare(context)``; a record whose image fails to decode there (e.g. while
     DPO computes reference log-probs) follows the bad-row policy, then prepare runs again."""
     while True:

@@ -19,6 +19,10 @@ Fixtures:
     temporary runs folder (with the current registry) and returns its run folder
     (``<runs>/<name>/``).
 
+Inputs: :func:`example_records` (valid records of each kind, with images),
+:func:`write_image`, :func:`write_records` (a ``records.jsonl`` the ``records-jsonl``
+dataset reads).
+
 Conformance kit: :func:`check_plugin`, :func:`parametrize_with_checks` and
 :func:`plugin_checks` (see :mod:`mllm.testing.checks` for every check and how a
 component declares example config values with ``example_config``).
@@ -33,6 +37,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
+from mllm.data.recordio import write_records
 from mllm.testing.chat_server import ChatCompletionsServer
 from mllm.testing.checks import (
     Check,
@@ -66,6 +71,7 @@ __all__ = [
     "tiny_llava",
     "tiny_llava_folder",
     "write_image",
+    "write_records",
 ]
 
 

@@ -22,10 +22,12 @@ The checks (one id each, ``<check>[<kind>:<name>]``):
     each spec's ``impl`` and ``config`` strings import.
 ``protocol``
     the implementation has every member of its Protocol in :mod:`mllm.interfaces`
-    (``Dataset``, ``Method``, ``Benchmark``, ``Judge``, ``ModelAdapter``, ``StageKind``),
-    and ``record_kind`` / ``metric_keys`` hold valid values. A dataset's ``data_files``
-    is optional (without it only the config is fingerprinted). The behaviour checks below
-    check the built object's members too (instance attributes such as ``model``).
+    (``Dataset``, ``Method``, ``Benchmark``, ``Judge``, ``ModelAdapter`` with the class
+    methods of ``ModelAdapterClass``, ``StageKind``), and ``record_kind`` / ``metric_keys``
+    hold valid values; the optional capabilities it has (``data_files``, ``lengths``,
+    ``callbacks``, ``score_files``, ``example_config``...) are methods. The behaviour
+    checks below check the built object's members too (instance attributes such as
+    ``model``, ``pad_token_id``, ``template``); a missing member is named.
 ``config``
     the config class validates the example values, survives a YAML round trip
     (``model_dump`` -> ``yaml.safe_dump`` -> ``yaml.safe_load`` -> validate, equal) and
@@ -46,6 +48,12 @@ The checks (one id each, ``<check>[<kind>:<name>]``):
 ``load`` (models)
     ``from_config`` builds an adapter satisfying ``ModelAdapter`` whose ``module_names``
     resolve, and ``save`` then ``load`` gives the same parameter names.
+``stages`` (models)
+    a pipeline on the model runs every built-in stage kind that uses a model: a ``train``
+    stage with an SFT-like and one with a DPO-like method, a greedy and a sampling
+    ``generate`` stage, and an ``eval`` stage answering by generation and by choice
+    scoring (the kit's own components, :mod:`mllm.testing.components`); the message
+    names the stage that failed.
 
 Example config values. A component whose config needs values (a file path, a required
 key) declares them with an optional classmethod on its implementation::
@@ -84,24 +92,28 @@ from types import ModuleType
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from mllm import interfaces
+from mllm.pipeline.runner import TrainContext
+from mllm.plugins.kinds import KINDS
 from mllm.plugins.specs import ComponentSpec
 
 HEAVY_MODULES = ("torch", "transformers", "deepspeed")
 UNKNOWN_KEY = "mllm_conformance_unknown_key"
 RECORDS_CHECKED = 16
 
-PROTOCOLS: dict[str, type] = {
-    "model": interfaces.ModelAdapter,
-    "dataset": interfaces.Dataset,
-    "method": interfaces.Method,
-    "benchmark": interfaces.Benchmark,
-    "judge": interfaces.Judge,
-    "stage_kind": interfaces.StageKind,
+# kind -> its Protocol in mllm.interfaces, from the one kinds table
+PROTOCOLS: dict[str, type] = {kind.name: kind.load_protocol() for kind in KINDS}
+# Protocols the implementation *class* satisfies besides the instance's (a model adapter's from_config, load).
+CLASS_PROTOCOLS: dict[str, type] = {"model": interfaces.ModelAdapterClass}
+# Optional capabilities, per kind: where an implementation has one, its members must be methods.
+CAPABILITIES: dict[str, tuple[type, ...]] = {
+    "dataset": (interfaces.HasDataFiles, interfaces.HasExampleConfig),
+    "method": (interfaces.GroupsByLength, interfaces.HasTrainCallbacks, interfaces.HasExampleRecords,
+               interfaces.HasExampleConfig),
+    "benchmark": (interfaces.HasDataFiles, interfaces.ScoresFromFiles, interfaces.HasExampleConfig),
+    "model": (interfaces.HasSourcePath, interfaces.HasExampleConfig),
+    "judge": (interfaces.HasExampleConfig,),
+    "stage_kind": (interfaces.HasExampleConfig,),
 }
-# Members a model adapter has as class methods, besides its Protocol's.
-EXTRA_CLASS_MEMBERS: dict[str, tuple[str, ...]] = {"model": ("from_config", "load")}
-# Protocol members the core treats as optional (the runner uses getattr with a default).
-OPTIONAL_MEMBERS: dict[str, frozenset[str]] = {"dataset": frozenset({"data_files"})}
 
 Example = Mapping[str, Any] | Callable[[Path], Mapping[str, Any]]
 
@@ -148,22 +160,29 @@ def _guess_distribution(module_name: str) -> str:
     return dists[0] if dists else "plugin-under-test"
 
 
+def _protocol_annotations(protocol: type) -> dict[str, str]:
+    """Annotations of a Protocol and of the Protocols it extends (``ModelAdapter`` is three)."""
+    annotations: dict[str, str] = {}
+    for base in reversed(protocol.__mro__):
+        if getattr(base, "_is_protocol", False):
+            annotations.update({k: str(v) for k, v in getattr(base, "__annotations__", {}).items()})
+    return annotations
+
+
 def _protocol_members(protocol: type) -> tuple[set[str], set[str]]:
     """(class-level members, instance attributes) of a Protocol."""
     import typing
 
     members = set(getattr(protocol, "__protocol_attrs__", None) or typing._get_protocol_attrs(protocol))
-    annotations = getattr(protocol, "__annotations__", {})
-    instance = {name for name, annotation in annotations.items()
-                if "ClassVar" not in str(annotation) and name in members}
+    annotations = _protocol_annotations(protocol)
+    instance = {name for name, annotation in annotations.items() if "ClassVar" not in annotation and name in members}
     return members - instance, instance
 
 
 def _check_instance(obj: Any, kind: str, where: str) -> None:
-    """The built object has every (non-optional) member of its Protocol."""
+    """The built object has every member of its Protocol."""
     class_members, instance_members = _protocol_members(PROTOCOLS[kind])
-    wanted = (class_members | instance_members) - OPTIONAL_MEMBERS.get(kind, frozenset())
-    missing = sorted(m for m in wanted if not hasattr(obj, m))
+    missing = sorted(m for m in class_members | instance_members if not hasattr(obj, m))
     if missing:
         _fail(where, f"the built object does not satisfy mllm.interfaces.{PROTOCOLS[kind].__name__}: "
                      f"missing {', '.join(missing)}")
@@ -189,8 +208,7 @@ class _Examples:
     def config_values(self, spec: ComponentSpec, impl: Any, tmp_path: Path) -> dict[str, Any]:
         given = self.examples.get(f"{spec.kind}:{spec.name}", self.examples.get(spec.name))
         if given is None:
-            declared = getattr(impl, "example_config", None)
-            given = declared if callable(declared) else {}
+            given = impl.example_config if isinstance(impl, interfaces.HasExampleConfig) else {}
         values = dict(given(tmp_path) if callable(given) else given)
         if spec.kind == "stage_kind":
             values = {"id": "example", "kind": spec.name, **values}
@@ -269,14 +287,23 @@ def check_protocol(spec: ComponentSpec) -> None:
     impl = spec.load()
     protocol = PROTOCOLS[spec.kind]
     class_members, _ = _protocol_members(protocol)
-    class_members -= OPTIONAL_MEMBERS.get(spec.kind, frozenset())
-    missing = sorted(m for m in class_members | set(EXTRA_CLASS_MEMBERS.get(spec.kind, ())) if not hasattr(impl, m))
+    wanted = {name: protocol for name in class_members}
+    if spec.kind in CLASS_PROTOCOLS:
+        wanted.update({name: CLASS_PROTOCOLS[spec.kind] for name in _protocol_members(CLASS_PROTOCOLS[spec.kind])[0]})
+    missing = sorted(m for m in wanted if not hasattr(impl, m))
     if missing:
-        _fail(where, f"does not satisfy mllm.interfaces.{protocol.__name__}: missing {', '.join(missing)}")
-    for name in class_members:
-        annotation = str(protocol.__annotations__.get(name, ""))
-        if "ClassVar" not in annotation and not callable(getattr(impl, name)):
-            _fail(where, f"{name} must be a method (mllm.interfaces.{protocol.__name__})")
+        names = " and ".join(sorted({f"mllm.interfaces.{wanted[m].__name__}" for m in missing}))
+        _fail(where, f"does not satisfy {names}: missing {', '.join(missing)}")
+    for name, owner in wanted.items():
+        if "ClassVar" not in _protocol_annotations(owner).get(name, "") and not callable(getattr(impl, name)):
+            _fail(where, f"{name} must be a method (mllm.interfaces.{owner.__name__})")
+    for capability in CAPABILITIES.get(spec.kind, ()):
+        if not isinstance(impl, capability):
+            continue
+        methods, _ = _protocol_members(capability)
+        for name in sorted(methods):
+            if "ClassVar" not in _protocol_annotations(capability).get(name, "") and not callable(getattr(impl, name)):
+                _fail(where, f"{name} must be a method (optional capability mllm.interfaces.{capability.__name__})")
     if spec.kind in ("dataset", "method"):
         if impl.record_kind not in RECORD_KINDS:
             _fail(where, f"record_kind {impl.record_kind!r} is not one of {sorted(RECORD_KINDS)}")
@@ -342,8 +369,8 @@ def check_records(spec: ComponentSpec, examples: _Examples) -> None:
         record_kind = dataset.record_kind
         if record_kind not in RECORD_KINDS:
             _fail(where, f"record_kind {record_kind!r} is not one of {sorted(RECORD_KINDS)}")
-        data_files = getattr(impl, "data_files", None)
-        for path in data_files(config) if data_files is not None and config is not None else ():
+        listed = impl.data_files(config) if isinstance(impl, interfaces.HasDataFiles) and config is not None else ()
+        for path in listed:
             if not Path(path).exists():
                 _fail(where, f"data_files lists {os.fspath(path)!r}, which does not exist")
         report = DataReport(source=where, on_bad_row="error")
@@ -364,26 +391,35 @@ def check_records(spec: ComponentSpec, examples: _Examples) -> None:
 
 
 @dataclass
-class ExampleStageContext:
-    """What a method's ``prepare(context)`` gets during the ``train-step`` check.
-
-    A subset of :class:`mllm.pipeline.runner.StageContext`: ``stage_dir``, ``fingerprint``,
-    ``seed``, ``resume``, ``logger``, ``metrics``, plus the records and adapter of the step.
+class ExampleStageContext(TrainContext):
+    """The :class:`mllm.pipeline.runner.TrainContext` a method's ``prepare(context)`` gets in the
+    ``train-step`` check: ``stage_dir``, ``records``, ``adapter``, ``fingerprint``, ``seed``,
+    ``resume``, ``logger``, ``metrics`` and default ``train`` settings. There is no pipeline:
+    ``runner``, ``stage`` and ``folder`` are ``None``. Build it with :meth:`create`.
     """
 
-    stage_dir: Path
-    records: list[Any]
-    adapter: Any
-    fingerprint: str = "conformance"
-    seed: int = 0
-    resume: bool = False
-    metrics: dict[str, Any] = field(default_factory=dict)
+    example_stage_dir: Path | None = None
 
-    @property
-    def logger(self) -> Any:
+    @classmethod
+    def create(cls, stage_dir: Path, records: list[Any], adapter: Any) -> "ExampleStageContext":
         import logging
 
-        return logging.getLogger("mllm.testing")
+        return cls(None, None, None, "conformance", False, logging.getLogger("mllm.testing"),  # type: ignore[arg-type]
+                   records=list(records), adapter=adapter, example_stage_dir=Path(stage_dir))
+
+    @property
+    def stage_dir(self) -> Path:
+        return self.example_stage_dir
+
+    @property
+    def seed(self) -> int:
+        return 0
+
+    @property
+    def train(self) -> Any:
+        from mllm.training.settings import TrainSettings
+
+        return TrainSettings()
 
 
 def check_train_step(spec: ComponentSpec, examples: _Examples) -> None:
@@ -400,15 +436,14 @@ def check_train_step(spec: ComponentSpec, examples: _Examples) -> None:
         config = _build_config(spec, examples.config_values(spec, impl, tmp_path), where)
         method = _construct(spec, config)
         _check_instance(method, "method", where)
-        make_records = getattr(impl, "example_records", None)
-        records = list(make_records(tmp_path / "records") if callable(make_records)
+        records = list(impl.example_records(tmp_path / "records") if isinstance(impl, interfaces.HasExampleRecords)
                        else example_records(method.record_kind, tmp_path / "records"))
         adapter = load_tiny_llava()
         model = method.setup(adapter)
         if model is None:
             _fail(where, "setup(adapter) returned None; return the module to train (usually adapter.model)")
         (tmp_path / "stage").mkdir()
-        method.prepare(ExampleStageContext(tmp_path / "stage", records, adapter))
+        method.prepare(ExampleStageContext.create(tmp_path / "stage", records, adapter))
         model.train()
         trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         if not trainable:
@@ -461,10 +496,10 @@ def check_score(spec: ComponentSpec, examples: _Examples) -> None:
         config = _build_config(spec, examples.config_values(spec, impl, Path(tmp)), where)
         benchmark = _construct(spec, config, examples.judge(spec))
         _check_instance(benchmark, "benchmark", where)
-        mode = getattr(benchmark, "answer_mode", "generate")
+        mode = benchmark.answer_mode if isinstance(benchmark, interfaces.ChoosesAnswerMode) else "generate"
         if mode not in ("generate", "choice"):
             _fail(where, f"answer_mode is {mode!r}; it must be 'generate' or 'choice'")
-        budget = getattr(benchmark, "max_new_tokens", 1)
+        budget = benchmark.max_new_tokens if isinstance(benchmark, interfaces.HasAnswerBudget) else 1
         if not isinstance(budget, int) or budget < 1:
             _fail(where, f"max_new_tokens must be a positive int, got {budget!r}")
         items = list(benchmark.items())
@@ -526,12 +561,85 @@ def check_load(spec: ComponentSpec, examples: _Examples) -> None:
             _fail(where, "save() then load() gives a model with other parameters")
 
 
-BEHAVIOUR_CHECKS: dict[str, tuple[str, Callable[[ComponentSpec, _Examples], None]]] = {
-    "dataset": ("records", check_records),
-    "method": ("train-step", check_train_step),
-    "benchmark": ("score", check_score),
-    "judge": ("complete", check_complete),
-    "model": ("load", check_load),
+def _stages_pipeline(model: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
+    """A pipeline running every built-in stage kind that uses a model, with the kit's components."""
+    from mllm.data.recordio import write_records
+    from mllm.testing.samples import example_records
+
+    data = {}
+    for kind in ("conversation", "preference"):
+        path = tmp_path / f"{kind}.jsonl"
+        write_records(path, example_records(kind, tmp_path / "images", count=2))
+        data[kind] = {"name": "records-jsonl", "path": str(path), "kind": kind}
+    train = {"max_steps": 1, "batch_size": 2, "logging_steps": 1}
+    questions = str(tmp_path / "questions")
+    return {"name": "conformance", "model": model, "stages": [
+        {"id": "sft", "kind": "train", "method": {"name": "conformance-sft"}, "data": data["conversation"],
+         "train": train},
+        {"id": "dpo", "kind": "train", "from": "sft", "method": {"name": "conformance-dpo"},
+         "data": data["preference"], "train": train},
+        {"id": "answers", "kind": "generate", "from": "dpo", "data": data["conversation"], "max_new_tokens": 3},
+        {"id": "samples", "kind": "generate", "from": "dpo", "data": data["conversation"], "max_new_tokens": 3,
+         "num_samples": 2, "temperature": 1.0, "seed": 0},
+        {"id": "eval", "kind": "eval", "models": ["dpo"], "max_new_tokens": 3, "benchmarks": [
+            {"name": "conformance-qa", "folder": questions, "answer_mode": "generate"},
+            {"name": "conformance-qa", "folder": questions, "answer_mode": "choice"}]},
+    ]}
+
+
+def check_stages(spec: ComponentSpec, examples: _Examples, plugin: ModuleType | str | None = None) -> None:
+    """Run the train (SFT-like, DPO-like), generate (greedy, sampled) and eval (generate, choice)
+    stages on the model (see the module docstring)."""
+    import yaml
+
+    from mllm.pipeline.config import load_pipeline
+    from mllm.pipeline.runner import PipelineRunner
+    from mllm.plugins.registry import CORE_DISTRIBUTION
+    from mllm.testing import components
+    from mllm.testing.fixtures import IsolatedRegistry
+
+    where = f"model {spec.name!r}"
+    with tempfile.TemporaryDirectory(prefix="mllm-check-") as tmp:
+        tmp_path = Path(tmp)
+        values = examples.config_values(spec, spec.load(), tmp_path)
+        registry = IsolatedRegistry()
+        try:
+            if spec.distribution != CORE_DISTRIBUTION and plugin is not None:
+                registry.register(_import(plugin), distribution=spec.distribution)
+            registry.register(components.plugin, distribution=components.KIT_DISTRIBUTION)
+            model = {**values, "name": f"{spec.distribution}:{spec.name}"}
+            path = tmp_path / "pipeline.yaml"
+            path.write_text(yaml.safe_dump(_stages_pipeline(model, tmp_path), sort_keys=False))
+            current: list[str] = ["(loading the pipeline)"]
+
+            def follow(plan: Any, event: str) -> None:
+                current[0] = plan.stage_id
+
+            try:
+                runner = PipelineRunner(load_pipeline(path, registry, []), registry, tmp_path / "runs", on_event=follow)
+                runner.run()
+            except Exception as error:
+                _fail(where, f"stage {current[0]!r} of the kit's pipeline failed: {type(error).__name__}: {error}\n"
+                             "The adapter must implement mllm.interfaces.ModelAdapter as the built-in stages use it "
+                             "(see mllm.testing.components for what each stage calls)")
+            run_dir = runner.run_dir
+            for stage in ("answers", "samples"):
+                lines = (run_dir / stage / "records.jsonl").read_text().splitlines()
+                if len(lines) != (2 if stage == "answers" else 4):
+                    _fail(where, f"generate stage {stage!r} wrote {len(lines)} answers")
+            metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())["dpo"]
+            if sorted(metrics) != ["conformance-qa", "conformance-qa_2"]:
+                _fail(where, f"the eval stage scored {sorted(metrics)}, not both benchmarks")
+        finally:
+            registry.close()
+
+
+BEHAVIOUR_CHECKS: dict[str, tuple[tuple[str, Callable[..., None]], ...]] = {
+    "dataset": (("records", check_records),),
+    "method": (("train-step", check_train_step),),
+    "benchmark": (("score", check_score),),
+    "judge": (("complete", check_complete),),
+    "model": (("load", check_load), ("stages", check_stages)),
 }
 
 
@@ -568,9 +676,10 @@ def plugin_checks(plugin: ModuleType | str, *, distribution: str | None = None,
         checks.append(Check(f"protocol[{label}]", lambda s=spec: check_protocol(s)))
         if spec.config is not None:
             checks.append(Check(f"config[{label}]", lambda s=spec: check_config(s, context)))
-        if spec.kind in BEHAVIOUR_CHECKS:
-            check_name, function = BEHAVIOUR_CHECKS[spec.kind]
-            checks.append(Check(f"{check_name}[{label}]", lambda s=spec, f=function: f(s, context)))
+        for check_name, function in BEHAVIOUR_CHECKS.get(spec.kind, ()):
+            run = (lambda s=spec, f=function: f(s, context, plugin)) if function is check_stages \
+                else (lambda s=spec, f=function: f(s, context))
+            checks.append(Check(f"{check_name}[{label}]", run))
     return checks
 
 

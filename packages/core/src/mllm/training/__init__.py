@@ -1,0 +1,1 @@
+"""The trainer host: settings, the ``transformers.Trainer`` subclass, checkpoint safety, helpers for methods."""

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from mllm.errors import MissingFileError
 from mllm.interfaces import ComponentConfig
 
 CHECKPOINTS_SUBDIR = "checkpoints"
@@ -27,8 +28,8 @@ def deepspeed_config_path(value: str) -> Path:
         return Path(str(resources.files("mllm") / "deepspeed_presets" / f"{value}.json"))
     path = Path(value).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"train.deepspeed: {value!r} is neither a preset ({', '.join(DEEPSPEED_PRESETS)}) "
-                                f"nor an existing DeepSpeed JSON file")
+        raise MissingFileError(f"train.deepspeed: {value!r} is neither a preset ({', '.join(DEEPSPEED_PRESETS)}) "
+                               f"nor an existing DeepSpeed JSON file")
     return path
 
 

@@ -37,7 +37,7 @@ import os
 import re
 import sys
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArgu
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from mllm.data.badrows import ImageReadError
+from mllm.interfaces import GroupsByLength
 from mllm.pipeline.runfolder import TrainingStopped
 from mllm.training import checkpoints as _checkpoints
 from mllm.training.settings import CHECKPOINTS_SUBDIR, TrainSettings
@@ -190,9 +191,9 @@ class MethodTrainer(Trainer):
 
     def _get_train_sampler(self, train_dataset: Any = None) -> torch.utils.data.Sampler | None:
         dataset = train_dataset if train_dataset is not None else self.train_dataset
-        lengths_fn: Callable | None = getattr(self.method, "lengths", None)
-        if self.group_by_length and lengths_fn is not None and dataset is not None and len(dataset) > 0:
-            lengths = [int(n) for n in lengths_fn(dataset)]
+        if self.group_by_length and isinstance(self.method, GroupsByLength) and dataset is not None \
+                and len(dataset) > 0:
+            lengths = [int(n) for n in self.method.lengths(dataset)]
             if len(lengths) != len(dataset):
                 raise ValueError(f"{type(self.method).__name__}.lengths() gave {len(lengths)} lengths "
                                  f"for {len(dataset)} records")

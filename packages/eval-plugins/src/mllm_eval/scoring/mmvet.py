@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from mllm_eval._io import ScoreInputError
+
 
 def parse_grade(text: str) -> float | None:
     """A grader reply to a score in [0, 1]: the first token that is a number in range, else ``None``."""
@@ -31,7 +33,7 @@ def score(
     ``cap/<capability>`` and ``cap_int/<caps joined by _>`` (percent).
     """
     if not grades:
-        raise ValueError("no grades to score")
+        raise ScoreInputError("no grades to score")
     runs = max(len(v) for v in grades.values())
     unparsed = sum(1 for v in grades.values() for s in v if s is None)
     totals: list[float] = []

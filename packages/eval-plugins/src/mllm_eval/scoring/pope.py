@@ -12,6 +12,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from mllm import MllmError
+
 from mllm_eval.pope_metrics import normalize_yes_no, pope_metrics
 
 SPLITS = ("random", "popular", "adversarial")
@@ -33,7 +35,7 @@ def question_key(split: str, image: str, question: str) -> Key:
     return (split, image, strip_suffix(question))
 
 
-class LabelMismatchError(ValueError):
+class LabelMismatchError(MllmError, ValueError):
     """Label files do not match the questions (e.g. a different POPE release)."""
 
 

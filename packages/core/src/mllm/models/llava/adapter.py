@@ -38,6 +38,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from mllm.errors import InputFileError, MissingFileError
 from mllm.models.llava.config import LlavaModelConfig
 from mllm.models.templates import ChatTemplate, get_template
 
@@ -108,8 +109,8 @@ def load_llava(path: Path, dtype: str | None = None, trust_remote_code: bool = F
 
     config = AutoConfig.from_pretrained(path, trust_remote_code=bool(trust_remote_code))
     if config.model_type != "llava":
-        raise ValueError(f"{path}: model_type {config.model_type!r} is not supported by the llava adapter "
-                         "(it loads LlavaForConditionalGeneration folders, model_type 'llava')")
+        raise InputFileError(f"{path}: model_type {config.model_type!r} is not supported by the llava adapter "
+                             "(it loads LlavaForConditionalGeneration folders, model_type 'llava')")
     # flash-attn only for half-precision weights: the dtype asked for, else the one the folder recorded
     weights_dtype = dtype if dtype is not None else getattr(config, "dtype", None)
     kwargs: dict[str, Any] = {"config": config, "attn_implementation": pick_attn_implementation(weights_dtype)}
@@ -126,7 +127,7 @@ def _read_json(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         return {}
     except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: cannot read ({error})") from None
+        raise InputFileError(f"{path}: cannot read ({error})") from None
 
 
 def _is_peft(model: Any) -> bool:
@@ -183,9 +184,10 @@ class LlavaAdapter:
         from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
         from mllm.models.attention import pick_attn_implementation
-        from mllm.models.tokenizer import IMAGE_TOKEN, train_tokenizer
+        from mllm.models.tokenizer import IMAGE_TOKEN, corpus_texts, train_tokenizer
 
-        tokenizer = train_tokenizer(config.vocab_size, model_max_length=config.max_length)
+        tokenizer = train_tokenizer(config.vocab_size, model_max_length=config.max_length,
+                                    extra=corpus_texts(config.tokenizer_corpus))
         image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         patches = (config.image_size // config.patch_size) ** 2
         image_tokens = patches + (1 if config.vision_feature_select_strategy == "full" else 0)
@@ -236,7 +238,7 @@ class LlavaAdapter:
 
         path = Path(path).expanduser()
         if not path.is_dir():
-            raise FileNotFoundError(f"model folder {path} does not exist")
+            raise MissingFileError(f"model folder {path} does not exist")
         meta = _read_json(path / META_FILE)
         chosen = config.model_fields_set if config is not None else set()
 
@@ -253,7 +255,7 @@ class LlavaAdapter:
             model, overrides = cls._load_peft(path, base_path, dtype, trust_remote_code)
         else:
             if not (path / "config.json").is_file():
-                raise FileNotFoundError(f"{path} holds no config.json: not a save_pretrained model folder")
+                raise MissingFileError(f"{path} holds no config.json: not a save_pretrained model folder")
             base_path = path
             model = load_llava(path, dtype, trust_remote_code)
         processor_dir = path if (path / "tokenizer_config.json").is_file() or (path / "tokenizer.json").is_file() else base_path
@@ -279,8 +281,8 @@ class LlavaAdapter:
         for candidate in candidates:
             if (candidate / "config.json").is_file():
                 return candidate
-        raise FileNotFoundError(f"{path} is a LoRA adapter whose base model folder is missing "
-                                f"(looked for: {', '.join(map(str, candidates)) or 'nothing recorded'})")
+        raise MissingFileError(f"{path} is a LoRA adapter whose base model folder is missing "
+                               f"(looked for: {', '.join(map(str, candidates)) or 'nothing recorded'})")
 
     @staticmethod
     def _load_peft(path: Path, base_path: Path, dtype: str | None,

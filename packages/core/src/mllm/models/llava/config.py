@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -11,7 +11,7 @@ from mllm.interfaces import ComponentConfig
 TINY_FIELDS = (
     "image_size", "patch_size", "vision_hidden_size", "vision_layers", "vision_intermediate_size",
     "text_hidden_size", "text_layers", "text_intermediate_size", "heads", "vocab_size", "projector",
-    "vision_feature_layer", "vision_feature_select_strategy",
+    "vision_feature_layer", "vision_feature_select_strategy", "tokenizer_corpus",
 )
 # Options that describe preprocessing; with ``path:`` an explicit value overrides the folder's.
 PREPROCESSING_FIELDS = ("template", "image_aspect_ratio", "max_length")
@@ -19,6 +19,9 @@ PREPROCESSING_FIELDS = ("template", "image_aspect_ratio", "max_length")
 
 class LlavaModelConfig(ComponentConfig):
     """``model: {name: llava, ...}``: a local folder (``path``) or a tiny model (``init: tiny``)."""
+
+    # tokenizer_corpus names a text corpus: the pipeline loader checks the name
+    component_fields: ClassVar[dict[str, str]] = {"tokenizer_corpus": "text_corpus"}
 
     init: Literal["tiny"] | None = Field("tiny", description="build a small model from the sizes below; "
                                                               "exactly one of init and path")
@@ -41,6 +44,9 @@ class LlavaModelConfig(ComponentConfig):
     text_layers: int = Field(2, ge=1, description="tiny: Llama layers")
     text_intermediate_size: int = Field(352, ge=8, description="tiny: Llama MLP width")
     heads: int = Field(4, ge=1, description="tiny: attention heads of both towers")
+    tokenizer_corpus: str | None = Field(None, description="tiny: a text corpus (kind text_corpus, e.g. easyvqa "
+                                                           "from mllm-data) whose texts the tokenizer is trained on "
+                                                           "after the built-in template text; none: template text only")
     vocab_size: int = Field(1000, ge=260, description="tiny: BPE target size; the model gets len(tokenizer), "
                                                       "which may be smaller when the corpus runs out of merges")
     projector: Literal["linear", "mlp2x_gelu"] = Field("mlp2x_gelu", description="tiny: vision-to-text projector")

@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
+
+from mllm.errors import ConvertError
 
 IMAGE_TOKEN = "<image>"
 LLAMA_KEYS = (
@@ -42,10 +43,6 @@ LLAMA_KEYS = (
     "bos_token_id", "eos_token_id", "pad_token_id", "tie_word_embeddings", "attention_bias", "initializer_range",
     "head_dim", "mlp_bias",
 )
-
-
-class ConvertError(ValueError):
-    """The source folder is not a LLaVA checkpoint we can convert; the message says what is missing."""
 
 
 # -- reading weights ----------------------------------------------------------------------------
@@ -78,10 +75,16 @@ def load_folder_weights(folder: Path) -> dict[str, Any]:
 
 
 def _read_config(folder: Path) -> dict[str, Any]:
+    if not folder.is_dir():
+        raise ConvertError(f"{folder}: no such folder; SRC must be an original LLaVA checkpoint folder")
     path = folder / "config.json"
     if not path.is_file():
         raise ConvertError(f"{folder} has no config.json; SRC must be an original LLaVA checkpoint folder")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ConvertError(f"{path}: cannot be read as JSON ({error}); SRC must be an original LLaVA checkpoint "
+                           "folder") from None
 
 
 # -- key mapping ----------------------------------------------------------------------------------
@@ -189,20 +192,26 @@ def _vision_parts(vision_tower: Path | None, state: dict[str, Any], config: dict
 def convert_llava_original(src: Path, dst: Path, *, vision_tower: Path | None = None, model_base: Path | None = None,
                            template: str = "llava-1.5") -> dict[str, Any]:
     """Convert ``src`` (original LLaVA layout) into ``dst`` (the adapter's layout); returns a summary."""
+    src, dst = Path(src).expanduser(), Path(dst).expanduser()
+    for option, folder in (("--vision-tower", vision_tower), ("--model-base", model_base)):
+        if folder is not None and not Path(folder).expanduser().is_dir():
+            raise ConvertError(f"{option} {folder}: no such folder")
+    if dst.exists() and not dst.is_dir():
+        raise ConvertError(f"DST {dst} is a file; give a folder to write the converted model to")
+    config = _read_config(src)
+    if not isinstance(config, dict) or not {"mm_vision_tower", "mm_projector_type", "mm_hidden_size"} & set(config):
+        architectures = config.get("architectures") if isinstance(config, dict) else None
+        raise ConvertError(f"{src}/config.json has no mm_vision_tower / mm_projector_type: not an original LLaVA "
+                           f"checkpoint (architectures: {architectures})")
+    projector_type = config.get("mm_projector_type", "linear")
+    if projector_type not in ("linear", "mlp2x_gelu"):
+        raise ConvertError(f"mm_projector_type {projector_type!r} is not supported; linear and mlp2x_gelu are")
+    # the source is checked before torch and transformers are imported (seconds), so a wrong SRC fails at once
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlavaConfig, LlavaProcessor
 
     from mllm.models.attention import pick_attn_implementation
     from mllm.models.llava.adapter import LlavaAdapter, llava_class
-
-    src, dst = Path(src).expanduser(), Path(dst).expanduser()
-    config = _read_config(src)
-    if "mm_vision_tower" not in config and "mm_projector_type" not in config and "mm_hidden_size" not in config:
-        raise ConvertError(f"{src}/config.json has no mm_vision_tower / mm_projector_type: not an original LLaVA "
-                           f"checkpoint (architectures: {config.get('architectures')})")
-    projector_type = config.get("mm_projector_type", "linear")
-    if projector_type not in ("linear", "mlp2x_gelu"):
-        raise ConvertError(f"mm_projector_type {projector_type!r} is not supported; linear and mlp2x_gelu are")
 
     lora = (src / "adapter_config.json").is_file()
     state = load_folder_weights(src) if not lora else {}
@@ -328,20 +337,16 @@ def convert() -> None:
 
 
 @convert.command(name="llava-original")
-@click.argument("src", type=click.Path(exists=True, file_okay=False))
-@click.argument("dst", type=click.Path(file_okay=False))
-@click.option("--vision-tower", type=click.Path(exists=True, file_okay=False), default=None,
+@click.argument("src", type=click.Path())  # convert_llava_original names a wrong SRC, --vision-tower, --model-base
+@click.argument("dst", type=click.Path())
+@click.option("--vision-tower", type=click.Path(), default=None,
               help="local CLIP folder (the checkpoint's mm_vision_tower, e.g. openai/clip-vit-large-patch14-336)")
-@click.option("--model-base", type=click.Path(exists=True, file_okay=False), default=None,
+@click.option("--model-base", type=click.Path(), default=None,
               help="the language model a LoRA or projector-only output was trained from")
 @click.option("--template", type=click.Choice(["llava-1.5", "plain"]), default="llava-1.5", show_default=True,
               help="chat template recorded with the converted model")
 def llava_original(src: str, dst: str, vision_tower: str | None, model_base: str | None, template: str) -> None:
     """Convert SRC (original LLaVA repo layout: LlavaLlamaForCausalLM, mm_projector, LoRA outputs) into DST."""
-    try:
-        summary = convert_llava_original(Path(src), Path(dst), vision_tower=Path(vision_tower) if vision_tower else None,
-                                         model_base=Path(model_base) if model_base else None, template=template)
-    except ConvertError as error:
-        click.echo(f"error: {error}", err=True)
-        sys.exit(2)
+    summary = convert_llava_original(Path(src), Path(dst), vision_tower=Path(vision_tower) if vision_tower else None,
+                                     model_base=Path(model_base) if model_base else None, template=template)
     click.echo(json.dumps(summary, indent=2))

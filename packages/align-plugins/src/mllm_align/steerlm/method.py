@@ -3,7 +3,7 @@
 Trains on attribute-scored candidates (a generate stage with ``score: {rule: attributes,
 ...}``, read with ``data: {from: <that stage>}``). Each scored candidate becomes a
 Conversation whose last user turn carries the candidate's *own* attributes in mllm-dpo's
-SteerLM wording (:func:`mllm.data.scoring_attributes.add_steer`)::
+SteerLM wording (:func:`mllm_align.steerlm.attributes.add_steer`)::
 
     USER: <image>\\nDescribe the image in one sentence.
     Please answer the question such that your response is in the following attributes in 5-point Likert scale:
@@ -35,11 +35,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from mllm.data.scoring_attributes import add_steer, check_attributes
-from mllm.records import Conversation, Turn
+from mllm import Conversation, Turn
 from pydantic import Field
 
 from mllm_align.sft import SFT, SFTConfig
+from mllm_align.steerlm.attributes import ATTRIBUTES, MAX_SCORE, add_steer, check_attributes
 
 
 class SteerLMConfig(SFTConfig):
@@ -84,8 +84,7 @@ def steer_records(records: Sequence[Any], min_aggregate: float | None = None,
                                          images=record.images, metadata={"source_id": source, "gold": gold},
                                          check_files=False)
     for gold_record in golds.values():
-        out.append(condition(gold_record, {name: 4 for name in ("helpfulness", "correctness", "coherence",
-                                                                 "complexity", "verbosity")}))
+        out.append(condition(gold_record, {name: MAX_SCORE for name in ATTRIBUTES}))
         counts["gold"] += 1
     return out, counts
 
@@ -112,12 +111,11 @@ class SteerLM:
     def example_records(cls, tmp_path: Any) -> list[Conversation]:
         """Attribute-scored candidates for the conformance kit, as a generate stage with
         ``score: {rule: attributes}`` writes them."""
-        from mllm.data.scoring_attributes import ATTRIBUTES
-        from mllm.testing.samples import example_records
+        from mllm.testing import example_records
 
         return [Conversation(id=r.id, turns=r.turns, images=r.images,
                              metadata={"source_id": r.id, "attributes": {name: 3 for name in ATTRIBUTES},
-                                       "aggregate": 9.0})
+                                       "aggregate": 9.0, "score": 9.0})
                 for r in example_records("conversation", tmp_path)]
 
     def setup(self, adapter: Any) -> Any:

@@ -1,18 +1,19 @@
 """Scored candidates of a ``generate`` stage: grouping by prompt, the best one, pairs.
 
-Candidates are the Conversations a generate stage wrote with ``score: {rule: attributes}``
-(:mod:`mllm.data.scoring_attributes`): ``metadata.source_id`` names the prompt, ``metadata.sample``
-the sample index and ``metadata.aggregate`` the Helpfulness + Correctness + Coherence sum
-(``None`` when the candidate stayed unscored; unscored candidates never win and never pair).
+Candidates are the Conversations a generate stage wrote with a score rule (any rule:
+``score: {rule: ...}``): ``metadata.source_id`` names the prompt, ``metadata.sample`` the
+sample index and ``metadata.score`` the rule's score (``None`` when the candidate stayed
+unscored; unscored candidates never win and never pair). With ``{rule: attributes}`` the
+score is the SteerLM aggregate (Helpfulness + Correctness + Coherence).
 
 * :func:`select_best` keeps the best candidate per prompt (rejection sampling). Ties on
-  the aggregate: ``first`` (lowest sample index, the default), ``shortest``, ``longest``
+  the score: ``first`` (lowest sample index, the default), ``shortest``, ``longest``
   (answer length in characters, then sample index) or ``all`` (every tied candidate).
-  ``min_score``: prompts whose best aggregate is below it keep nothing.
-* :func:`best_vs_worse` makes ``pairs: best-vs-worse``: chosen = the best candidate (ties:
-  first), rejected = the lowest-scored candidate at least ``min_gap`` (2) aggregate points
-  below it (ties: first), as mllm-dpo built its DPO set from ranked samples. Prompts
-  without such a candidate make no pair (not a bad row).
+  ``min_score``: prompts whose best score is below it keep nothing.
+* :class:`BestVsWorse` is the pairing ``pairs: best-vs-worse``: chosen = the best candidate
+  (ties: first), rejected = the lowest-scored candidate at least ``min_gap`` (default 2)
+  score points below it (ties: first), as mllm-dpo built its DPO set from ranked samples.
+  Prompts without such a candidate make no pair (not a bad row).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Literal
 
-from mllm.records import Conversation, Preference
+from mllm import ComponentConfig, Conversation, Preference
+from pydantic import Field
 
 Ties = Literal["first", "shortest", "longest", "all"]
 
@@ -37,7 +39,8 @@ def group_candidates(records: Iterable[Any]) -> dict[str, list[Conversation]]:
 
 
 def score_of(record: Any) -> float | None:
-    value = (record.metadata or {}).get("aggregate")
+    """A candidate's ``metadata.score`` (``None``: unscored)."""
+    value = (record.metadata or {}).get("score")
     return None if value is None else float(value)
 
 
@@ -69,15 +72,31 @@ def select_best(records: Iterable[Any], ties: Ties = "first", min_score: float |
 
 
 def check_scored(record: Any, path: Path, pairs: str) -> None:
-    from mllm.pipeline.config import ConfigError
+    from mllm import ConfigError
 
-    if "aggregate" not in (record.metadata or {}):
-        raise ConfigError(f"{path}: record {record.id!r} has no attribute scores; pairs: {pairs} needs a generate "
-                          "stage with score: {rule: attributes, ...}")
+    if "score" not in (record.metadata or {}):
+        raise ConfigError(f"{path}: record {record.id!r} has no score; pairs: {pairs} needs a generate stage with a "
+                          "score rule, e.g. score: {rule: attributes, rules: description}")
+
+
+class BestVsWorseConfig(ComponentConfig):
+    """Keys of ``pairs: {name: best-vs-worse, min_gap: 2}``."""
+
+    min_gap: float = Field(2.0, ge=0, description="the rejected candidate scores at least this much below the chosen")
+
+
+class BestVsWorse:
+    """The ``best-vs-worse`` pairing (see the module docstring)."""
+
+    def __init__(self, config: BestVsWorseConfig | None = None) -> None:
+        self.config = config or BestVsWorseConfig()
+
+    def pairs(self, records: Iterable[Any], report: Any, source: Path) -> Iterator[Preference]:
+        return best_vs_worse(records, report, source, self.config.min_gap)
 
 
 def best_vs_worse(records: Iterable[Any], report: Any, path: Path, min_gap: float = 2.0) -> Iterator[Preference]:
-    """``pairs: best-vs-worse`` Preference pairs (see the module docstring)."""
+    """Best-vs-worse Preference pairs (see the module docstring)."""
     kept = []
     for record in records:
         if not isinstance(record, Conversation):
@@ -98,11 +117,10 @@ def best_vs_worse(records: Iterable[Any], report: Any, path: Path, min_gap: floa
             continue
         low = min(score for score, _, _ in worse)
         rejected = next(c for score, _, c in worse if score == low)
+        metadata = {"source_id": source, "pairs": "best-vs-worse", "chosen_id": chosen.id, "rejected_id": rejected.id}
+        if "attributes" in chosen.metadata:  # the attributes rule's detail travels with the pair
+            metadata.update(chosen_attributes=chosen.metadata.get("attributes"),
+                            rejected_attributes=rejected.metadata.get("attributes"))
         yield Preference(
             id=f"{source}-bvw", prompt=tuple(chosen.turns[:-1]), chosen=_answer(chosen), rejected=_answer(rejected),
-            images=chosen.images, scores={"chosen": top, "rejected": low},
-            metadata={"source_id": source, "pairs": "best-vs-worse", "chosen_id": chosen.id,
-                      "rejected_id": rejected.id,
-                      "chosen_attributes": chosen.metadata.get("attributes"),
-                      "rejected_attributes": rejected.metadata.get("attributes")},
-            check_files=False)
+            images=chosen.images, scores={"chosen": top, "rejected": low}, metadata=metadata, check_files=False)

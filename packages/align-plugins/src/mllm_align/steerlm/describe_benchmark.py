@@ -1,6 +1,6 @@
 """The ``easyvqa-describe`` benchmark: describe an easy-VQA image in one sentence.
 
-Items are the test images of the ``easyvqa-describe`` dataset (mllm-data): prompt
+Items are the test images of the ``easyvqa-describe`` dataset (:mod:`mllm_align.steerlm.describe_data`): prompt
 ``<image>\\nDescribe the image in one sentence.``, gold ``The image shows a <colour> <shape>.``.
 
 Metrics (no model needed, so saved answers can be re-scored):
@@ -9,7 +9,7 @@ Metrics (no model needed, so saved answers can be re-scored):
   ``both_accuracy``: it names both; ``exact_match``: it equals the gold sentence
   (case and surrounding space ignored);
 * ``helpfulness`` ... ``verbosity`` and ``aggregate``: the mean rule attributes
-  (:func:`mllm.data.scoring_attributes.description_attributes`; aggregate = Helpfulness +
+  (:func:`mllm_align.steerlm.description.description_attributes`; aggregate = Helpfulness +
   Correctness + Coherence, 0-12), the same rules a ``generate`` stage rates candidates with;
 * ``mean_words``: answer length in words.
 """
@@ -20,11 +20,12 @@ import random
 from pathlib import Path
 from typing import ClassVar, Literal, Sequence
 
-from mllm.data.scoring_attributes import ATTRIBUTES, aggregate, description_attributes, words
-from mllm.interfaces import ComponentConfig
-from mllm.records import EvalItem
-from mllm_data.easyvqa_describe import EasyVQADescribe, describe_prompt, described_images, gold_sentence
+from mllm import ComponentConfig, EvalItem
 from pydantic import Field
+
+from mllm_align.steerlm.attributes import ATTRIBUTES, aggregate
+from mllm_align.steerlm.describe_data import EasyVQADescribe, describe_prompt, described_images, gold_sentence
+from mllm_align.steerlm.description import description_attributes, words
 
 
 class EasyVQADescribeBenchConfig(ComponentConfig):

@@ -1,29 +1,28 @@
-"""SteerLM attributes: the steering text round-trip, judge replies (bad ones counted, never
-raised), the description rules, best-candidate selection and best-vs-worse pairs."""
+"""The SteerLM family of mllm-align: the steering text round-trip, judge replies (bad ones
+counted, never raised), the description rules, best-candidate selection, best-vs-worse pairs,
+the steerlm prompt style behind an eval stage's steer:."""
 
 from __future__ import annotations
 
 import pytest
 from mllm.data.badrows import DataReport
-from mllm.data.candidates import best_vs_worse, select_best
-from mllm.data.scoring_attributes import (
+from mllm.pipeline.config import ConfigError
+from mllm.records import Conversation, Turn
+from mllm_align.candidates import best_vs_worse, select_best
+from mllm_align.steerlm.attributes import (
     ATTRIBUTES,
-    AttributeRule,
-    AttributeScorer,
-    SteerConfig,
     add_steer,
     aggregate,
-    description_attributes,
     parse_attributes,
     parse_steer_text,
-    rate_records,
     split_steer,
     steer_attributes,
     steer_text,
     strip_steer_text,
 )
-from mllm.pipeline.config import ConfigError
-from mllm.records import Conversation, Turn
+from mllm_align.steerlm.description import description_attributes
+from mllm_align.steerlm.rule import AttributeRule, AttributeRuleConfig, AttributeScorer, rate_records
+from mllm_align.steerlm.style import SteerLMStyle, SteerLMStyleConfig
 
 GOLD = "The image shows a red circle."
 
@@ -99,13 +98,15 @@ def test_unparseable_and_failing_judge_replies_are_counted_not_raised():
         RuntimeError("HTTP 500"),
         "Helpfulness: 1, Correctness: 0, Coherence: 3, Complexity: 1, Verbosity: 7",
     ])
-    rule = AttributeRule(rule="attributes", judge={"name": "scripted"})
+    rule = AttributeRuleConfig(judge={"name": "scripted"})
     records, metrics = rate_records(_candidates(["a", "b", "c", "d"]), AttributeScorer(rule, judge))
     assert metrics["scored"] == 1 and metrics["unscored"] == 3
     assert metrics["unscored_unparseable"] == 2 and metrics["unscored_failed"] == 1
     assert records[0].metadata["aggregate"] == 12.0 and records[0].metadata["correct"] is True
+    assert records[0].metadata["score"] == 12.0  # the generic score other components rank by
     for record in records[1:]:
         assert record.metadata["attributes"] is None and record.metadata["aggregate"] is None
+        assert record.metadata["score"] is None
         assert record.metadata["unscored_reason"]
     assert "The image shows a red circle." in judge.prompts[0] and "Describe the image." in judge.prompts[0]
     # unscored candidates never win
@@ -114,10 +115,26 @@ def test_unparseable_and_failing_judge_replies_are_counted_not_raised():
 
 def test_attribute_rule_config():
     with pytest.raises(ValueError, match="exactly one"):
-        AttributeRule(rule="attributes")
+        AttributeRuleConfig()
     with pytest.raises(ValueError, match="exactly one"):
-        AttributeRule(rule="attributes", rules="description", judge={"name": "openai"})
-    assert AttributeRule(rule="attributes", rules="description").rules == "description"
+        AttributeRuleConfig(rules="description", judge={"name": "openai"})
+    assert AttributeRuleConfig(rules="description").rules == "description"
+
+
+def test_the_attributes_rule_builds_its_judge_through_the_context(tmp_path):
+    built = []
+
+    class Context:
+        stage_dir = tmp_path
+
+        def build_judge(self, ref, key, cache=None):
+            built.append((ref, key, cache))
+            return ScriptedJudge(["Helpfulness: 2, Correctness: 4, Coherence: 4, Complexity: 1, Verbosity: 1"])
+
+    rule = AttributeRule(AttributeRuleConfig(judge={"name": "openai", "model": "m"}))
+    records, metrics = rule.score(_candidates(["The image shows a red circle."]), Context())
+    assert built == [({"name": "openai", "model": "m"}, "judge", tmp_path / "judge_cache.jsonl")]
+    assert records[0].metadata["score"] == 10.0 and metrics["mean_aggregate"] == 10.0
 
 
 def test_description_rules():
@@ -131,7 +148,7 @@ def test_description_rules():
                                       "background that I like a lot.", GOLD)
     assert rambling["verbosity"] == 4 and rambling["helpfulness"] == 3
     assert description_attributes("", GOLD)["verbosity"] == 0
-    rule = AttributeRule(rule="attributes", rules="description")
+    rule = AttributeRuleConfig(rules="description")
     scores, reason = AttributeScorer(rule).rate("q", "The image shows a red circle.", None)
     assert scores is None and "gold" in reason  # no gold: unscored, not an error
 
@@ -141,7 +158,7 @@ def _scored(aggregates, source="p0", answers=None):
     for i, value in enumerate(aggregates):
         answer = answers[i] if answers else f"answer {i}" + "!" * i
         metadata = {"source_id": source, "sample": i, "gold": GOLD,
-                    "aggregate": value, "attributes": None if value is None else {}}
+                    "score": value, "attributes": None if value is None else {}}
         out.append(Conversation(id=f"{source}-s{i}", turns=(Turn("user", "<image>\nQ"), Turn("assistant", answer)),
                                 images=("x.png",), metadata=metadata, check_files=False))
     return out
@@ -172,18 +189,44 @@ def test_best_vs_worse_pairs():
     assert by_source["p3"].chosen == "answer 1!"  # the unscored candidate is ignored
     unscored = [Conversation(id="x", turns=(Turn("user", "Q"), Turn("assistant", "A")), metadata={"source_id": "x"},
                              check_files=False)]
-    with pytest.raises(ConfigError, match="attribute scores"):
+    with pytest.raises(ConfigError, match="has no score; pairs: best-vs-worse needs"):
         list(best_vs_worse(unscored, report, "records.jsonl"))
 
 
-def test_steer_config():
+def test_steer_is_the_steerlm_prompt_style():
     from mllm.stages.evaluate import EvalStageConfig
 
     base = {"id": "e", "kind": "eval", "benchmarks": [{"name": "easyvqa"}]}
-    assert EvalStageConfig.model_validate({**base, "steer": True}).steer.attributes() == steer_attributes()
-    assert EvalStageConfig.model_validate({**base, "steer": False}).steer is None
+    style = EvalStageConfig.model_validate({**base, "steer": True}).prompt_style
+    assert (style.name, style.options(), style.models) == ("steerlm", {}, None)
+    assert EvalStageConfig.model_validate({**base, "steer": False}).prompt_style is None
     config = EvalStageConfig.model_validate({**base, "steer": {"verbosity": 1, "models": ["steerlm"]}})
-    assert config.steer.attributes()["verbosity"] == 1
-    assert config.steer.applies_to("steerlm") and not config.steer.applies_to("sft")
+    assert config.prompt_style.options() == {"verbosity": 1}
+    assert config.prompt_style.applies_to("steerlm") and not config.prompt_style.applies_to("sft")
+    with pytest.raises(ValueError, match="not both"):
+        EvalStageConfig.model_validate({**base, "steer": {}, "prompt_style": {"name": "plain"}})
     with pytest.raises(ValueError):
-        SteerConfig(humour=3)
+        SteerLMStyleConfig(humour=3)
+    steered = SteerLMStyle(SteerLMStyleConfig(verbosity=1))
+    prompt = steered.apply("<image>\nDescribe the image.")
+    assert split_steer(prompt) == ("<image>\nDescribe the image.", {**steer_attributes(), "verbosity": 1})
+    assert steered.clean(steer_text(steer_attributes()) + "\nThe image shows a red circle.") == GOLD
+
+
+def test_steer_keys_are_checked_at_load_time(tmp_path):
+    from mllm.pipeline.config import load_pipeline
+    from mllm.plugins.registry import Registry
+
+    path = tmp_path / "p.yaml"
+    path.write_text("""
+name: s
+model: {name: llava, init: tiny}
+stages:
+  - id: e
+    kind: eval
+    steer: {verbosty: 2}
+    benchmarks: [{name: easyvqa}]
+""")
+    with pytest.raises(ConfigError, match=r"stages.e.prompt_style.verbosty: unknown key 'verbosty'; "
+                                          r"did you mean 'verbosity'"):
+        load_pipeline(path, Registry(autoload=True))

@@ -10,8 +10,8 @@ Conversation per image::
 The gold sentence is a template (:func:`gold_sentence`) naming the colour and shape, so
 answers can be rated by rules (``score: {rule: attributes, rules: description}`` in a
 generate stage: correctness from the shape and colour named, verbosity from length,
-coherence from well-formedness; see :mod:`mllm.data.scoring_attributes`). The
-``easyvqa-describe`` benchmark (mllm-eval) asks the same prompt on the test split.
+coherence from well-formedness; see :mod:`mllm_align.steerlm.description`). The
+``easyvqa-describe`` benchmark (:mod:`mllm_align.steerlm.describe_benchmark`) asks the same prompt on the test split.
 
 ``questions_per_image: n`` adds the first n easy-VQA questions of each selected image
 (the ``easyvqa`` dataset's records; ``null``: all of them), so one SFT stage learns both
@@ -25,12 +25,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import ClassVar, Iterator, Literal
 
-from mllm.data.badrows import DataReport
-from mllm.interfaces import DatasetConfig
-from mllm.records import IMAGE_TOKEN, Conversation, Turn
+from mllm import IMAGE_TOKEN, Conversation, DataReport, DatasetConfig, Turn
+from mllm_data import format_prompt, select_rows, split_files
 from pydantic import Field
-
-from mllm_data.easyvqa import format_prompt, select_rows, split_files
 
 DESCRIBE_PROMPT = "Describe the image in one sentence."
 SHAPES = ("circle", "rectangle", "triangle")
