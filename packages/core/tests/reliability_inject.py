@@ -5,6 +5,9 @@ with one of these armed by environment variables (test code only, never shipped)
   step of that train stage (after the step, before its log line and checkpoint);
 - ``MLLM_TEST_TERM=<stage>:<step>``: SIGTERM this process when that step begins, and
   again while the checkpoint it causes is being written;
+- ``MLLM_TEST_HOLD=<stage>:<step>:<file>``: at the end of that step write ``<file>`` (this
+  process's pid) and wait until ``<file>.go`` exists (a run held in the middle, for the
+  lock tests);
 - ``MLLM_TEST_ORDER=<folder>``: append the record ids of every training batch to
   ``<folder>/<stage>.jsonl`` (the example order).
 
@@ -17,6 +20,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -43,6 +47,8 @@ class Inject(TrainerCallback):
     def __init__(self) -> None:
         self.kill = _armed("MLLM_TEST_KILL")
         self.term = _armed("MLLM_TEST_TERM")
+        hold = os.environ.get("MLLM_TEST_HOLD")
+        self.hold = (hold.split(":", 1)[0], int(hold.split(":")[1]), Path(hold.split(":", 2)[2])) if hold else None
 
     def on_step_begin(self, args, state, control, **kwargs):
         if self.term and (_stage_of(args), state.global_step + 1) == self.term:
@@ -52,6 +58,12 @@ class Inject(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if self.kill and (_stage_of(args), state.global_step) == self.kill:
             os.kill(os.getpid(), signal.SIGKILL)
+        if self.hold and (_stage_of(args), state.global_step) == self.hold[:2]:
+            flag = self.hold[2]
+            flag.write_text(str(os.getpid()))
+            deadline = time.monotonic() + 300
+            while not flag.with_name(flag.name + ".go").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
 
 
 _train_method = training.train_method

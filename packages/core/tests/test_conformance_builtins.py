@@ -95,7 +95,7 @@ def mtbench_example(tmp: Path) -> dict:
 
 
 def shr_example(tmp: Path) -> dict:
-    rows = [{"image_id": 2339 + i, "image": f"{2339 + i}.jpg", "factual": [],
+    rows = [{"image_id": 2339 + i, "image": f"{2339 + i}.jpg", "factual": [], "width": 16, "height": 16,
              "regions": [{"x": 0, "y": 0, "w": 8, "h": 8, "phrase": "a red square"}]} for i in range(2)]
     return {"questions": _jsonl(tmp / "shr.jsonl", rows), "image_folder": _images(tmp / "img", "2339.jpg", "2340.jpg")}
 

@@ -121,7 +121,7 @@ CASES: dict[str, Case] = {
     "validate: missing data file": Case(lambda w: ["validate", "no_data.yaml"],
                                         ("no_data.yaml", "stages.sub.data", "missing.jsonl", "does not exist")),
     "run: missing data file": Case(lambda w: ["run", "no_data.yaml", "--runs-dir", "runs"],
-                                   ("missing.jsonl", "does not exist"), writes=True),
+                                   ("missing.jsonl", "does not exist")),  # the pre-flight: before the run folder
     "unknown stage in --force": Case(lambda w: ["run", "good.yaml", "--force", "nope", "--dry-run"],
                                      ("--force", "'nope'")),
     "runs-dir is a file": Case(lambda w: ["run", "good.yaml", "--runs-dir", "a_file", "--dry-run"],

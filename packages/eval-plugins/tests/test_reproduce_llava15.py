@@ -75,5 +75,5 @@ def test_llava_bench_relative_scores_from_released_review():
     assert round(m["overall"], 1) == 72.8
     assert round(m["complex"], 1) == 82.8
     assert round(m["conv"], 1) == 74.7
-    assert round(m["detail"], 1) == 52.7
+    assert m["detail"] == 52.6  # summarize_gpt_review.py rounds both means to 3 decimals first
     assert m["n"] == 60 and m["unparsed"] == 0

@@ -165,10 +165,6 @@ def prepare_trainable(adapter: Any, config: TrainableConfig) -> Any:
     return model
 
 
-def trainable_parameter_names(model: Any) -> list[str]:
-    return [name for name, param in model.named_parameters() if param.requires_grad]
-
-
 # -- batches --------------------------------------------------------------------------
 
 

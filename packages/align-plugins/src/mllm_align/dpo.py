@@ -144,10 +144,6 @@ class DPO:
     def projector_lr(self) -> float | None:
         return self.config.projector_lr
 
-    @property
-    def uses_lora(self) -> bool:
-        return self.config.lora
-
     # -- Method protocol ----------------------------------------------------------------
 
     def setup(self, adapter: Any) -> Any:

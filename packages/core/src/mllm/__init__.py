@@ -83,6 +83,7 @@ _EXPORTS: dict[str, str] = {
     "HasTrainCallbacks": "mllm.interfaces",
     "RunsDistributed": "mllm.interfaces",
     "ScoresFromFiles": "mllm.interfaces",
+    "RecordsProvenance": "mllm.interfaces",
     # helpers plugins need
     "ChatTemplate": "mllm.models.templates",
     "TemplateName": "mllm.models.templates",

@@ -53,16 +53,6 @@ def gather_to_main(value: Any) -> list[Any] | None:
     return out
 
 
-def broadcast_from_main(value: Any) -> Any:
-    """Rank 0's ``value`` on every rank."""
-    dist = _dist()
-    if dist is None:
-        return value
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def shard(items: list[Any]) -> list[Any]:
     """This rank's share of ``items``: every ``world_size``-th item from ``rank`` on."""
     return list(items[rank()::world_size()])

@@ -51,8 +51,10 @@ class MllmError(Exception):
         hint: an optional "how to fix it", shown after the message on the same line.
 
     ``str(error)`` is always one line: the lines of a multi-line message are joined with
-    ``"; "``. ``exit_code`` is the status ``mllm`` exits with; ``label`` is the word
-    printed before the message (``error: ...``).
+    ``"; "``. A message of several lines is several problems (one per line, e.g. every
+    unknown key of a file): :meth:`lines` gives them and ``mllm`` prints each as its own
+    ``error: ...`` line. ``exit_code`` is the status ``mllm`` exits with; ``label`` is the
+    word printed before the message (``error: ...``).
     """
 
     exit_code: ClassVar[int] = 2
@@ -69,6 +71,13 @@ class MllmError(Exception):
 
     def __str__(self) -> str:
         return f"{self.message}; {_one_line(self.hint)}" if self.hint else self.message
+
+    def lines(self) -> list[str]:
+        """The problems, one line each (the message's lines); the hint ends the last one."""
+        lines = [line.strip() for line in str(super().__str__()).splitlines() if line.strip()] or [self.message]
+        if self.hint:
+            lines[-1] = f"{lines[-1]}; {_one_line(self.hint)}"
+        return lines
 
 
 def _one_line(text: str) -> str:

@@ -272,10 +272,34 @@ class HasAnswerBudget(Protocol):
 
 @runtime_checkable
 class ScoresFromFiles(Protocol):
-    """A benchmark class that scores released answer files (``mllm eval score``)."""
+    """A benchmark class that scores released answer files (``mllm eval score BENCH``).
+
+    ``score_files`` is a classmethod taking each file as a keyword (``answers=...``,
+    ``questions=...``; ``config=`` a mapping of config keys, ``judge=`` a judge config,
+    both optional). The class declares its file options in ``score_inputs``
+    (``{keyword: what the file is}``): they are what ``mllm eval score BENCH --help``
+    lists; a keyword without a default is required, and a missing file is a one-line
+    :class:`mllm.errors.MllmError` naming the option. An eval stage's own
+    ``answers.jsonl`` (``{id, prompt, images, answer, gold}``) should be accepted as
+    ``answers``. The kit checks that every declared option is a keyword of ``score_files``.
+    """
 
     def score_files(self, **files: Any) -> dict[str, float]:
         """Metrics from files (``answers=...``, ``questions=...``; a classmethod)."""
+
+
+@runtime_checkable
+class RecordsProvenance(Protocol):
+    """A benchmark that says how it scored: ``{"protocol": "llava", "judge": ..., "judge_model": ...}``.
+
+    The eval stage writes these strings beside the benchmark's metrics in ``metrics.json``
+    (and so in the report); they are never metrics. A benchmark following a published
+    protocol lists those it can follow in ``protocols`` (a class attribute, the first the
+    default) and takes ``protocol`` in its config.
+    """
+
+    def provenance(self) -> dict[str, str]:
+        """The protocol followed and, for judged benchmarks, the judge and its model."""
 
 
 @runtime_checkable

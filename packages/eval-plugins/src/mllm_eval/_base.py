@@ -33,6 +33,15 @@ def answers_by_id(items: Sequence[EvalItem], answers: Mapping[str, str], benchma
     return {item.id: answers[item.id] for item in items}
 
 
+def row_id(row: Mapping[str, Any]) -> str | None:
+    """The question id of an answer row: ``question_id`` (LLaVA's files) or ``id`` (an eval
+    stage's ``answers.jsonl``), as a string; ``None`` when it has neither."""
+    for key in ("question_id", "id"):
+        if key in row and row[key] is not None:
+            return str(row[key])
+    return None
+
+
 def answer_text(row: Mapping[str, Any], path: Path, option: str, index: int) -> str:
     for key in ("text", "pred", "answer", "response"):
         if key in row and isinstance(row[key], str):
@@ -55,3 +64,24 @@ def get_judge(judge: Any, benchmark: str) -> Any:
     from mllm_eval.judges import build_judge
 
     return build_judge(judge)
+
+
+def judge_provenance(judge: Any) -> dict[str, str]:
+    """``{"judge": name, "judge_model": model}`` of a judge config or object (empty without one).
+
+    Recorded beside the metrics so a reader knows which judge (and which model version)
+    graded them; never a key or an endpoint secret.
+    """
+    if judge is None:
+        return {}
+    if isinstance(judge, Mapping):
+        name = str(judge.get("name", ""))
+        model = judge.get("model") or judge.get("path")
+    else:
+        name = type(judge).__name__
+        config = getattr(judge, "config", None)
+        model = getattr(config, "model", None) or getattr(config, "path", None) or getattr(judge, "model", None)
+    out = {"judge": name} if name else {}
+    if model:
+        out["judge_model"] = str(model)
+    return out

@@ -1,4 +1,9 @@
-"""LLaVA-Bench (COCO or in-the-wild): judge reviews against reference answers."""
+"""LLaVA-Bench (COCO or in-the-wild): judge reviews against reference answers.
+
+Scored as LLaVA's ``summarize_gpt_review.py`` (protocol ``llava``, see
+:mod:`mllm_eval.scoring.llava_bench`): unparseable reviews count as ``[-1, -1]`` and
+category means are rounded to 3 decimals before dividing.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ from typing import Any, ClassVar, Literal
 from mllm import ComponentConfig, EvalItem
 from pydantic import Field
 
-from mllm_eval._base import answers_by_id, get_judge, image_path
+from mllm_eval._base import answers_by_id, get_judge, image_path, judge_provenance
 from mllm_eval._io import ScoreInputError, read_json, read_jsonl, require_file, require_keys
 from mllm_eval.scoring import llava_bench as scoring
 
@@ -24,6 +29,7 @@ class LlavaBenchConfig(ComponentConfig):
     rule: str | None = Field(None, description="LLaVA's rule.json (judge prompt per category)")
     image_folder: str | None = None
     judge: dict[str, Any] | None = Field(None, description="judge config, e.g. {name: openai, model: gpt-4-0314}")
+    protocol: Literal["llava"] = Field("llava", description="scoring protocol: llava (summarize_gpt_review.py)")
     answer_mode: Literal["generate"] = "generate"
     max_new_tokens: int = Field(1024, ge=1)
 
@@ -34,12 +40,17 @@ class LlavaBench:
     # keys every scoring returns; "conv", "detail", "complex" are added for the categories present
     metric_keys: ClassVar[tuple[str, ...]] = ("overall", "unparsed")
     score_inputs: ClassVar[dict[str, str]] = {"reviews": REVIEWS_WHAT}
+    protocols: ClassVar[tuple[str, ...]] = scoring.PROTOCOLS
 
     def __init__(self, config: LlavaBenchConfig | None = None, *, judge: Any = None) -> None:
         self.config = config or LlavaBenchConfig()
         self.answer_mode = self.config.answer_mode
         self.max_new_tokens = self.config.max_new_tokens
         self._judge = judge
+
+    def provenance(self) -> dict[str, str]:
+        """The protocol followed and the judge, recorded beside the metrics."""
+        return {"protocol": self.config.protocol, **judge_provenance(self._judge or self.config.judge)}
 
     def items(self) -> list[EvalItem]:
         path = require_file(self.config.questions, "questions", QUESTIONS_WHAT)
@@ -77,15 +88,25 @@ class LlavaBench:
 
     @classmethod
     def score_files(cls, *, reviews: str | None = None, config: Mapping[str, Any] | None = None) -> dict[str, float]:
-        """Relative scores from a review file (each review's first line parsed, as LLaVA's script)."""
+        """Relative scores from a review file, as LLaVA's ``summarize_gpt_review.py``.
+
+        A row's ``tuple`` (the pair LLaVA's review script stored) is used as it is; a row
+        without one has its ``content``'s first line parsed (``[-1, -1]`` when unreadable).
+        """
+        LlavaBenchConfig(**(config or {}))  # an unknown protocol or key is an error here too
         p = require_file(reviews, "--reviews", REVIEWS_WHAT)
         rows = read_jsonl(p, "--reviews", REVIEWS_WHAT)
         if not rows:
             raise ScoreInputError(f"--reviews {os.fspath(p)!r} is empty; expected {REVIEWS_WHAT}")
         parsed = []
         for i, row in enumerate(rows):
-            require_keys(row, ("content",), p, "--reviews", i, REVIEWS_WHAT)
-            parsed.append((str(row.get("category", "")), scoring.parse_review_scores(str(row["content"]))))
+            pair = row.get("tuple")
+            if isinstance(pair, list) and len(pair) == 2 and all(isinstance(v, (int, float)) for v in pair):
+                scores = None if [float(v) for v in pair] == list(scoring.UNPARSED) else (float(pair[0]), float(pair[1]))
+            else:
+                require_keys(row, ("content",), p, "--reviews", i, REVIEWS_WHAT)
+                scores = scoring.parse_review_scores(str(row["content"]))
+            parsed.append((str(row.get("category", "")), scores))
         return scoring.relative_scores(parsed)
 
 

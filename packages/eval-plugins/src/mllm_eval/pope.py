@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Literal
 from mllm import ComponentConfig, EvalItem
 from pydantic import Field
 
-from mllm_eval._base import answer_text, answers_by_id, image_path
+from mllm_eval._base import answer_text, answers_by_id, image_path, row_id
 from mllm_eval._io import ScoreInputError, read_jsonl, require_file, require_keys
 from mllm_eval.scoring import pope as scoring
 
@@ -24,6 +24,9 @@ class POPEConfig(ComponentConfig):
     image_folder: str | None = Field(None, description="COCO val2014 images (needed to answer, not to score)")
     splits: list[Literal["random", "popular", "adversarial"]] = Field(
         default_factory=lambda: list(scoring.SPLITS), description="POPE splits to evaluate")
+    protocol: Literal["llava", "lmms-eval"] = Field(
+        "llava", description="answer reading and metrics: llava (eval_pope.py) or lmms-eval (exact yes/no, "
+                             "yes_ratio of the labels)")
     answer_mode: Literal["generate", "choice"] = Field("choice", description="choice: score Yes/No from one forward pass")
     max_new_tokens: int = Field(8, ge=1)
 
@@ -83,10 +86,12 @@ class POPE:
         f"{s}/{m}" for s in scoring.SPLITS for m in ("accuracy", "precision", "recall", "f1", "yes_ratio")
     ) + ("accuracy", "f1")
     score_inputs: ClassVar[dict[str, str]] = {
-        "answers": "model answers, JSON Lines {question_id, text} (LLaVA's answer file)",
+        "answers": "model answers, JSON Lines {question_id, text} (LLaVA's answer file) or an eval stage's "
+                   "answers.jsonl {id, prompt, answer}",
         "questions": QUESTIONS_WHAT,
         "labels": LABELS_WHAT,
     }
+    protocols: ClassVar[tuple[str, ...]] = scoring.PROTOCOLS
 
     def __init__(self, config: POPEConfig | None = None) -> None:
         self.config = config or POPEConfig()
@@ -94,6 +99,10 @@ class POPE:
         self.max_new_tokens = self.config.max_new_tokens
         # the keys this config's splits always give (the class lists every split's)
         self.metric_keys = tuple(k for k in self.metric_keys if k.partition("/")[0] in self.config.splits or "/" not in k)
+
+    def provenance(self) -> dict[str, str]:
+        """The protocol followed, recorded beside the metrics."""
+        return {"protocol": self.config.protocol}
 
     def items(self) -> list[EvalItem]:
         if not self.config.questions or not self.config.labels:
@@ -110,7 +119,7 @@ class POPE:
             key = (item.metadata["split"], item.metadata["image"], item.metadata["question"])
             keyed[key] = texts[item.id]
             labels[key] = item.answer or ""
-        return scoring.score_splits(keyed, labels)
+        return scoring.score_splits(keyed, labels, protocol=self.config.protocol)
 
     @classmethod
     def score_files(cls, *, answers: str | None = None, questions: str | None = None, labels: str | None = None,
@@ -126,12 +135,15 @@ class POPE:
         by_id = {item.id: item for item in items}
         texts: dict[str, str] = {}
         for i, row in enumerate(read_jsonl(apath, "--answers", cls.score_inputs["answers"])):
-            require_keys(row, ("question_id",), apath, "--answers", i, cls.score_inputs["answers"])
-            qid = str(row["question_id"])
+            qid = row_id(row)
+            if qid is None:
+                require_keys(row, ("question_id",), apath, "--answers", i, cls.score_inputs["answers"])
             item = by_id.get(qid)
             if item is None:
                 continue  # a split not asked for (or not in the question file)
-            prompt = row.get("prompt")
+            # LLaVA's answer files repeat the question: refuse answers to another question file
+            # (an eval stage's answers.jsonl holds the prompt as styled for the model, so it is not compared)
+            prompt = row.get("prompt") if "question_id" in row else None
             if isinstance(prompt, str) and scoring.strip_suffix(prompt) != item.metadata["question"]:
                 raise ScoreInputError(
                     f"--answers {os.fspath(apath)!r} row {i + 1}: question_id {qid} asks {prompt!r} but the "

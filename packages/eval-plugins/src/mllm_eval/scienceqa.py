@@ -1,4 +1,5 @@
-"""ScienceQA (test split) in LLaVA's CQM-A format, scored as LLaVA's eval_science_qa.py."""
+"""ScienceQA (test split) in LLaVA's CQM-A format, scored as LLaVA's eval_science_qa.py
+(``protocol: llava``, default) or as lmms-eval's scienceqa tasks (``protocol: lmms-eval``)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,13 @@ from typing import Any, ClassVar, Literal
 from mllm import ComponentConfig, EvalItem
 from pydantic import Field
 
-from mllm_eval._base import answer_text, image_path
+from mllm_eval._base import answer_text, image_path, row_id
 from mllm_eval._io import ScoreInputError, read_json, read_json_or_jsonl, require_file
 from mllm_eval.scoring import scienceqa as scoring
 
 QUESTIONS_WHAT = "LLaVA's ScienceQA question file (llava_test_CQM-A.json: id, conversations, image)"
-ANSWERS_WHAT = ("answers, JSON Lines {question_id, text}, or LLaVA's scored output "
-                "({correct: [...], incorrect: [...]} with question_id and pred)")
+ANSWERS_WHAT = ("answers, JSON Lines {question_id, text} (or an eval stage's answers.jsonl {id, answer}), or "
+                "LLaVA's scored output ({correct: [...], incorrect: [...]} with question_id and pred)")
 PROBLEMS_WHAT = "ScienceQA's problems.json (subject, hint, image, grade per id) for the category breakdown"
 
 
@@ -35,6 +36,8 @@ class ScienceQAConfig(ComponentConfig):
     image_folder: str | None = Field(None, description="ScienceQA test images (the folder holding <id>/image.png)")
     problems: str | None = Field(None, description=PROBLEMS_WHAT)
     single_pred_prompt: bool = Field(True, description="append LLaVA's 'Answer with the option's letter...' line")
+    protocol: Literal["llava", "lmms-eval"] = Field(
+        "llava", description="answer parsing: llava (eval_science_qa.py) or lmms-eval (sqa_process_results)")
     answer_mode: Literal["generate", "choice"] = Field("generate")
     max_new_tokens: int = Field(16, ge=1)
 
@@ -59,15 +62,16 @@ def load_answers(path: str | os.PathLike | None, option: str = "--answers") -> d
         rows = list(data.get("correct", [])) + list(data.get("incorrect", []))
     elif isinstance(data, list):
         rows = data
-    elif isinstance(data, dict) and "question_id" in data:
+    elif isinstance(data, dict) and ("question_id" in data or "id" in data):
         rows = [data]  # a one-line JSON Lines file
     else:
         raise ScoreInputError(f"{option} {os.fspath(p)!r} has an unknown shape; expected {ANSWERS_WHAT}")
     out: dict[str, str] = {}
     for i, row in enumerate(rows):
-        if not isinstance(row, dict) or "question_id" not in row:
+        qid = row_id(row) if isinstance(row, dict) else None
+        if qid is None:
             raise ScoreInputError(f"{option} {os.fspath(p)!r} row {i + 1} lacks question_id; expected {ANSWERS_WHAT}")
-        out[str(row["question_id"])] = answer_text(row, p, option, i)
+        out[qid] = answer_text(row, p, option, i)
     return out
 
 
@@ -86,6 +90,7 @@ class ScienceQA:
 
     metric_keys: ClassVar[tuple[str, ...]] = ("accuracy", "img_accuracy", "failed")
     score_inputs: ClassVar[dict[str, str]] = {"answers": ANSWERS_WHAT, "questions": QUESTIONS_WHAT, "problems": PROBLEMS_WHAT}
+    protocols: ClassVar[tuple[str, ...]] = scoring.PROTOCOLS
 
     def __init__(self, config: ScienceQAConfig | None = None) -> None:
         self.config = config or ScienceQAConfig()
@@ -95,6 +100,10 @@ class ScienceQA:
         if problems is None and self.config.root is not None:
             problems = str(Path(self.config.root).expanduser() / "problems.json")  # categories come free with root
         self._problems = load_problems(problems, "problems")
+
+    def provenance(self) -> dict[str, str]:
+        """The protocol followed, recorded beside the metrics."""
+        return {"protocol": self.config.protocol}
 
     @classmethod
     def data_files(cls, config: ScienceQAConfig) -> list[Path]:
@@ -149,7 +158,7 @@ class ScienceQA:
 
     def score(self, items: Sequence[EvalItem], answers: Mapping[str, str]) -> dict[str, float]:
         questions = [scoring.Question(i.id, i.metadata.get("human", i.prompt), i.answer or "") for i in items]
-        return scoring.score(questions, answers, self._problems)
+        return scoring.score(questions, answers, self._problems, protocol=self.config.protocol)
 
     @classmethod
     def score_files(cls, *, answers: str | None = None, questions: str | None = None, problems: str | None = None,

@@ -2,7 +2,8 @@
 
 Errors: a subcommand raises :class:`mllm.errors.MllmError` for anything the user can
 fix; :class:`MllmGroup` catches it, for every subcommand, and prints ``error: <message>``
-on one line (exit status: the error's ``exit_code``, 2 unless it says otherwise). Any
+on one line, a line per problem when it holds several (exit status: the error's
+``exit_code``, 2 unless it says otherwise). Any
 other exception is a bug and shows its traceback. ``--debug`` (or ``MLLM_DEBUG=1``) shows
 the traceback of user errors too.
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 import click
 
 from mllm import __version__
-from mllm.errors import ConfigError, MllmError
+from mllm.errors import MllmError
 
 
 class MllmGroup(click.Group):
@@ -29,7 +30,8 @@ class MllmGroup(click.Group):
         except MllmError as error:
             if ctx.params.get("debug"):
                 raise
-            click.echo(f"{error.label}: {error}", err=True)
+            for line in error.lines():  # several problems (a file's unknown keys, pre-flight): a line each
+                click.echo(f"{error.label}: {line}", err=True)
             ctx.exit(error.exit_code)
 
 
@@ -69,9 +71,10 @@ def main(debug: bool) -> None:
 @click.option("--master-addr", default=None, help="address of node 0 (several nodes)")
 @click.option("--master-port", type=click.IntRange(1, 65535), default=None,
               help="port on node 0 (several nodes; default on one node: a free port)")
+@click.option("--wait", is_flag=True, help="if another mllm run is using the run folder, wait for it to finish")
 def run(pipeline_file: str, overrides: tuple[str, ...], runs_dir: str | None, force: tuple[str, ...], dry_run: bool,
         nproc_per_node: int = 1, nnodes: int = 1, node_rank: int = 0, master_addr: str | None = None,
-        master_port: int | None = None) -> None:
+        master_port: int | None = None, wait: bool = False) -> None:
     """Run PIPELINE_FILE; OVERRIDES are key=value (e.g. stages.sft.train.lr=1e-4).
 
     With --nproc-per-node N (and --nnodes M), train and eval stages run as N x M
@@ -94,7 +97,9 @@ def run(pipeline_file: str, overrides: tuple[str, ...], runs_dir: str | None, fo
         _print_plan(console, runner)
         return
     # TrainingStopped (SIGTERM) is an MllmError too: "stopped: ...", exit status 143, not marked COMPLETE
-    runner.run()
+    plans = runner.run(wait=wait)  # the run folder's lock: refuse (or wait) while another run holds it
+    if plans and all(plan.action == "skip" for plan in plans):
+        _print_last_results(runner)  # nothing ran: show what the finished run found
     console.print(f"done: {runner.run_dir}")
 
 
@@ -113,52 +118,89 @@ def _setup_logging(console) -> None:
 
 
 def _print_plan(console, runner) -> None:
+    """The stage plan; a stage the pre-flight says would fail is marked, with why."""
+    from rich.markup import escape
     from rich.table import Table
 
+    problems = runner.preflight()
+    failing = {problem.stage for problem in problems}
+    if runner.pipeline.config.description:
+        console.print(escape(runner.pipeline.config.description))
     table = Table(title=f"plan for {runner.pipeline.name} in {runner.run_dir}")
     for column in ("stage", "kind", "action", "why", "fingerprint"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for plan in runner.plan():
-        table.add_row(plan.stage_id, plan.kind, plan.action, plan.reason, plan.fingerprint[:12])
+        action = f"{plan.action} [red](would fail)[/red]" if plan.stage_id in failing else plan.action
+        table.add_row(plan.stage_id, plan.kind, action, escape(plan.reason), plan.fingerprint[:12])
     console.print(table)
+    for problem in problems:  # the model's (stage init) too, which has no row when it is a folder
+        console.print(f"[red]would fail:[/red] {escape(str(problem))}")
+
+
+def _print_last_results(runner) -> None:
+    """The results table of the newest report a finished run wrote (its report stage's)."""
+    from mllm.stages.report import print_table
+
+    reports = [runner.run_dir / stage.id / "report.json" for stage in runner.pipeline.stages]
+    existing = [path for path in reports if path.is_file()]
+    if existing:
+        print_table(json.loads(existing[-1].read_text()))
 
 
 @main.command()
 @click.argument("pipeline_file", type=click.Path())
 @click.argument("overrides", nargs=-1)
 def validate(pipeline_file: str, overrides: tuple[str, ...]) -> None:
-    """Check a pipeline: config keys, plugin names and data paths, without loading a model."""
-    from mllm.pipeline.validation import check_data_paths
+    """Check a pipeline without loading a model: keys, names, stage order, and what `mllm run`
+    checks before its first stage (files, model folders, stage sources, record kinds, judges).
 
-    pipeline, registry = _load(pipeline_file, overrides)
-    problems = check_data_paths(pipeline)
-    if problems:
-        raise ConfigError("; ".join(f"{pipeline_file}: {problem}" for problem in problems),
-                          hint="fix the path or create the file")
+    Every problem is printed, one `error:` line each. Relative paths in a pipeline are
+    relative to the working directory; errors print them absolute."""
+    from mllm.pipeline.validation import validate_file
+    from mllm.plugins.registry import get_registry
+
+    pipeline = validate_file(pipeline_file, get_registry(), overrides)
     click.echo(f"{pipeline_file}: OK ({len(pipeline.stages)} stages: {', '.join(s.id for s in pipeline.stages)})")
 
 
 @main.command()
+@click.argument("words", nargs=-1, metavar="[KIND] [NAME]")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def plugins(as_json: bool) -> None:
-    """List every registered component and plugins that failed to load."""
+def plugins(words: tuple[str, ...], as_json: bool) -> None:
+    """List every registered component and plugins that failed to load.
+
+    With NAME (e.g. `mllm plugins dpo`), print that component's keys: type, default and
+    meaning. KIND picks one of the components sharing a name (`mllm plugins benchmark
+    scienceqa`); with KIND alone, list the components of that kind."""
     from mllm.plugins.registry import get_registry, iter_component_rows
 
     registry = get_registry()
-    rows = list(iter_component_rows(registry))
+    kind, name = _plugins_words(words)
+    if name is not None:
+        _print_keys(registry, kind, name, as_json)
+        return
+    rows = [row for row in iter_component_rows(registry) if kind is None or row["kind"] == kind]
     failures = [f.__dict__ for f in registry.failures]
     clashes = [{"kind": k, "name": n, "distributions": d} for k, n, d in registry.clashes()]
     if as_json:
         click.echo(json.dumps({"components": rows, "failures": failures, "clashes": clashes}, indent=2))
         return
+    from rich.console import Console
     from rich.table import Table
 
+    columns = ("kind", "name", "aliases", "distribution", "version", "description")
+    # names are what users type: never cut; the description wraps in what is left
+    widths = {c: max([len(c)] + [len(row[c]) for row in rows]) for c in columns[:-1]}
+    needed = sum(widths.values()) + 3 * len(columns) + 40
     console = _console()
+    if console.width < needed:  # a narrow terminal or a pipe (80 columns): widen rather than cut names
+        console = Console(width=needed, highlight=False)
     table = Table(title="mllm components")
-    for column in ("kind", "name", "aliases", "distribution", "version", "description"):
-        table.add_column(column)
+    for column in columns[:-1]:
+        table.add_column(column, no_wrap=True, min_width=widths[column])
+    table.add_column("description", overflow="fold", min_width=40)
     for row in rows:
-        table.add_row(*(row[c] for c in ("kind", "name", "aliases", "distribution", "version", "description")))
+        table.add_row(*(row[c] for c in columns))
     console.print(table)
     for clash in clashes:
         console.print(f"[yellow]clash:[/yellow] {clash['kind']} {clash['name']!r} registered by "
@@ -166,6 +208,67 @@ def plugins(as_json: bool) -> None:
     for failure in failures:
         console.print(f"[red]failed to load:[/red] {failure['distribution']} {failure['version']} "
                       f"({failure['entry_point']}): {failure['cause']}")
+
+
+def _plugins_words(words: tuple[str, ...]) -> tuple[str | None, str | None]:
+    """``(kind, name)`` of ``mllm plugins [KIND] [NAME]``."""
+    from mllm.errors import ConfigError
+    from mllm.plugins.keys import kind_named
+    from mllm.plugins.kinds import COMPONENT_KINDS
+
+    if len(words) > 2:
+        raise ConfigError(f"mllm plugins takes at most KIND and NAME, got {' '.join(words)!r}")
+    if len(words) == 2:
+        kind = kind_named(words[0])
+        if kind is None:
+            raise ConfigError(f"mllm plugins: {words[0]!r} is not a component kind; kinds: {', '.join(COMPONENT_KINDS)}")
+        return kind, words[1]
+    if len(words) == 1:
+        kind = kind_named(words[0])
+        return (kind, None) if kind is not None else (None, words[0])
+    return None, None
+
+
+def _print_keys(registry, kind: str | None, name: str, as_json: bool) -> None:
+    """The keys of every component called ``name`` (of ``kind``), from their config models."""
+    import textwrap
+    from dataclasses import asdict
+
+    from mllm.errors import UnknownComponentError
+    from mllm.plugins.keys import keys_of, sections
+
+    bare = name.rpartition(":")[2]
+    specs = [spec for spec in registry.specs(kind) if bare in (spec.name, *spec.aliases)
+             and (":" not in name or spec.distribution == name.rpartition(":")[0])]
+    if not specs:
+        if kind is not None:
+            registry.get(kind, name)  # raises with "did you mean"
+        known = sorted({spec.name for spec in registry.specs()})
+        raise UnknownComponentError(f"no component is called {name!r}; `mllm plugins` lists them ({len(known)} names)")
+    if as_json:
+        click.echo(json.dumps([{"kind": spec.kind, "name": spec.name, "distribution": spec.distribution,
+                                "sections": {title or spec.name: [asdict(key) for key in keys_of(fields)]
+                                             for title, fields in sections(spec)}} for spec in specs], indent=2))
+        return
+    width = max(60, min(_console().width, 120))
+    for number, spec in enumerate(specs):
+        if number:
+            click.echo("")
+        click.echo(f"{spec.kind} {spec.name} ({spec.distribution} {spec.version})"
+                   + (f": {spec.description}" if spec.description else ""))
+        found = sections(spec)
+        if not found or not found[0][1]:
+            click.echo("  no keys")
+        for title, fields in found:
+            indent = "  "
+            if title:
+                click.echo(f"  {title}")
+                indent = "    "
+            for key in keys_of(fields):
+                click.echo(f"{indent}{key.name}: {key.type} = {key.default}")
+                if key.description:
+                    click.echo(textwrap.fill(key.description, width=width, initial_indent=indent + "    ",
+                                             subsequent_indent=indent + "    "))
 
 
 @main.command()
@@ -198,7 +301,8 @@ def _register_plugin_commands() -> None:
     import importlib
 
     for module_name, attr in (("mllm.cli.export", "export"), ("mllm.cli.eval_score", "eval_group"), ("mllm.models.llava.convert", "convert"),
-                              ("mllm.cli.new_plugin", "new_plugin")):
+                              ("mllm.cli.new_plugin", "new_plugin"), ("mllm.cli.serve", "serve"),
+                              ("mllm.cli.report", "report")):
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as error:

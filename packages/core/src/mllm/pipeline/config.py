@@ -158,23 +158,46 @@ def _field_model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | Non
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
+def _unknown_key_message(owner: type[BaseModel] | None, key: str) -> tuple[str, str | None]:
+    """``unknown key 'x'; did you mean 'y'?`` and the key suggested (``None``: none).
+
+    A model's ``key_aliases`` (``{other tool's name: (our key, note)}``, e.g. the train
+    block's ``learning_rate -> lr``) come first, then close spellings, else the known keys."""
+    known = _model_fields(owner) if owner else []
+    message = f"unknown key {key!r}"
+    alias = (getattr(owner, "key_aliases", None) or {}).get(key)
+    if alias is not None:
+        target, note = alias
+        return f"{message}; did you mean {target!r} ({note})?", target
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    if close:
+        return f"{message}; did you mean {close[0]!r}?", close[0]
+    return (f"{message}; known keys: {', '.join(known)}" if known else message), None
+
+
 def format_validation_error(error: ValidationError, model: type[BaseModel], where: str) -> str:
-    """One line per problem: ``where.key: message (did you mean 'x'?)``."""
+    """One line per problem: ``where.key: message (did you mean 'x'?)``.
+
+    A required key reported missing because it was misspelt (``stagez`` for ``stages``)
+    is one problem: the unknown key's line suggests it, the "missing" line is dropped."""
     lines = []
-    for item in error.errors():
+    suggested: set[tuple] = set()
+    items = error.errors()
+    for item in items:
+        if item["type"] == "extra_forbidden":
+            loc = tuple(item["loc"])
+            target = _unknown_key_message(_field_model_at(model, loc), str(loc[-1]))[1]
+            if target is not None:
+                suggested.add((*loc[:-1], target))
+    for item in items:
         loc = tuple(item["loc"])
         key = ".".join(str(p) for p in loc)
         location = f"{where}.{key}" if key else where
         message = item["msg"]
         if item["type"] == "extra_forbidden":
-            owner = _field_model_at(model, loc)
-            known = _model_fields(owner) if owner else []
-            close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
-            message = f"unknown key {loc[-1]!r}"
-            if close:
-                message += f"; did you mean {close[0]!r}?"
-            elif known:
-                message += f"; known keys: {', '.join(known)}"
+            message = _unknown_key_message(_field_model_at(model, loc), str(loc[-1]))[0]
+        elif item["type"] == "missing" and loc in suggested:
+            continue
         elif item["type"] == "missing":
             message = "required key is missing"
         elif _SECRET_KEY.search(str(loc[-1]) if loc else ""):
@@ -289,65 +312,109 @@ class _NameOnly(ComponentRef):
 
 
 def load_pipeline(path: Path | None, registry: Registry, overrides: list[str] = (), data: dict | None = None) -> Pipeline:
-    """Read, override and validate a pipeline (from ``path`` or an already-read ``data``)."""
+    """Read, override and validate a pipeline (from ``path`` or an already-read ``data``).
+
+    Every problem of the file is reported at once: one :class:`ConfigError` whose message
+    has a line per problem (unknown keys in several stages, a misspelt component name, a
+    ``from:`` naming no earlier stage, ...); ``mllm`` prints each line as an ``error:``."""
+    problems: list[str] = []
+    pipeline = collect_pipeline(path, registry, overrides, data, problems)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return pipeline
+
+
+def collect_pipeline(path: Path | None, registry: Registry, overrides: list[str] = (), data: dict | None = None,
+                     problems: list[str] | None = None) -> Pipeline:
+    """:func:`load_pipeline` that appends each problem (one line) to ``problems``.
+
+    The pipeline returned holds the stages that validated (``model`` is ``None`` when the
+    model reference is wrong), so the pre-flight checks (:mod:`mllm.pipeline.validation`)
+    can look at the rest. The top level of the file (name, model, stages) must be valid:
+    a problem there raises at once, since no stage can be read without it."""
+    problems = problems if problems is not None else []
     where_file = str(path) if path else "<pipeline>"
     raw = data if data is not None else read_yaml(Path(path))
     raw = apply_overrides(raw, list(overrides))
     config = validate_model(PipelineConfig, raw, where_file)
-    model = resolve_component(registry, "model", config.model, f"{where_file}: model")
+    model = _collect(problems, resolve_component, registry, "model", config.model, f"{where_file}: model")
 
     stages: list[Stage] = []
     seen: set[str] = {INIT}
+    failed: set[str] = set()  # ids of stages with a problem: stages reading them are not blamed again
     for index, stage_data in enumerate(config.stages):
         label = f"{where_file}: stages[{index}]"
-        if not isinstance(stage_data, dict):
-            raise ConfigError(f"{label}: a stage is a mapping with id and kind")
-        if "id" in stage_data:
+        if isinstance(stage_data, dict) and "id" in stage_data:
             label = f"{where_file}: stages.{stage_data['id']}"
-        kind_name = stage_data.get("kind")
-        if not kind_name:
-            raise ConfigError(f"{label}.kind: required key is missing (train, eval, generate, transform, report)")
-        try:
-            kind_spec = registry.get("stage_kind", kind_name)
-        except PluginError as error:
-            raise ConfigError(f"{label}.kind: {error}") from None
-        try:
-            stage_model = kind_spec.load_config() or StageConfig
-        except SpecImportError as error:
-            raise ConfigError(f"{label}.kind: {error}") from None
-        stage_config = validate_model(stage_model, stage_data, label)
-        fill_defaults = getattr(stage_config, "fill_defaults", None)
-        if callable(fill_defaults):
-            fill_defaults([s.id for s in stages])
-        if stage_config.id in seen:
-            raise ConfigError(f"{label}.id: stage id {stage_config.id!r} is used twice; ids must be unique")
-        components: dict[str, Any] = {}
-        for field_name, component_kind in stage_model.component_fields.items():
-            value = getattr(stage_config, field_name)
-            if value is None:
-                continue
-            if isinstance(value, list):
-                resolved, problems = [], []
-                for i, ref in enumerate(value):
-                    try:
-                        resolved.append(resolve_component(registry, component_kind, ref, f"{label}.{field_name}[{i}]"))
-                    except ConfigError as error:  # report every item of the list at once
-                        problems.append(str(error))
-                if problems:
-                    raise ConfigError("\n".join(problems))
-                components[field_name] = resolved
-            else:
-                components[field_name] = resolve_component(registry, component_kind, value, f"{label}.{field_name}")
-        stage = Stage(stage_config, kind_spec, components)
-        for needed in stage_inputs(stage):
-            if needed not in seen:
-                raise ConfigError(
-                    f"{label}: refers to stage {needed!r}, which is not defined before it; "
-                    f"earlier stages: {sorted(seen)}"
-                )
-        seen.add(stage_config.id)
+        before = len(problems)
+        stage = _collect(problems, _load_stage, registry, stage_data, label, [s.id for s in stages])
+        if stage is None or len(problems) > before:
+            if isinstance(stage_data, dict) and isinstance(stage_data.get("id"), str):
+                failed.add(stage_data["id"])
+                seen.add(stage_data["id"])
+            continue
+        if stage.id in seen:
+            problems.append(f"{label}.id: stage id {stage.id!r} is used twice; ids must be unique")
+            continue
+        unknown = [needed for needed in stage_inputs(stage) if needed not in seen]
+        if unknown:
+            problems.append(f"{label}: refers to stage {unknown[0]!r}, which is not defined before it; "
+                            f"earlier stages: {sorted(seen)}")
+            failed.add(stage.id)
+            seen.add(stage.id)
+            continue
+        seen.add(stage.id)
+        if failed & set(stage_inputs(stage)):
+            continue  # reads a stage that has a problem of its own
         stages.append(stage)
     return Pipeline(Path(path) if path else None, config, model, stages, raw)
+
+
+def _collect(problems: list[str], function: Any, *args: Any) -> Any:
+    """``function(*args)``, or ``None`` with its :class:`ConfigError` lines added to ``problems``."""
+    try:
+        return function(*args)
+    except ConfigError as error:
+        problems.extend(error.lines())
+        return None
+
+
+def _load_stage(registry: Registry, stage_data: Any, label: str, earlier: list[str]) -> Stage:
+    """One stage validated against its kind's config and its components' configs (every
+    problem of the stage in one :class:`ConfigError`, a line each)."""
+    if not isinstance(stage_data, dict):
+        raise ConfigError(f"{label}: a stage is a mapping with id and kind")
+    kind_name = stage_data.get("kind")
+    if not kind_name:
+        raise ConfigError(f"{label}.kind: required key is missing (train, eval, generate, transform, report)")
+    try:
+        kind_spec = registry.get("stage_kind", kind_name)
+    except PluginError as error:
+        raise ConfigError(f"{label}.kind: {error}") from None
+    try:
+        stage_model = kind_spec.load_config() or StageConfig
+    except SpecImportError as error:
+        raise ConfigError(f"{label}.kind: {error}") from None
+    stage_config = validate_model(stage_model, stage_data, label)
+    fill_defaults = getattr(stage_config, "fill_defaults", None)
+    if callable(fill_defaults):
+        fill_defaults(earlier)
+    components: dict[str, Any] = {}
+    problems: list[str] = []
+    for field_name, component_kind in stage_model.component_fields.items():
+        value = getattr(stage_config, field_name)
+        if value is None:
+            continue
+        if isinstance(value, list):  # every item of the list is checked
+            resolved = [_collect(problems, resolve_component, registry, component_kind, ref,
+                                 f"{label}.{field_name}[{i}]") for i, ref in enumerate(value)]
+            components[field_name] = resolved
+        else:
+            components[field_name] = _collect(problems, resolve_component, registry, component_kind, value,
+                                              f"{label}.{field_name}")
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return Stage(stage_config, kind_spec, components)
 
 
 def stage_inputs(stage: Stage) -> list[str]:

@@ -5,15 +5,19 @@ stage starts), ``resolved_config.yaml`` (secrets redacted), the stage's outputs 
 written last and atomically, ``COMPLETE``. A stage folder whose fingerprint no longer
 matches is moved to ``runs/<pipeline>/.history/<stage>-<old fingerprint>/``, never deleted.
 ``runs/<pipeline>/.mllm-run`` marks the folder as mllm's: ``mllm run`` refuses an output
-folder that exists, is not empty and has no such marker.
+folder that exists, is not empty and has no such marker. ``runs/<pipeline>/.mllm-lock``
+is held (:class:`RunLock`) by the one ``mllm run`` that works in the folder.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
 import re
 import shutil
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +36,7 @@ COMPLETE = "COMPLETE"
 STAGE_STATE = "stage.json"
 HISTORY = ".history"
 RUN_MARKER = ".mllm-run"  # in runs/<pipeline>/: written when mllm creates the folder
+RUN_LOCK = ".mllm-lock"  # in runs/<pipeline>/: held by the mllm run working in the folder
 REDACTED = "***REDACTED***"
 SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|authorization|credential)", re.IGNORECASE)
 
@@ -146,3 +151,152 @@ class StageFolder:
             suffix += 1
         shutil.move(str(self.path), str(target))
         return target
+
+
+# -- the lock ----------------------------------------------------------------------------------
+
+_logger = logging.getLogger("mllm")
+
+
+class RunLock:
+    """The exclusive lock of one run folder: one ``mllm run`` at a time writes into it.
+
+    ``runs/<pipeline>/.mllm-lock`` is locked with ``flock`` (released by the kernel when
+    the holder exits, however it exits) and holds the holder's pid, host and start time,
+    for the message a second run gets. A lock file that names a process but is not
+    locked is stale (its process died): it is taken over with a warning. Where the file
+    system has no ``flock``, the pid decides: a lock naming a live process of this host
+    is held, any other is stale.
+
+    The file is emptied on release, never deleted: deleting a locked file lets two
+    processes each lock a different file of the same name.
+
+    Args:
+        run_dir: ``runs/<pipeline>/`` (it must exist).
+        wait: wait for the holder to finish instead of refusing.
+        poll_seconds: how often a waiting run tries again.
+    """
+
+    def __init__(self, run_dir: Path, *, wait: bool = False, poll_seconds: float = 1.0) -> None:
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / RUN_LOCK
+        self.wait = wait
+        self.poll_seconds = poll_seconds
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self) -> None:
+        """Take the lock; raise :class:`RunFolderError` naming the holder (or wait, with ``wait``)."""
+        if self._fd is not None:
+            return
+        announced = False
+        while True:
+            fd = self._open()
+            holder = self._try_lock(fd)
+            if holder is None:
+                self._fd = fd
+                self._write_holder(fd)
+                return
+            os.close(fd)
+            if not self.wait:
+                raise RunFolderError(
+                    f"{self.run_dir} is in use by another mllm run ({describe_holder(holder)}); wait for it "
+                    f"to finish, or run again with --wait to wait for it")
+            if not announced:
+                _logger.warning("%s is in use by another mllm run (%s); waiting for it to finish", self.run_dir,
+                                describe_holder(holder))
+                announced = True
+            time.sleep(self.poll_seconds)
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            os.ftruncate(fd, 0)  # an empty lock file: released cleanly, not stale
+        except OSError:
+            pass
+        finally:
+            os.close(fd)  # closing the file releases the flock
+
+    def __enter__(self) -> "RunLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+    def _open(self) -> int:
+        try:
+            return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise RunFolderError(f"cannot create the lock file {self.path}: {error.strerror}; is the run folder "
+                                 "writable? Pick another --runs-dir") from None
+
+    def _try_lock(self, fd: int) -> dict[str, Any] | None:
+        """``None`` when this process now holds the lock, else what the lock file says of its holder."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            fcntl = None
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as error:
+                if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    return read_holder(fd)
+                # ENOLCK, EOPNOTSUPP: a file system without flock; the pid decides
+            else:
+                self._note_stale(read_holder(fd))
+                return None
+        holder = read_holder(fd)
+        if holder and _alive_here(holder) and holder.get("pid") != os.getpid():
+            return holder
+        self._note_stale(holder)
+        return None
+
+    def _note_stale(self, holder: dict[str, Any]) -> None:
+        if holder.get("pid") not in (None, os.getpid()):
+            _logger.warning("%s: taking over a stale lock of %s, which is no longer running", self.run_dir,
+                            describe_holder(holder))
+
+    @staticmethod
+    def _write_holder(fd: int) -> None:
+        text = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}) + "\n"
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, text.encode(), 0)
+        os.fsync(fd)
+
+
+def read_holder(fd: int) -> dict[str, Any]:
+    """What a lock file says of its holder (``{}`` when empty or unreadable)."""
+    try:
+        holder = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+    except (OSError, ValueError, UnicodeDecodeError):
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+def describe_holder(holder: dict[str, Any]) -> str:
+    parts = [f"pid {holder.get('pid', '?')}"]
+    if holder.get("host") and holder.get("host") != socket.gethostname():
+        parts.append(f"on {holder['host']}")
+    if isinstance(holder.get("started"), (int, float)):
+        parts.append(f"since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(holder['started']))}")
+    return " ".join(parts)
+
+
+def _alive_here(holder: dict[str, Any]) -> bool:
+    """The holder is a live process of this host (or of another host: assumed alive)."""
+    if holder.get("host") not in (None, socket.gethostname()):
+        return True
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except (KeyError, TypeError, ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True  # a live process of another user
+    return True

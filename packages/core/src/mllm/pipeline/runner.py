@@ -26,6 +26,7 @@ from mllm.interfaces import HasDataFiles, HasSourcePath, RunsDistributed
 from mllm.pipeline.config import INIT, Pipeline, ResolvedComponent, Stage, stage_inputs
 from mllm.pipeline.runfolder import (
     RunFolderError,
+    RunLock,
     StageFolder,
     StageProcessesFailed,
     atomic_write_text,
@@ -176,6 +177,7 @@ class PipelineRunner:
         self._fingerprints: dict[str, str] = {}
         self._model_cls: Any = None
         self._init_done: set[str] = set()
+        self._problems: list[Any] | None = None  # the pre-flight's, found once
 
     # -- models -------------------------------------------------------------------------
 
@@ -298,9 +300,40 @@ class PipelineRunner:
 
     # -- running ------------------------------------------------------------------------
 
-    def run(self, only: set[str] | None = None) -> list[StagePlan]:
-        """Run every stage that is not finished with its current fingerprint."""
+    def preflight(self) -> list[Any]:
+        """The problems that would stop stages (:func:`mllm.pipeline.validation.preflight`:
+        missing files and model folders, sources that write or score no records, judges
+        not set up, ...), found without loading a model; ``run`` refuses to start with any."""
+        if self._problems is None:
+            from mllm.pipeline.validation import preflight
+
+            self._problems = preflight(self.pipeline, self.registry)
+        return self._problems
+
+    def check(self) -> None:
+        """Raise :class:`mllm.pipeline.validation.PreflightError`, a line per problem, when
+        :meth:`preflight` finds any."""
+        from mllm.pipeline.validation import PreflightError
+
+        problems = self.preflight()
+        if problems:
+            prefix = f"{self.pipeline.path}: " if self.pipeline.path else ""
+            raise PreflightError("\n".join(f"{prefix}{problem}" for problem in problems))
+
+    def run(self, only: set[str] | None = None, *, wait: bool = False) -> list[StagePlan]:
+        """Run every stage that is not finished with its current fingerprint.
+
+        The run folder is locked (:class:`mllm.pipeline.runfolder.RunLock`) from before the
+        plan is made until the last stage ends: a second run refuses with the holder's pid,
+        or, with ``wait``, waits for it and then plans from what the first one left."""
+        self.check()  # every pre-flight problem at once, before anything is written or loaded
         create_run_folder(self.run_dir)  # refuses a non-empty folder without the .mllm-run marker
+        if self.launch is not None and self.launch.node_rank > 0:
+            return self._run_stages(only)  # node 0 holds the lock of the (shared) run folder
+        with RunLock(self.run_dir, wait=wait):
+            return self._run_stages(only)
+
+    def _run_stages(self, only: set[str] | None) -> list[StagePlan]:
         plans = self.plan()
         for plan in plans:
             if only is not None and plan.stage_id not in only:

@@ -25,7 +25,9 @@ For each model and benchmark, the benchmark's items are answered by
 ``<stage>/<model id>/<benchmark>/``: ``answers.jsonl`` (one line per question: id,
 prompt, images, answer, gold) and ``answer_cache.jsonl`` (the engine's cache: an
 interrupted stage resumes where it stopped). ``metrics.json`` of the stage is
-``{model id: {benchmark: {metric: value}}}``, which the ``report`` stage reads. When
+``{model id: {benchmark: {metric: value}}}``, which the ``report`` stage reads; a benchmark
+that records how it scored (``provenance()``: ``protocol``, ``judge``) adds those strings
+beside its numbers. When
 one benchmark is listed twice (e.g. two splits), the second is named ``<name>_2``.
 
 A model's cache key starts with the fingerprint of the stage that produced it (the
@@ -43,6 +45,7 @@ from typing import Any, ClassVar
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from mllm.generation.engine import AnswerEngine
+from mllm.interfaces import RecordsProvenance
 from mllm.pipeline.config import INIT, ComponentRef, ResolvedComponent, StageConfig
 from mllm.pipeline.runfolder import atomic_write_text
 from mllm.plugins.specs import ComponentKind
@@ -188,9 +191,11 @@ class EvalStage:
                                     engine.stats["seconds"], mode)
                 write_answers(out_dir / ANSWERS, asked if styled else items, answers)
                 metrics = {key: float(value) for key, value in bench.score(items, answers).items()}
-                results[model_id][name] = metrics
                 context.logger.info("%s on %s: %s", model_id, name,
                                     ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+                # how it was scored (protocol, judge): strings beside the metrics, never metrics
+                provenance = bench.provenance() if isinstance(bench, RecordsProvenance) else {}
+                results[model_id][name] = {**metrics, **{k: str(v) for k, v in provenance.items()}}
             del adapter
             gc.collect()
         context.metrics = results

@@ -1,9 +1,14 @@
-"""The ``report`` stage: models side by side (report.json, report.md, a table, loss plots).
+"""The ``report`` stage: models side by side (report.json, report.md, report.html, a table, loss plots).
 
 ``report.json`` follows ARCHITECTURE.md::
 
     {"models": {"<model id>": {"<benchmark>": {"<metric>": value}}},
      "training": {"<stage id>": {"<metric>": last logged value}}}
+
+``report.html`` is the same run to browse (:mod:`mllm.reporting`): the metrics side by
+side, a bar chart of each benchmark's headline metric per model, the training curves
+(reward margins and accuracies too for preference stages) and every model's answers
+beside each item's image. ``mllm report RUN`` writes it again for any run folder.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from pydantic import Field
 
 from mllm.pipeline.config import StageConfig
 from mllm.pipeline.runfolder import atomic_write_text
+from mllm.reporting.build import write_report_html
+from mllm.reporting.html import REPORT_HTML
 
 TRAIN_LOG = "train_log.jsonl"
 
@@ -127,6 +134,21 @@ def plot_losses(context: Any, stage_ids: list[str]) -> list[str]:
     return written
 
 
+def headline_metrics(context: Any, stage_ids: list[str]) -> dict[str, str]:
+    """``{benchmark: its first metric_keys entry}`` over the eval stages read (the bar charts' metric)."""
+    from mllm.stages.evaluate import benchmark_names
+
+    out: dict[str, str] = {}
+    for stage_id in stage_ids:
+        stage = context.pipeline.stage(stage_id)
+        benchmarks = (stage.components or {}).get("benchmarks") if stage.kind_spec.name == "eval" else None
+        for name, component in zip(benchmark_names(benchmarks or []), benchmarks or []):
+            keys = tuple(getattr(component.spec.load(), "metric_keys", ()) or ())
+            if keys:
+                out.setdefault(name, keys[0])
+    return out
+
+
 def print_table(report: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -157,5 +179,8 @@ class ReportStage:
         plots = plot_losses(context, train_ids) if self.config.plots else []
         atomic_write_text(context.stage_dir / "report.json", json.dumps(report, indent=2))
         atomic_write_text(context.stage_dir / "report.md", report_markdown(report, plots))
+        html = write_report_html(Path(context.stage_dir).parent, stage_ids, report,
+                                 Path(context.stage_dir) / REPORT_HTML, title=f"mllm report: {context.pipeline.name}",
+                                 headlines=headline_metrics(context, stage_ids))
         print_table(report)
-        context.logger.info("report written to %s", context.stage_dir / "report.json")
+        context.logger.info("report written to %s (browse: %s)", context.stage_dir / "report.json", html)

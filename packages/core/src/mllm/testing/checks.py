@@ -25,7 +25,8 @@ The checks (one id each, ``<check>[<kind>:<name>]``):
     (``Dataset``, ``Method``, ``Benchmark``, ``Judge``, ``ModelAdapter`` with the class
     methods of ``ModelAdapterClass``, ``StageKind``), and ``record_kind`` / ``metric_keys``
     hold valid values; the optional capabilities it has (``data_files``, ``lengths``,
-    ``callbacks``, ``score_files``, ``example_config``...) are methods. The behaviour
+    ``callbacks``, ``score_files``, ``example_config``...) are methods; a benchmark with
+    ``score_files`` declares its file options in ``score_inputs`` (keywords it takes). The behaviour
     checks below check the built object's members too (instance attributes such as
     ``model``, ``pad_token_id``, ``template``); a missing member is named.
 ``config``
@@ -109,7 +110,8 @@ CAPABILITIES: dict[str, tuple[type, ...]] = {
     "dataset": (interfaces.HasDataFiles, interfaces.HasExampleConfig),
     "method": (interfaces.GroupsByLength, interfaces.HasTrainCallbacks, interfaces.HasExampleRecords,
                interfaces.HasExampleConfig),
-    "benchmark": (interfaces.HasDataFiles, interfaces.ScoresFromFiles, interfaces.HasExampleConfig),
+    "benchmark": (interfaces.HasDataFiles, interfaces.ScoresFromFiles, interfaces.RecordsProvenance,
+                  interfaces.HasExampleConfig),
     "model": (interfaces.HasSourcePath, interfaces.HasExampleConfig),
     "judge": (interfaces.HasExampleConfig,),
     "stage_kind": (interfaces.HasExampleConfig,),
@@ -307,6 +309,8 @@ def check_protocol(spec: ComponentSpec) -> None:
     if spec.kind in ("dataset", "method"):
         if impl.record_kind not in RECORD_KINDS:
             _fail(where, f"record_kind {impl.record_kind!r} is not one of {sorted(RECORD_KINDS)}")
+    if spec.kind == "benchmark" and isinstance(impl, interfaces.ScoresFromFiles):
+        _check_score_inputs(impl, where)
     if spec.kind == "benchmark":
         keys = impl.metric_keys
         if not keys or isinstance(keys, str) or not all(isinstance(k, str) for k in keys):
@@ -317,6 +321,21 @@ def check_protocol(spec: ComponentSpec) -> None:
         config_cls = spec.load_config()
         if config_cls is not None and not issubclass(config_cls, StageConfig):
             _fail(where, f"config {spec.config!r} must subclass mllm.pipeline.config.StageConfig")
+
+
+def _check_score_inputs(impl: Any, where: str) -> None:
+    """``score_inputs`` (the file options ``mllm eval score BENCH`` shows) names keywords of ``score_files``."""
+    declared = getattr(impl, "score_inputs", None)
+    if declared is None:
+        _fail(where, "has score_files but no score_inputs; declare its file options as a class attribute "
+                     "score_inputs = {'answers': 'what the file is', ...} (mllm eval score BENCH --help lists them)")
+    if not isinstance(declared, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in declared.items()):
+        _fail(where, f"score_inputs must map each file option to a description (str -> str), got {declared!r}")
+    params = inspect.signature(impl.score_files).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    unknown = sorted(k for k in declared if k not in params and not takes_any)
+    if unknown:
+        _fail(where, f"score_inputs declares {', '.join(unknown)}, which score_files does not take as keywords")
 
 
 def check_config(spec: ComponentSpec, examples: _Examples) -> None:

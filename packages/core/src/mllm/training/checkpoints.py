@@ -20,6 +20,11 @@ checkpoints.
   for RNG state): a file that needs anything else (a planted code-running pickle) is
   refused with :class:`UnsafeCheckpointError` naming it, and its payload never runs.
   ``training_args.bin`` is skipped: nothing loads it on resume.
+* **Whole-run figures.** Each checkpoint also holds ``mllm_run_totals.json`` (the loss
+  sums, the last logged step and the runtime so far): a resumed run starts its loss
+  accounting from them, so its log lines, ``train_loss`` and ``train_runtime`` are the
+  whole run's, and a resume from the final checkpoint trains nothing (see
+  :func:`mllm.training.trainer.train_method`).
 * **SIGTERM** (preemption): :class:`StopOnSignal` installs a handler while training
   runs; the handler only sets a flag. At the next step boundary the callback asks the
   Trainer to save (``control.should_save``) and stop (``control.should_training_stop``),
@@ -173,6 +178,33 @@ def _barrier() -> None:
         return
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+
+
+# -- the whole run's figures across a resume ---------------------------------------------
+
+RUN_TOTALS = "mllm_run_totals.json"
+
+
+def write_run_totals(folder: Path, totals: dict[str, Any]) -> None:
+    """``<checkpoint>/mllm_run_totals.json``: what a resumed run needs to report the whole run.
+
+    Keys: ``step``, ``logged_loss_sum`` (the Trainer's sum of logged losses),
+    ``unlogged_loss`` (the loss summed since the last log line), ``last_logged_step``
+    and ``runtime`` (seconds trained so far, over every attempt). Written before the
+    checkpoint's completion marker, so the marker lists it."""
+    atomic_write_text(Path(folder) / RUN_TOTALS, json.dumps(totals, indent=1))
+
+
+def read_run_totals(folder: Path) -> dict[str, Any] | None:
+    """The totals of a checkpoint, or ``None`` (a checkpoint written before they existed)."""
+    try:
+        totals = json.loads((Path(folder) / RUN_TOTALS).read_text())
+    except (OSError, ValueError):
+        return None
+    keys = ("step", "logged_loss_sum", "unlogged_loss", "last_logged_step", "runtime")
+    if not isinstance(totals, dict) or any(not isinstance(totals.get(k), (int, float)) for k in keys):
+        return None
+    return totals
 
 
 # -- safe loading ---------------------------------------------------------------------

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -33,12 +33,43 @@ def deepspeed_config_path(value: str) -> Path:
     return path
 
 
+SAME = "the same setting"
+
+#: The names transformers' ``TrainingArguments`` (so TRL and LLaMA-Factory too) and
+#: accelerate give our ``train:`` keys: an unknown key found here gets "did you mean <our
+#: key> (<note>)?" in its error. Only suggested, never accepted: one spelling per setting
+#: keeps the fingerprints and the docs simple.
+TRAIN_KEY_ALIASES: dict[str, tuple[str, str]] = {
+    "learning_rate": ("lr", SAME),
+    "num_train_epochs": ("epochs", SAME),
+    "num_epochs": ("epochs", SAME),
+    "per_device_train_batch_size": ("batch_size", SAME),
+    "train_batch_size": ("batch_size", "per device, as in transformers' per_device_train_batch_size"),
+    "micro_batch_size": ("batch_size", SAME),
+    "gradient_accumulation_steps": ("grad_accum", SAME),
+    "gradient_accumulation": ("grad_accum", SAME),
+    "lr_scheduler_type": ("lr_scheduler", SAME),
+    "warmup_steps": ("warmup_ratio", "a share of the steps, not a count: warmup_ratio: 0.03"),
+    "gradient_clipping": ("max_grad_norm", SAME),
+    "clip_grad_norm": ("max_grad_norm", SAME),
+    "mixed_precision": ("precision", "fp32, bf16 or fp16"),
+    "activation_checkpointing": ("gradient_checkpointing", SAME),
+    "num_workers": ("dataloader_num_workers", SAME),
+    "data_seed": ("seed", "one seed for data order and initialisation"),
+}
+
+
 class TrainSettings(ComponentConfig):
     """The ``train:`` block of a train stage (``transformers.TrainingArguments`` underneath).
 
     ``epochs`` is used unless ``max_steps`` is set (> 0). ``batch_size`` is per device;
-    the effective batch is ``batch_size * grad_accum * processes``.
+    the effective batch is ``batch_size * grad_accum * processes``. The transformers
+    names of these keys (``learning_rate``, ``num_train_epochs``, ...) are
+    :data:`TRAIN_KEY_ALIASES`: errors suggest ours.
     """
+
+    #: other tools' names of these keys, read by the pipeline loader's "did you mean"
+    key_aliases: ClassVar[dict[str, tuple[str, str]]] = TRAIN_KEY_ALIASES
 
     epochs: float = Field(1.0, gt=0, description="passes over the data (num_train_epochs)")
     max_steps: int = Field(-1, description="optimizer steps; > 0 overrides epochs")

@@ -21,7 +21,10 @@ the Trainer documents for subclassing and through callbacks, never a loop of our
   (then rotates); :class:`mllm.training.checkpoints.StopOnSignal` turns SIGTERM into a checkpoint
   and a clean stop (see :mod:`mllm.training.checkpoints`);
 - an image that fails to decode while a batch is collated follows the dataset's
-  ``on_bad_row`` policy (:class:`MethodCollator`, :class:`mllm.data.badrows.LateBadRows`).
+  ``on_bad_row`` policy (:class:`MethodCollator`, :class:`mllm.data.badrows.LateBadRows`);
+- the whole run's figures across a resume: each checkpoint carries the loss sums and the
+  runtime so far (:data:`mllm.training.checkpoints.RUN_TOTALS`), a resumed run continues
+  from them, and a resume from the final checkpoint only loads its weights.
 
 :class:`TrainSettings` is the ``train:`` block of a train stage; it maps onto
 ``TrainingArguments`` with ``output_dir = <stage_dir>/checkpoints``.
@@ -36,6 +39,7 @@ import math
 import os
 import re
 import sys
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -145,10 +149,15 @@ class MethodTrainer(Trainer):
         self.projector_module = projector_module
         self._metric_sums: dict[str, float] = defaultdict(float)
         self._metric_counts: dict[str, int] = defaultdict(int)
+        #: the :data:`~mllm.training.checkpoints.RUN_TOTALS` of the checkpoint this run resumes from
+        self.resumed_totals: dict[str, Any] | None = None
+        self._unlogged_loss: Any = None
+        self._attempt_started = time.time()
         train_dataset = list(train_dataset)
         kwargs.setdefault("data_collator", MethodCollator(method, bad_rows, train_dataset))
         # checkpoints are marked complete after the Trainer wrote them; rotation follows the marker
-        kwargs["callbacks"] = [_checkpoints.CheckpointMarkerCallback(), *(kwargs.get("callbacks") or [])]
+        kwargs["callbacks"] = [_checkpoints.CheckpointMarkerCallback(), _CarryRunTotals(self),
+                               *(kwargs.get("callbacks") or [])]
         super().__init__(model=model, args=args, train_dataset=train_dataset, **kwargs)
         # the method computes its own loss from its own batch keys
         self.model_accepts_loss_kwargs = False
@@ -166,6 +175,84 @@ class MethodTrainer(Trainer):
             super()._save_checkpoint(model, trial)
         finally:
             self.args.save_total_limit = limit
+        totals = self.run_totals()  # every process takes part (the unlogged loss is averaged over them)
+        folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
+        if self.args.should_save and folder.is_dir():
+            _checkpoints.write_run_totals(folder, totals)  # before the marker, which then lists it
+
+    # -- the whole run's figures across a resume -----------------------------------------
+
+    def _maybe_log_save_evaluate(self, tr_loss: Any, *args: Any, **kwargs: Any) -> None:
+        self._unlogged_loss = tr_loss  # the loss summed since the last log line, for a checkpoint saved here
+        return super()._maybe_log_save_evaluate(tr_loss, *args, **kwargs)
+
+    def run_totals(self) -> dict[str, Any]:
+        """What a checkpoint written now carries for the run that resumes from it."""
+        unlogged = self._unlogged_loss
+        if isinstance(unlogged, torch.Tensor):
+            unlogged = unlogged.detach().clone().float()
+            import torch.distributed as dist
+
+            if dist.is_available() and dist.is_initialized():
+                dist.all_reduce(unlogged)
+                unlogged /= dist.get_world_size()
+            unlogged = unlogged.item()
+        before = self.resumed_totals["runtime"] if self.resumed_totals else 0.0
+        return {"step": self.state.global_step, "logged_loss_sum": float(getattr(self, "_total_loss_scalar", 0.0)),
+                "unlogged_loss": float(unlogged or 0.0),
+                "last_logged_step": int(getattr(self, "_globalstep_last_logged", self.state.global_step)),
+                "runtime": before + time.time() - self._attempt_started}
+
+    def continue_run_totals(self) -> None:
+        """At the start of a resumed ``train()``: continue the loss sums and the logging
+        window of the checkpoint, as if the run had never stopped (the Trainer resets them)."""
+        self._attempt_started = time.time()
+        totals = self.resumed_totals
+        if not totals or totals["step"] != self.state.global_step:
+            return
+        self._total_loss_scalar = float(totals["logged_loss_sum"])
+        self._globalstep_last_logged = int(totals["last_logged_step"])
+        if isinstance(getattr(self, "_tr_loss", None), torch.Tensor):
+            self._tr_loss += float(totals["unlogged_loss"])
+        else:  # an older Trainer keeps the running loss in a local variable
+            self._total_loss_scalar += float(totals["unlogged_loss"])
+
+    def _whole_run_summary(self, logs: dict[str, float]) -> None:
+        """The Trainer's end-of-training entry covers this attempt's steps; make it the whole run's."""
+        totals = self.resumed_totals
+        runtime_now = float(logs.get("train_runtime", 0.0))
+        samples_per_step = (float(logs["train_samples_per_second"]) / float(logs["train_steps_per_second"])
+                            if logs.get("train_steps_per_second") else None)
+        logs["train_loss"] = getattr(self, "_total_loss_scalar", 0.0) / max(self.state.global_step, 0.001)
+        self._speed(logs, float(totals["runtime"]) + runtime_now, samples_per_step)
+
+    def _speed(self, logs: dict[str, float], runtime: float, samples_per_step: float | None) -> None:
+        logs["train_runtime"] = round(runtime, 4)
+        steps = self.state.global_step
+        if samples_per_step is None:
+            samples_per_step = (self.args.train_batch_size * self.args.gradient_accumulation_steps
+                                * max(self.args.world_size, 1))
+        logs["train_samples_per_second"] = round(samples_per_step * steps / max(runtime, 1e-9), 3)
+        logs["train_steps_per_second"] = round(steps / max(runtime, 1e-9), 3)
+
+    def finish_from_checkpoint(self, checkpoint: Path) -> None:
+        """A resume from the final checkpoint: load its weights and state, log the whole
+        run's summary, train nothing (the Trainer would start a step past ``max_steps``)."""
+        from transformers.trainer_callback import TrainerState
+
+        self.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+        self._load_from_checkpoint(str(checkpoint))
+        totals = self.resumed_totals
+        logs: dict[str, float] = {}
+        if totals is not None:
+            logs["train_loss"] = (float(totals["logged_loss_sum"]) + float(totals["unlogged_loss"])) \
+                / max(self.state.global_step, 0.001)
+        else:  # a checkpoint without totals: the mean of the logged losses, weighted by their windows
+            logs["train_loss"] = _mean_logged_loss(self.state.log_history)
+        self._speed(logs, float(totals["runtime"]) if totals else 0.0, None)
+        logs["total_flos"] = self.state.total_flos
+        super().log({k: logs[k] for k in ("train_runtime", "train_samples_per_second", "train_steps_per_second",
+                                          "total_flos", "train_loss")})
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         """The Trainer's save, with the weights under the model's own parameter names.
@@ -228,6 +315,8 @@ class MethodTrainer(Trainer):
                 logs.setdefault(key, total / max(self._metric_counts[key], 1))
             self._metric_sums.clear()
             self._metric_counts.clear()
+        if "train_loss" in logs and self.resumed_totals is not None:
+            self._whole_run_summary(logs)
         super().log(logs, start_time)
 
     # -- optimizer ----------------------------------------------------------------------
@@ -272,6 +361,28 @@ class MethodTrainer(Trainer):
 
 
 # -- callbacks ------------------------------------------------------------------------
+
+
+class _CarryRunTotals(TrainerCallback):
+    """Calls :meth:`MethodTrainer.continue_run_totals` once the Trainer has reset its loss
+    sums at the start of ``train()``."""
+
+    def __init__(self, trainer: MethodTrainer) -> None:
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.trainer.continue_run_totals()
+
+
+def _mean_logged_loss(log_history: Sequence[dict[str, Any]]) -> float:
+    total, steps, previous = 0.0, 0, 0
+    for entry in log_history:
+        if "loss" in entry and "step" in entry:
+            window = int(entry["step"]) - previous
+            total += float(entry["loss"]) * window
+            steps += window
+            previous = int(entry["step"])
+    return total / max(steps, 1)
 
 
 class JsonlLogCallback(TrainerCallback):
@@ -398,6 +509,14 @@ def train_method(method: Any, model: Any, records: Sequence[Any], settings: Trai
                             projector_module=projector_module, callbacks=all_callbacks, bad_rows=bad_rows)
     if logger is not None:
         trainer.remove_callback(PrinterCallback)  # it would print every log entry a second time
+    if checkpoint is not None:
+        trainer.resumed_totals = _checkpoints.read_run_totals(checkpoint)
+    if checkpoint is not None and _is_final(state) and not (trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled):
+        if logger:
+            logger.info("%s is the last step (%d of %d): writing the model, training no further",
+                        checkpoint.name, state["global_step"], state["max_steps"])
+        trainer.finish_from_checkpoint(checkpoint)
+        return trainer, last_logged_values(trainer.state.log_history)
     with stop:
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
     if stop.stopped_at is not None:
@@ -406,6 +525,14 @@ def train_method(method: Any, model: Any, records: Sequence[Any], settings: Trai
             f"training stopped by {signal_name(stop.requested)} after step {stop.stopped_at}; complete checkpoint: "
             f"{saved}. Run the same command again to resume from it.")
     return trainer, last_logged_values(trainer.state.log_history)
+
+
+def _is_final(state: dict[str, Any]) -> bool:
+    """The checkpoint's ``trainer_state.json`` says training had reached ``max_steps``."""
+    try:
+        return int(state["max_steps"]) > 0 and int(state["global_step"]) >= int(state["max_steps"])
+    except (KeyError, TypeError, ValueError):
+        return False
 
 
 def signal_name(signum: int | None) -> str:

@@ -1,21 +1,36 @@
 """LLaVA-Bench: judge reviews to relative scores, as LLaVA's ``summarize_gpt_review.py``.
 
 The judge compares a reference answer (assistant 1) with the model's answer
-(assistant 2) and writes the two scores on its first line. The relative score of a
-group is ``mean(model scores) / mean(reference scores) * 100``, overall and per
-category. A review whose first line does not hold exactly two numbers is unparsed: it
-is counted (``unparsed``) and left out of the means, never scored as -1.
+(assistant 2) and writes the two scores on its first line. Protocol ``llava``
+(haotian-liu/LLaVA ``llava/eval/eval_gpt_review_bench.py`` and
+``summarize_gpt_review.py``), the only one:
+
+* a review's first line (``content.split("\\n")[0]``, commas read as spaces) split on
+  single spaces must give exactly two numbers, else the review scores ``[-1, -1]``
+  (it still counts, pulling both means down, as LLaVA's ``parse_score`` does);
+  a review row that already holds the parsed pair (``tuple``) is read as it is;
+* per group (``all`` and each category) both means are rounded to 3 decimals, then
+  ``round(model / reference * 100, 1)``.
+
+``unparsed`` counts the ``[-1, -1]`` reviews (a number beside the scores, not a change to them).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+
+PROTOCOLS = ("llava",)
+#: what LLaVA's parse_score gives a review it cannot read
+UNPARSED = (-1.0, -1.0)
 
 
 def parse_review_scores(content: str) -> tuple[float, float] | None:
-    """The two scores on the first line of a review (``"8 10"``, ``"8, 10"``), else ``None``."""
-    first = content.strip().split("\n")[0].replace(",", " ")
-    parts = first.split()
+    """The two scores on the first line of a review (``"8 10"``, ``"8,10"``), else ``None``.
+
+    The line is split on single spaces, as LLaVA's ``parse_score``: ``"8  10"`` (two
+    spaces) or a review starting with a blank line is unparsed.
+    """
+    parts = content.split("\n")[0].replace(",", " ").split(" ")
     if len(parts) != 2:
         return None
     try:
@@ -29,20 +44,24 @@ def category_name(category: str) -> str:
     return category[len("llava_bench_"):] if category.startswith("llava_bench_") else category
 
 
-def relative_scores(reviews: Iterable[tuple[str, tuple[float, float] | None]]) -> dict[str, float]:
-    """``(category, scores or None)`` pairs to metrics.
+def _mean3(values: Sequence[float]) -> float:
+    return round(sum(values) / len(values), 3)
 
-    Keys: ``overall`` and ``<category>`` relative scores (percent), ``<group>/model_mean``,
-    ``<group>/reference_mean``, ``n`` and ``unparsed``.
+
+def relative_scores(reviews: Iterable[tuple[str, tuple[float, float] | None]]) -> dict[str, float]:
+    """``(category, scores or None)`` pairs to metrics, as ``summarize_gpt_review.py`` prints them.
+
+    ``None`` scores count as ``[-1, -1]``. Keys: ``overall`` and ``<category>`` (percent,
+    1 decimal), ``<group>/model_mean`` and ``<group>/reference_mean`` (3 decimals, the
+    figures the ratio is taken of), ``n`` and ``unparsed``.
     """
     groups: dict[str, list[tuple[float, float]]] = {}
-    unparsed = 0
-    n = 0
+    unparsed = n = 0
     for category, scores in reviews:
         n += 1
         if scores is None:
             unparsed += 1
-            continue
+            scores = UNPARSED
         groups.setdefault("overall", []).append(scores)
         if category:
             groups.setdefault(category_name(category), []).append(scores)
@@ -51,9 +70,10 @@ def relative_scores(reviews: Iterable[tuple[str, tuple[float, float] | None]]) -
         pairs = groups.get(group)
         if not pairs:
             continue
-        ref = sum(p[0] for p in pairs) / len(pairs)
-        model = sum(p[1] for p in pairs) / len(pairs)
-        metrics[group] = model / ref * 100 if ref else 0.0
+        ref = _mean3([p[0] for p in pairs])
+        model = _mean3([p[1] for p in pairs])
+        # LLaVA divides the rounded means; a zero reference mean would be a ZeroDivisionError there
+        metrics[group] = round(model / ref * 100, 1) if ref else 0.0
         metrics[f"{group}/model_mean"] = model
         metrics[f"{group}/reference_mean"] = ref
     metrics["n"] = float(n)

@@ -1,13 +1,23 @@
-"""ScienceQA answer parsing and accuracy, as LLaVA's ``eval_science_qa.py`` scores it.
+"""ScienceQA answer parsing and accuracy, per protocol.
 
-Parsing of one raw prediction (newlines first become ``". "``):
+``llava`` (default): LLaVA-1.5's ``llava/eval/eval_science_qa.py``. The raw prediction
+(not stripped, newlines kept) is read as
 
-1. the stripped text is exactly an option letter (``A``-``E``) -> that letter;
-2. the text starts with a letter followed by ``". "`` (``"B. apostrophe"``) -> that letter;
-3. the text contains ``The answer is X.`` or else ``The answer is X`` -> ``X``;
-4. anything else -> failed (``None``), counted as wrong.
+1. exactly an option letter (``"B"``) -> that letter;
+2. a letter followed by ``". "`` at the start (``"B. apostrophe"``) -> that letter;
+3. else ``The answer is X.`` (the regex ``The answer is ([A-Z]).``: any character after
+   the letter) found exactly once -> ``X``; none, or several -> FAILED.
 
-A letter beyond the question's own options is wrong too.
+A letter beyond the question's options is wrong; FAILED is wrong. A question without a
+prediction is FAILED and, as there (its prompt is ``"Unknown"``), not counted among the
+image questions.
+
+``lmms-eval``: lmms-eval's ``scienceqa`` tasks (``sqa_process_results``): the prediction
+equals the gold letter, or starts with an upper-case letter and ``"."`` and that letter is
+the gold one; anything else is wrong. ``img_accuracy`` is its ``scienceqa_img`` task (the
+questions with an image).
+
+Accuracies are percentages, as LLaVA prints them (lmms-eval prints the fraction).
 """
 
 from __future__ import annotations
@@ -16,26 +26,32 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+PROTOCOLS = ("llava", "lmms-eval")
 OPTIONS = ("A", "B", "C", "D", "E")
 #: The single-prediction instruction LLaVA-1.5 appends to ScienceQA questions.
 SINGLE_PRED_PROMPT = "Answer with the option's letter from the given choices directly."
+FAILED = "FAILED"
 
-_ANSWER_IS_DOT = re.compile(r"The answer is ([A-E])\.")
-_ANSWER_IS = re.compile(r"The answer is ([A-E])")
+_ANSWER_IS = re.compile(r"The answer is ([A-Z]).")
 _OPTION_LINE = re.compile(r"^([A-E])\. ", re.MULTILINE)
 
 
 def parse_answer(prediction: str) -> str | None:
-    """The option letter LLaVA's scorer reads from ``prediction``, or ``None`` (failed)."""
-    text = prediction.replace("\n", ". ")
-    if text.strip() in OPTIONS:
-        return text.strip()
-    if len(text) >= 3 and text[0] in OPTIONS and text[1:3] == ". ":
-        return text[0]
-    if "The answer is " in text:
-        match = _ANSWER_IS_DOT.search(text) or _ANSWER_IS.search(text)
-        if match:
-            return match.group(1)
+    """The letter LLaVA's ``eval_science_qa.py`` reads from ``prediction``, or ``None`` (FAILED)."""
+    if prediction in OPTIONS:
+        return prediction
+    if len(prediction) >= 3 and prediction[0] in OPTIONS and prediction[1:3] == ". ":
+        return prediction[0]
+    found = _ANSWER_IS.findall(prediction)
+    return found[0] if len(found) == 1 else None
+
+
+def lmms_eval_letter(prediction: str) -> str | None:
+    """The letter lmms-eval's ``sqa_process_results`` compares with the gold one, or ``None``."""
+    if prediction in OPTIONS:
+        return prediction
+    if len(prediction) >= 2 and prediction[0].isupper() and prediction[1] == ".":
+        return prediction[0]
     return None
 
 
@@ -82,23 +98,30 @@ def score(
     questions: Sequence[Question],
     predictions: Mapping[str, str],
     problems: Mapping[str, Mapping[str, object]] | None = None,
+    *,
+    protocol: str = "llava",
 ) -> dict[str, float]:
-    """Accuracy (percent, as LLaVA prints it) over all questions and over image questions.
+    """Accuracy (percent) over all questions and over image questions, per ``protocol``.
 
-    A question without a prediction counts as failed. Keys: ``accuracy``, ``img_accuracy``,
-    ``count``, ``correct``, ``img_count``, ``img_correct``, ``failed`` (unparseable or
-    missing answers); with ``problems``, ``acc_<CAT>`` for ScienceQA's categories.
+    Keys: ``accuracy``, ``img_accuracy``, ``count``, ``correct``, ``img_count``,
+    ``img_correct``, ``failed`` (predictions no rule reads, missing ones included); with
+    ``problems``, ``acc_<CAT>`` for ScienceQA's categories (its own ``get_scores``).
     """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown ScienceQA protocol {protocol!r}; one of {', '.join(PROTOCOLS)}")
     correct = img_count = img_correct = failed = 0
     by_cat: dict[str, list[int]] = {}
     for q in questions:
-        letter = parse_answer(predictions[q.id]) if q.id in predictions else None
-        if letter is None:
+        answered = q.id in predictions
+        text = predictions.get(q.id, FAILED)
+        letter = parse_answer(text) if protocol == "llava" else lmms_eval_letter(text)
+        if letter is None or not answered:
             failed += 1
         n_opts = count_options(q.prompt) or len(OPTIONS)
-        ok = letter is not None and OPTIONS.index(letter) < n_opts and letter == q.gold
+        ok = answered and letter is not None and letter in OPTIONS[:n_opts] and letter == q.gold
         correct += ok
-        if "<image>" in q.prompt:
+        # LLaVA reads "<image>" from the answer's prompt: a missing answer ("Unknown") is no image question
+        if "<image>" in q.prompt and (answered or protocol != "llava"):
             img_count += 1
             img_correct += ok
         if problems is not None and q.id in problems:

@@ -1,0 +1,220 @@
+"""report.html: one self-contained page to read a run by (no network needed to open it).
+
+Sections: the metrics side by side (a table per benchmark), a bar chart per benchmark of
+its headline metric per model, the training curves (loss; reward margins and accuracies
+for preference stages), and an answer browser per benchmark: each item's image (a small
+embedded thumbnail), question, gold answer and every model's answer, wrong answers
+marked, with a filter to the items where the models disagree or one is wrong and a text
+search. The page is plain HTML that reads without JavaScript; the script only filters.
+Opening it as ``report.html#filter=disagree`` (or ``wrong``, or ``wrong:<model>``)
+starts filtered.
+
+An answer is *wrong* here when, lowercased without punctuation, it differs from the gold
+answer: a quick look, not the benchmark's metric (which may map answers first, as POPE's
+yes/no rule does).
+"""
+
+from __future__ import annotations
+
+import math
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from mllm.records import IMAGE_TOKEN
+from mllm.reporting.sources import PREFERENCE_KEYS, BenchmarkAnswers, collect_answers, train_log
+from mllm.reporting.svg import bar_chart, line_chart
+from mllm.reporting.thumbnails import Thumbnails
+
+REPORT_HTML = "report.html"
+DEFAULT_MAX_ITEMS = 200
+
+STYLE = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#1d2430;background:#f6f7f9}
+header{background:#1d2f4a;color:#fff;padding:14px 24px}header h1{margin:0;font-size:20px}
+header nav a{color:#cfe0ff;margin-right:16px;text-decoration:none}
+main{padding:8px 24px 40px;max-width:1400px}h2{margin-top:28px;border-bottom:2px solid #d5dbe5;padding-bottom:4px}
+table{border-collapse:collapse;background:#fff;margin:8px 0 16px}th,td{border:1px solid #d5dbe5;padding:4px 8px;
+vertical-align:top;text-align:left}th{background:#eef2f7}td.num{text-align:right;font-variant-numeric:tabular-nums}
+td.headline{font-weight:600}.charts{display:flex;flex-wrap:wrap;gap:12px}.chart{background:#fff;border:1px solid #d5dbe5}
+.chart .title{font-weight:600;font-size:13px}.chart .tick,.chart .axis-label,.chart .legend,.chart .value{font-size:11px}
+.chart .grid{stroke:#e3e7ee}.answers td.q{white-space:pre-wrap;max-width:380px}
+.answers img{width:64px;height:64px;object-fit:contain;image-rendering:pixelated;background:#eee}
+td.right{background:#eaf6ec}td.wrong{background:#fbe9e9}td.missing{color:#999}
+.controls{margin:6px 0}.controls select,.controls input{margin-right:10px;padding:3px}.note{color:#5a6577}
+"""
+
+SCRIPT = """
+(function () {
+  function run(section) {
+    var mode = section.querySelector("select.filter").value;
+    var query = section.querySelector("input.search").value.trim().toLowerCase();
+    var rows = section.querySelectorAll("tr.item"), shown = 0;
+    rows.forEach(function (row) {
+      var wrong = (row.dataset.wrong || "").split(" ").filter(Boolean);
+      var ok = mode === "all" || (mode === "disagree" && row.dataset.disagree === "1") ||
+               (mode === "wrong" && wrong.length > 0) ||
+               (mode.indexOf("wrong:") === 0 && wrong.indexOf(mode.slice(6)) >= 0);
+      if (ok && query) ok = row.textContent.toLowerCase().indexOf(query) >= 0;
+      row.hidden = !ok;
+      if (ok) shown++;
+    });
+    section.querySelector(".count").textContent = shown + " of " + rows.length + " items shown";
+  }
+  var sections = document.querySelectorAll("section.answers");
+  var wanted = /filter=([^&]+)/.exec(location.hash);
+  sections.forEach(function (section) {
+    var select = section.querySelector("select.filter");
+    if (wanted) {
+      var value = decodeURIComponent(wanted[1]);
+      if (Array.prototype.some.call(select.options, function (o) { return o.value === value; })) select.value = value;
+    }
+    select.addEventListener("change", function () { run(section); });
+    section.querySelector("input.search").addEventListener("input", function () { run(section); });
+    run(section);
+  });
+})();
+"""
+
+
+def _format(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else escape(str(value))
+
+
+def headline_metric(metrics: list[str], declared: str | None) -> str | None:
+    """The metric a benchmark is known by: its first declared ``metric_keys`` entry, else
+    ``accuracy``, else its first metric."""
+    if declared in metrics:
+        return declared
+    if "accuracy" in metrics:
+        return "accuracy"
+    return metrics[0] if metrics else None
+
+
+def _metrics_section(report: dict[str, Any], headlines: dict[str, str]) -> list[str]:
+    models = report["models"]
+    out = ['<section id="metrics"><h2>Metrics</h2>']
+    if not models:
+        out.append('<p class="note">No eval stage wrote metrics.</p>')
+    charts = []
+    for benchmark in sorted({b for per_model in models.values() for b in per_model}):
+        names = sorted({m for per_model in models.values() for m in per_model.get(benchmark, {})})
+        headline = headline_metric(names, headlines.get(benchmark))
+        out.append(f'<h3>{escape(benchmark)}</h3><table class="metrics" data-benchmark="{escape(benchmark)}">'
+                   "<tr><th>model</th>" + "".join(f"<th>{escape(n)}</th>" for n in names) + "</tr>")
+        bars = []
+        for model_id, per_model in models.items():
+            if benchmark not in per_model:
+                continue
+            values = per_model[benchmark]
+            cells = "".join(f'<td class="num{" headline" if n == headline else ""}">{_format(values.get(n, ""))}</td>'
+                            for n in names)
+            out.append(f"<tr><th>{escape(model_id)}</th>{cells}</tr>")
+            value = values.get(headline)
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                bars.append((model_id, float(value)))
+        out.append("</table>")
+        if bars and headline:
+            charts.append(bar_chart(f"{benchmark}: {headline}", bars, y_label=headline))
+    if charts:
+        out.append('<h3>Headline metric per model</h3><div class="charts">' + "".join(charts) + "</div>")
+    out.append("</section>")
+    return out
+
+
+def _training_section(run_dir: Path, stage_ids: list[str], report: dict[str, Any]) -> list[str]:
+    charts, last = [], report.get("training") or {}
+    for stage_id in stage_ids:
+        rows = train_log(run_dir / stage_id)
+        losses = [r for r in rows if isinstance(r.get("loss"), (int, float))]
+        if losses:
+            charts.append(line_chart(f"{stage_id}: training loss", [("loss", [r["step"] for r in losses],
+                                                                     [float(r["loss"]) for r in losses])],
+                                     y_label="loss"))
+        for key in PREFERENCE_KEYS:
+            logged = [r for r in rows if isinstance(r.get(key), (int, float))]
+            if logged:
+                charts.append(line_chart(f"{stage_id}: {key.split('/')[-1].replace('margins', 'reward margin')}",
+                                         [(key, [r["step"] for r in logged], [float(r[key]) for r in logged])],
+                                         y_label=key))
+    if not charts and not last:
+        return []
+    out = ['<section id="training"><h2>Training</h2>']
+    if charts:
+        out.append('<div class="charts">' + "".join(charts) + "</div>")
+    if last:
+        keys = sorted({k for metrics in last.values() for k in metrics})
+        out.append('<table class="training"><tr><th>stage</th>' + "".join(f"<th>{escape(k)}</th>" for k in keys)
+                   + "</tr>")
+        for stage_id, metrics in last.items():
+            out.append(f"<tr><th>{escape(stage_id)}</th>" + "".join(
+                f'<td class="num">{_format(metrics.get(k, ""))}</td>' for k in keys) + "</tr>")
+        out.append("</table>")
+    out.append("</section>")
+    return out
+
+
+def _question(prompt: str) -> str:
+    return "\n".join(line for line in prompt.replace(IMAGE_TOKEN, "").splitlines() if line.strip()).strip()
+
+
+def _answers_section(benchmark: BenchmarkAnswers, thumbnails: Thumbnails, max_items: int) -> list[str]:
+    items = list(benchmark.items.values())
+    shown = items[:max_items]
+    models = benchmark.models
+    disagree = sum(item.disagree for item in items)
+    wrong = ", ".join(f"{escape(m)} {sum(item.wrong(m) for item in items)}" for m in models)
+    options = ['<option value="all">all items</option>', '<option value="disagree">models disagree</option>',
+               '<option value="wrong">some model is wrong</option>']
+    options += [f'<option value="wrong:{escape(m)}">{escape(m)} is wrong</option>' for m in models]
+    out = [f'<section class="answers" data-benchmark="{escape(benchmark.name)}"><h3>{escape(benchmark.name)}</h3>',
+           f'<p class="note">{len(items)} items; the models disagree on {disagree}; wrong answers: {wrong}.'
+           + (f" The first {len(shown)} items are shown; every answer is in the eval stage's answers.jsonl."
+              if len(shown) < len(items) else "") + "</p>",
+           '<div class="controls"><select class="filter">' + "".join(options) + "</select>"
+           '<input class="search" type="search" placeholder="search questions and answers">'
+           f'<span class="count">{len(shown)} of {len(shown)} items shown</span></div>',
+           '<table class="answers"><tr><th>id</th><th>image</th><th>question</th><th>gold</th>'
+           + "".join(f"<th>{escape(m)}</th>" for m in models) + "</tr>"]
+    for item in shown:
+        images = []
+        for path in item.images:
+            url = thumbnails.url(path)
+            images.append(f'<img src="{url}" alt="{escape(Path(path).name)}" title="{escape(path)}">' if url
+                          else f'<span class="note">missing: {escape(Path(path).name)}</span>')
+        cells = []
+        for model in models:
+            if model not in item.answers:
+                cells.append('<td class="missing">-</td>')
+                continue
+            verdict = "" if item.gold is None else (' class="wrong"' if item.wrong(model) else ' class="right"')
+            cells.append(f'<td{verdict} data-model="{escape(model)}">{escape(item.answers[model])}</td>')
+        wrong_models = " ".join(escape(m) for m in models if item.wrong(m))
+        out.append(f'<tr class="item" data-disagree="{int(item.disagree)}" data-wrong="{wrong_models}">'
+                   f"<td>{escape(item.id)}</td><td>{''.join(images)}</td><td class=\"q\">{escape(_question(item.prompt))}"
+                   f"</td><td>{escape(item.gold or '')}</td>{''.join(cells)}</tr>")
+    out.append("</table></section>")
+    return out
+
+
+def build_report_html(run_dir: Path, stage_ids: list[str], report: dict[str, Any], *, title: str,
+                      headlines: dict[str, str] | None = None, max_items: int = DEFAULT_MAX_ITEMS,
+                      thumbnail_size: int = 72) -> str:
+    """The page for the stages ``stage_ids`` of ``run_dir``; ``report`` is report.json's content."""
+    headlines = headlines or {}
+    answers = collect_answers(run_dir, stage_ids)
+    thumbnails = Thumbnails(thumbnail_size)
+    body = _metrics_section(report, headlines)
+    body += _training_section(run_dir, stage_ids, report)
+    body.append('<section id="answers"><h2>Answers</h2>')
+    if not answers:
+        body.append('<p class="note">No eval stage wrote answers.</p>')
+    for benchmark in answers.values():
+        body += _answers_section(benchmark, thumbnails, max_items)
+    body.append("</section>")
+    nav = "".join(f'<a href="#{anchor}">{label}</a>' for anchor, label in
+                  (("metrics", "Metrics"), ("training", "Training"), ("answers", "Answers")))
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body><header><h1>{escape(title)}</h1><nav>{nav}</nav></header><main>"
+            + "\n".join(body) + f"</main><script>{SCRIPT}</script></body></html>\n")
