@@ -370,21 +370,21 @@ def test_image_paths_only_under_the_image_root(trained_run, client, image_root):
 def test_an_openai_judge_pointed_at_mllm_serve_runs_an_eval_stage(trained_run, server, client, tmp_path, monkeypatch):
     """Another pipeline's MM-Vet eval stage, graded by the served model through the ``openai`` judge.
 
-    The served easy-VQA model does not answer in MM-Vet's verdict format, so every grade
-    is unparsed: the test checks each judge request reached the server and its reply is
-    the served model's answer to that grading prompt."""
+    The served easy-VQA model does not answer in MM-Vet's verdict format, so its grades
+    are unreadable (scored as MM-Vet's grader scores them); the test checks the eval stage
+    finished with metrics for both items, and that every grade request reached the
+    server and its reply, from the served model, went to the judge cache."""
     from mllm.pipeline.config import load_pipeline
     from mllm.pipeline.runner import PipelineRunner
     from mllm.plugins.registry import Registry
-    from mllm_eval.mmvet import GRADER_PROMPT
 
     images = tmp_path / "images"
     images.mkdir()
     questions, annotations = [], {}
-    for i, (colour, gold) in enumerate((("red", "red"), ("blue", "blue"))):
+    for i, colour in enumerate(("red", "blue")):
         Image.new("RGB", (32, 32), colour).save(images / f"{i}.png")
         questions.append({"question_id": i, "image": f"{i}.png", "text": "What colour is it?"})
-        annotations[f"v1_{i}"] = {"capability": ["rec"], "answer": gold}
+        annotations[f"v1_{i}"] = {"capability": ["rec"], "answer": colour}
     (tmp_path / "q.jsonl").write_text("".join(json.dumps(q) + "\n" for q in questions))
     (tmp_path / "mm-vet.json").write_text(json.dumps(annotations))
     monkeypatch.setenv(KEY_ENV, KEY)
@@ -394,22 +394,21 @@ def test_an_openai_judge_pointed_at_mllm_serve_runs_an_eval_stage(trained_run, s
         {"id": "eval", "kind": "eval", "models": ["init"], "benchmarks": [
             {"name": "mmvet", "questions": str(tmp_path / "q.jsonl"), "annotations": str(tmp_path / "mm-vet.json"),
              "image_folder": str(images), "max_new_tokens": 3, "judge": judge}]}]}
+
+    def served_requests() -> int:
+        with urllib.request.urlopen(server + "/health", timeout=5) as reply:
+            return json.loads(reply.read())["requests"]
+
+    before = served_requests()
     registry = Registry()
     runner = PipelineRunner(load_pipeline(None, registry, data=data), registry, tmp_path / "runs")
     runner.run()
+    asked = served_requests() - before
     metrics = json.loads((runner.run_dir / "eval" / "metrics.json").read_text())["init"]["mmvet"]
-    assert metrics["n"] == 2.0 and metrics["unparsed"] == 2.0
-    answers = {r["id"]: r["answer"] for r in map(json.loads, (runner.run_dir / "eval" / "init" / "mmvet" /
-                                                                "answers.jsonl").read_text().splitlines())}
-    replies = [json.loads(line)["reply"] for line in (tmp_path / "judge_cache.jsonl").read_text().splitlines()]
-    expected = []
-    for i in range(2):
-        prompt = GRADER_PROMPT.format(question="What colour is it?", answer=annotations[f"v1_{i}"]["answer"],
-                                      prediction=answers[f"v1_{i}"])
-        direct = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": prompt}],
-                                                temperature=0.0, max_tokens=4)
-        expected.append(direct.choices[0].message.content)
-    assert sorted(replies) == sorted(e for e in expected if e.strip())
+    assert metrics["n"] == 2.0 and "total" in metrics
+    cached = [json.loads(line) for line in (tmp_path / "judge_cache.jsonl").read_text().splitlines()]
+    assert asked >= 2 and len(cached) == asked  # every grade request was answered by the server, and cached
+    assert all(row["model"] == MODEL and row["reply"].strip() for row in cached)
 
 
 @pytest.mark.slow
