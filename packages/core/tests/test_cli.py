@@ -46,6 +46,15 @@ def test_run_then_rerun_skips(testplug_registry, pipeline_file, tmp_path):
     assert (runs / "cli-demo" / ".history").is_dir()
 
 
+def test_a_fully_skipped_rerun_prints_the_last_results(testplug_registry, pipeline_file, tmp_path):
+    runs = tmp_path / "runs"
+    assert invoke("run", pipeline_file, "--runs-dir", runs).exit_code == 0
+    report = {"models": {"sft": {"easyqa": {"accuracy": 0.8045}}}, "training": {}}
+    (runs / "cli-demo" / "hello" / "report.json").write_text(json.dumps(report))  # as a report stage leaves it
+    again = invoke("run", pipeline_file, "--runs-dir", runs)
+    assert "hello (touch): skipped" in again.output and "0.8045" in again.output and "easyqa" in again.output
+
+
 def test_dry_run_shows_plan_and_runs_nothing(testplug_registry, pipeline_file, tmp_path):
     result = invoke("run", pipeline_file, "--runs-dir", tmp_path / "runs", "--dry-run")
     assert result.exit_code == 0

@@ -63,7 +63,11 @@ def easyvqa_rows(n: int) -> list[tuple[str, str, str]]:
 @pytest.fixture(scope="module")
 def data_files(tmp_path_factory):
     """Conversations and preference pairs (records.jsonl) on easy-VQA images."""
-    folder = tmp_path_factory.mktemp("data")
+    return write_data_files(tmp_path_factory.mktemp("data"))
+
+
+def write_data_files(folder: Path) -> Path:
+    """``sft.jsonl`` (12 Conversations) and ``dpo.jsonl`` (12 Preference pairs) in ``folder``."""
     rows = easyvqa_rows(12)
     write_records(folder / "sft.jsonl", [
         Conversation(id=f"c{i}", turns=(Turn("user", f"<image>\n{q}" + " please" * (i % 3)), Turn("assistant", a)),

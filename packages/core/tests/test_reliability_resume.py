@@ -19,11 +19,17 @@ pytest.importorskip("mllm_align")
 
 import mllm.training.trainer as training  # noqa: E402
 from mllm.pipeline.config import load_pipeline  # noqa: E402
+from mllm.pipeline.runfolder import RunFolderError  # noqa: E402
 from mllm.pipeline.runner import PipelineRunner  # noqa: E402
 from mllm.plugins.registry import Registry  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib: the shared helpers of test_reliability
-from test_reliability import TRAIN, assert_same_weights, data_files, losses, read_jsonl, two_stage_pipeline  # noqa: E402,F401
+from test_reliability import TRAIN, assert_same_weights, losses, read_jsonl, two_stage_pipeline, write_data_files  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def data_files(tmp_path_factory):
+    return write_data_files(tmp_path_factory.mktemp("data"))
 
 
 def sft_only(data: Path, name: str, **train) -> dict:
@@ -66,7 +72,7 @@ def test_a_resume_from_the_final_checkpoint_only_writes_the_model(data_files, tm
 
     with monkeypatch.context() as patch:
         disk_full_at_the_final_save(patch)
-        with pytest.raises(OSError):
+        with pytest.raises(RunFolderError, match=r"stage 'sft': cannot write .*No space left on device; free some space"):
             run(data, tmp_path / "cut")
     stage = tmp_path / "cut" / "final" / "sft"
     assert (stage / "checkpoints" / f"checkpoint-{last}").is_dir() and not (stage / "model").exists()

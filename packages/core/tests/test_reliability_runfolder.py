@@ -18,12 +18,17 @@ import yaml
 
 pytest.importorskip("mllm_align")
 
-from mllm.pipeline.config import load_pipeline  # noqa: E402
+from mllm.pipeline.config import ConfigError, load_pipeline  # noqa: E402
 from mllm.pipeline.runfolder import RUN_LOCK, RunFolderError, RunLock  # noqa: E402
 from mllm.pipeline.runner import PipelineRunner  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib: the shared helpers of test_reliability
-from test_reliability import INJECT, TINY_MODEL, TRAIN, TOUCH_PIPELINE, data_files, read_jsonl  # noqa: E402,F401
+from test_reliability import INJECT, TINY_MODEL, TOUCH_PIPELINE, TRAIN, read_jsonl, write_data_files  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def data_files(tmp_path_factory):
+    return write_data_files(tmp_path_factory.mktemp("data"))
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -156,3 +161,41 @@ def test_wait_waits_for_the_holder(tmp_path, testplug_registry, write_pipeline):
     started = time.monotonic()
     plans = PipelineRunner(load_pipeline(path, testplug_registry), testplug_registry, runs).run(wait=True)
     assert time.monotonic() - started >= 0.3 and [p.action for p in plans if p.stage_id == "alone"] == ["skip"]
+
+
+# -- 4. what is a run folder; names that make folders ------------------------------------------
+
+
+def test_a_stray_stage_json_does_not_make_a_run_folder(tmp_path, testplug_registry, write_pipeline):
+    path = write_pipeline(TOUCH_PIPELINE)
+    runs = tmp_path / "runs"
+    folder = runs / "demo"
+    (folder / "notes").mkdir(parents=True)
+    (folder / "notes" / "stage.json").write_text('{"stage": "draft 2"}')  # the user's own file
+    (folder / "thesis.tex").write_text("years of work")
+    with pytest.raises(ConfigError, match="is not an mllm run folder"):
+        PipelineRunner(load_pipeline(path, testplug_registry), testplug_registry, runs)
+    # even an mllm-shaped stage.json beside the user's files does not make the folder mllm's
+    (folder / "notes" / "stage.json").write_text(json.dumps({"fingerprint": "a" * 64, "started": 1.0}))
+    with pytest.raises(ConfigError, match="is not an mllm run folder"):
+        PipelineRunner(load_pipeline(path, testplug_registry), testplug_registry, runs)
+    assert sorted(p.name for p in folder.iterdir()) == ["notes", "thesis.tex"]
+
+    # a run folder written before the .mllm-run marker existed: stage folders only
+    PipelineRunner(load_pipeline(path, testplug_registry), testplug_registry, tmp_path / "old").run()
+    old = tmp_path / "old" / "demo"
+    (old / ".mllm-run").unlink()
+    plans = PipelineRunner(load_pipeline(path, testplug_registry), testplug_registry, tmp_path / "old").run()
+    assert [p.action for p in plans if p.stage_id == "alone"] == ["skip"]
+
+
+@pytest.mark.parametrize("override", ["name=demo\n", "stages.alone.id=rep\n"])
+def test_ids_and_names_with_a_trailing_newline_are_refused(tmp_path, testplug_registry, write_pipeline, override):
+    data = yaml.safe_load(TOUCH_PIPELINE)
+    key, _, value = override.partition("=")
+    if key == "name":
+        data["name"] = value
+    else:
+        data["stages"][0]["id"] = value
+    with pytest.raises(ConfigError, match="must start with a letter"):
+        load_pipeline(None, testplug_registry, data=data)

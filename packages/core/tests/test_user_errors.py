@@ -304,7 +304,7 @@ def test_a_sigterm_stop_prints_stopped_and_exits_143(work: Path, monkeypatch):
     from mllm.errors import TrainingStopped
     from mllm.pipeline.runner import PipelineRunner
 
-    def stopped(self, only=None):
+    def stopped(self, only=None, **options):
         raise TrainingStopped("training stopped by SIGTERM after step 5; run the same command again to resume")
 
     monkeypatch.setattr(PipelineRunner, "run", stopped)

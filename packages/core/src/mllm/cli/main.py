@@ -30,8 +30,10 @@ class MllmGroup(click.Group):
         except MllmError as error:
             if ctx.params.get("debug"):
                 raise
+            from mllm.pipeline.secrets import redact_text  # no message echoes a key
+
             for line in error.lines():  # several problems (a file's unknown keys, pre-flight): a line each
-                click.echo(f"{error.label}: {line}", err=True)
+                click.echo(f"{error.label}: {redact_text(line)}", err=True)
             ctx.exit(error.exit_code)
 
 
@@ -72,13 +74,20 @@ def main(debug: bool) -> None:
 @click.option("--master-port", type=click.IntRange(1, 65535), default=None,
               help="port on node 0 (several nodes; default on one node: a free port)")
 @click.option("--wait", is_flag=True, help="if another mllm run is using the run folder, wait for it to finish")
+@click.option("--verbose", is_flag=True, help="show the libraries' own progress bars and warnings too")
 def run(pipeline_file: str, overrides: tuple[str, ...], runs_dir: str | None, force: tuple[str, ...], dry_run: bool,
         nproc_per_node: int = 1, nnodes: int = 1, node_rank: int = 0, master_addr: str | None = None,
-        master_port: int | None = None, wait: bool = False) -> None:
+        master_port: int | None = None, wait: bool = False, verbose: bool = False) -> None:
     """Run PIPELINE_FILE; OVERRIDES are key=value (e.g. stages.sft.train.lr=1e-4).
 
     With --nproc-per-node N (and --nnodes M), train and eval stages run as N x M
-    torchrun processes (DDP, or DeepSpeed ZeRO with train.deepspeed); other stages run once."""
+    torchrun processes (DDP, or DeepSpeed ZeRO with train.deepspeed); other stages run once.
+
+    Training, generating and evaluating show progress: a bar with the ETA on a terminal,
+    otherwise a line per tenth and at least every 30 s; each stage's log.txt keeps every entry.
+    Before the first stage starts, everything `mllm validate` checks is checked.
+    Relative paths in the pipeline are relative to the working directory."""
+    from mllm.pipeline.config import INIT
     from mllm.pipeline.launch import LaunchSettings
     from mllm.pipeline.runner import PipelineRunner, default_runs_dir
 
@@ -86,10 +95,11 @@ def run(pipeline_file: str, overrides: tuple[str, ...], runs_dir: str | None, fo
                             master_addr=master_addr, master_port=master_port)
     pipeline, registry = _load(pipeline_file, overrides)
     console = _console()
-    _setup_logging(console)
+    _setup_logging(console, verbose=verbose)
 
     def on_event(plan, event):
-        console.print(f"[bold]{plan.stage_id}[/bold] ({plan.kind}): {event}" + (f" - {plan.reason}" if event == "started" else ""))
+        console.print(f"[bold]{plan.stage_id}[/bold] ({plan.kind}): {event}" + (f" - {plan.reason}" if event == "started" else ""),
+                      soft_wrap=True)  # one line, however narrow the terminal (or pipe)
 
     runner = PipelineRunner(pipeline, registry, Path(runs_dir) if runs_dir else default_runs_dir(),
                             force=force, on_event=on_event, launch=launch if launch.distributed else None)
@@ -98,23 +108,34 @@ def run(pipeline_file: str, overrides: tuple[str, ...], runs_dir: str | None, fo
         return
     # TrainingStopped (SIGTERM) is an MllmError too: "stopped: ...", exit status 143, not marked COMPLETE
     plans = runner.run(wait=wait)  # the run folder's lock: refuse (or wait) while another run holds it
-    if plans and all(plan.action == "skip" for plan in plans):
+    stages = [plan for plan in plans if plan.stage_id != INIT]  # init is built only when a stage needs it
+    if stages and all(plan.action == "skip" for plan in stages):
         _print_last_results(runner)  # nothing ran: show what the finished run found
-    console.print(f"done: {runner.run_dir}")
+    console.print(f"done: {runner.run_dir}", soft_wrap=True)
 
 
-def _setup_logging(console) -> None:
-    from rich.logging import RichHandler
+def _setup_logging(console, verbose: bool = False) -> None:
+    """mllm's log lines on the console once each (records for log.txt only are dropped),
+    progress as a bar on a terminal or as lines otherwise, and the libraries' noise off
+    unless ``verbose``."""
+    from mllm.pipeline import progress
 
     handler: logging.Handler
     if console.is_terminal:
+        from rich.logging import RichHandler
+
         handler = RichHandler(console=console, show_path=False)
+        progress.configure("bar", console)
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        progress.configure("lines")
+    handler.addFilter(progress.HideFileOnly())
     root = logging.getLogger("mllm")
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
+    if not verbose:
+        progress.quiet_libraries()
 
 
 def _print_plan(console, runner) -> None:

@@ -54,6 +54,7 @@ from mllm.generation.choice import ChoiceScorer
 from mllm.generation.decoding import decode_new_tokens, generation_config, inference, stop_ids
 from mllm.generation.planning import AnswerMode, Job, Planner, answer_key, batches
 from mllm.generation.prefix_cache import PromptCaches
+from mllm.pipeline.progress import track
 from mllm.records import EvalItem
 
 __all__ = ["AnswerEngine", "AnswerMode"]
@@ -74,6 +75,7 @@ class AnswerEngine:
         model_fingerprint: identifies the model's weights (the fingerprint of the stage
             that produced it); part of every cache key.
         on_batch: called as ``on_batch(done, total)`` after each batch is cached.
+        label: what the progress display (:mod:`mllm.pipeline.progress`) calls the answering.
         image_cache_bytes: memory budget of the encoded-image cache.
         kv_cache_bytes: memory budget of the prompt-through-the-image cache (0: none).
     """
@@ -81,7 +83,8 @@ class AnswerEngine:
     def __init__(self, adapter: Any, *, batch_size: int = 32, max_new_tokens: int = 16,
                  cache_path: Path | str | None = None, model_fingerprint: str = "",
                  on_batch: Callable[[int, int], None] | None = None,
-                 image_cache_bytes: int = 512 * 2**20, kv_cache_bytes: int = 512 * 2**20) -> None:
+                 image_cache_bytes: int = 512 * 2**20, kv_cache_bytes: int = 512 * 2**20,
+                 label: str = "answers") -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if max_new_tokens < 1:
@@ -92,6 +95,7 @@ class AnswerEngine:
         self.cache_path = Path(cache_path) if cache_path is not None else None
         self.model_fingerprint = model_fingerprint
         self.on_batch = on_batch
+        self.label = label
         self.stats = {"cached": 0, "computed": 0, "batches": 0, "images_encoded": 0, "prompt_prefixes_computed": 0,
                       "seconds": 0.0}
         self.planner = Planner(adapter)
@@ -149,6 +153,7 @@ class AnswerEngine:
         total, done = len(pending), 0
         logger.info("answering %d item(s): %d cached, %d to compute (%s)", len(items), len(answers), total, mode)
         started = time.monotonic()
+        tracker = track(self.label, total, unit="answer")
         try:
             with inference(self.adapter.model):
                 for group, run in ((generate_jobs, self._generate_batch), (first_token_jobs, self.choices.answers),
@@ -164,9 +169,11 @@ class AnswerEngine:
                         done += len(batch)
                         self.stats["computed"] += len(batch)
                         self.stats["batches"] += 1
+                        tracker.update(done)
                         if self.on_batch is not None:
                             self.on_batch(done, total)
         finally:
+            tracker.close()
             self.stats["seconds"] += time.monotonic() - started
         return {item.id: answers[item.id] for item in items}
 

@@ -30,6 +30,7 @@ from mllm.generation.decoding import (
     left_pad,
     stop_ids,
 )
+from mllm.pipeline.progress import track
 from mllm.records import Conversation, EvalItem, Turn
 
 
@@ -62,7 +63,7 @@ class SampleGenerator:
 
     def __init__(self, adapter: Any, *, num_samples: int = 1, temperature: float = 0.0, top_p: float = 1.0,
                  seed: int = 0, max_new_tokens: int = 32, batch_size: int = 32,
-                 cache_path: Path | None = None, model_fingerprint: str = "") -> None:
+                 cache_path: Path | None = None, model_fingerprint: str = "", label: str = "samples") -> None:
         self.adapter = adapter
         self.num_samples = num_samples
         self.temperature = temperature
@@ -72,6 +73,7 @@ class SampleGenerator:
         self.batch_size = batch_size
         self.cache_path = Path(cache_path) if cache_path is not None else None
         self.model_fingerprint = model_fingerprint
+        self.label = label  # what the progress display calls the sampling
 
     def _key(self, prompt: Prompt) -> str:
         payload = {"model": self.model_fingerprint, "turns": [[t.role, t.content] for t in prompt.turns],
@@ -85,7 +87,7 @@ class SampleGenerator:
             keys = {p.id: self._key(p) for p in prompts}
             todo = [p for p in prompts if keys[p.id] not in cache]
             todo.sort(key=lambda p: -len(self.adapter.encode_prompt(p.turns)))
-            with inference(self.adapter.model):
+            with inference(self.adapter.model), track(self.label, len(todo), unit="prompt") as tracker:
                 for start in range(0, len(todo), self.batch_size):
                     batch = todo[start:start + self.batch_size]
                     texts = self._generate([self.adapter.encode_prompt(p.turns) for p in batch], batch,
@@ -93,6 +95,7 @@ class SampleGenerator:
                     for prompt, answers in zip(batch, texts):
                         cache.add(keys[prompt.id], answers, id=prompt.id)
                     cache.flush()
+                    tracker.update(start + len(batch))
             return {p.id: list(cache.get(keys[p.id])) for p in prompts}
 
     def _generate(self, rows: list[list[int]], prompts: list[Prompt], keys: list[str]) -> list[list[str]]:

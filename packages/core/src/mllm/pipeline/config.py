@@ -19,11 +19,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mllm.errors import ConfigError
+from mllm.pipeline.secrets import is_secret_key, redact_text
 from mllm.plugins.registry import PluginError, Registry
 from mllm.plugins.specs import ComponentKind, ComponentSpec, SpecImportError
 
-STAGE_ID_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
-_SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|authorization|credential)", re.IGNORECASE)
+STAGE_ID_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")  # fullmatch: "$" would let a trailing newline through
 INIT = "init"
 
 
@@ -56,7 +56,7 @@ class StageConfig(BaseModel):
     @field_validator("id")
     @classmethod
     def _check_id(cls, value: str) -> str:
-        if not STAGE_ID_PATTERN.match(value) or value == INIT:
+        if not STAGE_ID_PATTERN.fullmatch(value) or value == INIT:
             raise ValueError(f"stage id {value!r} must start with a letter, use letters, digits, '-' or '_', and not be 'init'")
         return value
 
@@ -75,7 +75,7 @@ class PipelineConfig(BaseModel):
     @field_validator("name")
     @classmethod
     def _check_name(cls, value: str) -> str:
-        if not STAGE_ID_PATTERN.match(value):
+        if not STAGE_ID_PATTERN.fullmatch(value):
             raise ValueError(f"pipeline name {value!r} must start with a letter and use letters, digits, '-' or '_'")
         return value
 
@@ -200,10 +200,10 @@ def format_validation_error(error: ValidationError, model: type[BaseModel], wher
             continue
         elif item["type"] == "missing":
             message = "required key is missing"
-        elif _SECRET_KEY.search(str(loc[-1]) if loc else ""):
+        elif is_secret_key(loc[-1] if loc else ""):
             message += " (value not shown: the key names a secret)"
         else:
-            message += f" (got {item.get('input')!r})"
+            message += f" (got {redact_text(repr(item.get('input')))})"
         lines.append(f"{location}: {message}")
     return "\n".join(lines)
 
@@ -223,7 +223,12 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override {text!r} is not of the form key=value (e.g. stages.sft.train.lr=1e-4)")
-    parsed = yaml.safe_load(value) if value.strip() else ""
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError as error:  # 'seed=[1,' or a '!!python/...' tag: one line, never a traceback
+        problem = str(getattr(error, "problem", None) or "not valid YAML").strip()
+        raise ConfigError(f"override {redact_text(text)!r}: the value is not valid YAML ({problem}); quote a "
+                          "string value, close brackets, and use no '!!' tags") from None
     if isinstance(parsed, str) and _FLOAT.match(parsed):
         parsed = float(parsed)  # YAML 1.1 reads "1e-4" as a string
     return key.strip().split("."), parsed
@@ -311,6 +316,25 @@ class _NameOnly(ComponentRef):
     name_key: ClassVar[str] = ""
 
 
+def _secrets_written_in(raw: Any, where_file: str) -> list[str]:
+    """One problem line per part of the pipeline holding a key (:mod:`mllm.pipeline.secrets`)."""
+    from mllm.pipeline.secrets import SECRET_HINT, secret_in_pipeline
+
+    if not isinstance(raw, dict):
+        return []
+    parts: list[tuple[Any, str]] = [({k: v for k, v in raw.items() if k != "stages"}, "")]
+    for index, stage in enumerate(raw.get("stages") or [] if isinstance(raw.get("stages"), list) else []):
+        label = f"stages.{stage['id']}" if isinstance(stage, dict) and isinstance(stage.get("id"), str) \
+            else f"stages[{index}]"
+        parts.append((stage, label))
+    lines = []
+    for value, label in parts:
+        found = secret_in_pipeline(value, label)
+        if found:
+            lines.append(f"{where_file}: {found[0]}: {found[1]}; {SECRET_HINT}")
+    return lines
+
+
 def load_pipeline(path: Path | None, registry: Registry, overrides: list[str] = (), data: dict | None = None) -> Pipeline:
     """Read, override and validate a pipeline (from ``path`` or an already-read ``data``).
 
@@ -336,6 +360,7 @@ def collect_pipeline(path: Path | None, registry: Registry, overrides: list[str]
     where_file = str(path) if path else "<pipeline>"
     raw = data if data is not None else read_yaml(Path(path))
     raw = apply_overrides(raw, list(overrides))
+    problems += _secrets_written_in(raw, where_file)  # refused in validate and run alike; never echoed
     config = validate_model(PipelineConfig, raw, where_file)
     model = _collect(problems, resolve_component, registry, "model", config.model, f"{where_file}: model")
 

@@ -210,7 +210,8 @@ def track(label: str, total: int, unit: str = "step") -> Tracker:
 #: warnings (message regex, category) said on every call that tell a user of mllm nothing
 NOISY_WARNINGS = ((r"`?past_key_values`? is deprecated", FutureWarning),)
 #: (logger, message start) of log lines said at every start
-NOISY_LOG_LINES = (("DeepSpeed", "Setting accelerator to CPU"),)
+NOISY_LOG_LINES = (("DeepSpeed", "Setting accelerator to CPU"),
+                   ("transformers.utils.generic", "`past_key_values`/`cache_params` are deprecated"))
 
 
 class _DropMessages(logging.Filter):

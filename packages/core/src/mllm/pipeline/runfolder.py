@@ -31,22 +31,40 @@ from mllm.errors import (  # noqa: F401 - defined in mllm.errors, imported from 
     TrainingStopped,
     UnsafeCheckpointError,
 )
+from mllm.pipeline.secrets import REDACTED, redact  # noqa: F401 - redaction lives in mllm.pipeline.secrets
 
 COMPLETE = "COMPLETE"
 STAGE_STATE = "stage.json"
 HISTORY = ".history"
 RUN_MARKER = ".mllm-run"  # in runs/<pipeline>/: written when mllm creates the folder
 RUN_LOCK = ".mllm-lock"  # in runs/<pipeline>/: held by the mllm run working in the folder
-REDACTED = "***REDACTED***"
-SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|authorization|credential)", re.IGNORECASE)
 
 
 def is_run_folder(run_dir: Path) -> bool:
-    """``runs/<pipeline>/`` holds the marker (or, written before markers existed, a stage's ``stage.json``)."""
+    """``runs/<pipeline>/`` holds the marker, or (a run folder written before markers
+    existed) every entry in it is mllm's: stage folders with an mllm ``stage.json``,
+    ``.history`` and the lock file. A stray ``*/stage.json`` among a user's files does not make it one."""
     run_dir = Path(run_dir)
     if (run_dir / RUN_MARKER).is_file():
         return True
-    return any((child / STAGE_STATE).is_file() for child in run_dir.iterdir() if child.is_dir())
+    stages = 0
+    for child in run_dir.iterdir():
+        if (child.name == HISTORY and child.is_dir()) or (child.name == RUN_LOCK and child.is_file()):
+            continue
+        if not (child.is_dir() and _is_stage_state(child / STAGE_STATE)):
+            return False
+        stages += 1
+    return stages > 0
+
+
+def _is_stage_state(path: Path) -> bool:
+    """``stage.json`` as mllm writes it: ``{"fingerprint": <sha256 hex>, "started": <time>}``."""
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(state, dict) and isinstance(state.get("fingerprint"), str) \
+        and re.fullmatch(r"[0-9a-f]{64}", state["fingerprint"]) is not None and "started" in state
 
 
 def check_run_folder(run_dir: Path) -> None:
@@ -85,23 +103,6 @@ def atomic_write_text(path: Path, text: str) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-
-
-def redact(value: Any) -> Any:
-    """A copy of ``value`` with every secret-looking key's value replaced.
-
-    Keys naming an environment variable that holds the secret (``api_key_env``) are kept:
-    they are names, not secrets.
-    """
-    if isinstance(value, dict):
-        return {
-            key: (REDACTED if SECRET_KEY.search(str(key)) and not str(key).endswith("_env") and item not in (None, "")
-                  else redact(item))
-            for key, item in value.items()
-        }
-    if isinstance(value, list):
-        return [redact(item) for item in value]
-    return value
 
 
 class StageFolder:

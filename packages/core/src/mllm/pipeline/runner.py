@@ -11,6 +11,7 @@ The model every stage starts from is the implicit stage ``init``.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -24,6 +25,7 @@ from mllm import __version__
 from mllm.errors import MissingFileError
 from mllm.interfaces import HasDataFiles, HasSourcePath, RunsDistributed
 from mllm.pipeline.config import INIT, Pipeline, ResolvedComponent, Stage, stage_inputs
+from mllm.pipeline.progress import FILE_ONLY
 from mllm.pipeline.runfolder import (
     RunFolderError,
     RunLock,
@@ -34,6 +36,7 @@ from mllm.pipeline.runfolder import (
     create_run_folder,
     redact,
 )
+from mllm.pipeline.secrets import RedactingFilter
 from mllm.plugins.registry import Registry
 
 if TYPE_CHECKING:
@@ -355,7 +358,12 @@ class PipelineRunner:
                 self._rerun_notes[plan.stage_id] = note
             self.on_event(plan, "started")
             started = time.monotonic()
-            self._run_stage(self.pipeline.stage(plan.stage_id), folder, plan)
+            try:
+                self._run_stage(self.pipeline.stage(plan.stage_id), folder, plan)
+            except OSError as error:
+                if not is_write_failure(error, self.run_dir):
+                    raise
+                raise cannot_write(plan.stage_id, folder.path, error) from error
             self.on_event(plan, f"finished in {time.monotonic() - started:.1f}s")
         return plans
 
@@ -382,6 +390,8 @@ class PipelineRunner:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         stage_logger.addHandler(handler)
         stage_logger.setLevel(logging.INFO)
+        if not any(isinstance(f, RedactingFilter) for f in stage_logger.filters):
+            stage_logger.addFilter(RedactingFilter())  # key-shaped text never reaches log.txt or the console
         return stage_logger, handler
 
     def _run_init(self, folder: StageFolder, plan: StagePlan) -> None:
@@ -396,7 +406,8 @@ class PipelineRunner:
         folder.start(plan.fingerprint, resolved)
         stage_logger, handler = self._stage_logger(folder)
         if stage.id in self._rerun_notes:
-            stage_logger.warning("re-run: %s", self._rerun_notes.pop(stage.id))
+            # for log.txt: the console got it from the runner's own warning
+            stage_logger.warning("re-run: %s", self._rerun_notes.pop(stage.id), extra={FILE_ONLY: True})
         try:
             kind_impl = stage.kind_spec.load()
             context = StageContext(self, stage, folder, plan.fingerprint, plan.action == "resume", stage_logger)
@@ -510,6 +521,31 @@ def _short(value: Any) -> str:
         return "(unset)"
     text = json.dumps(value, default=str)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+
+
+def is_write_failure(error: OSError, run_dir: Path) -> bool:
+    """A full disk or read-only file system anywhere, or a permission error on a file in the
+    run folder (mllm only writes there; a permission error on a data file stays a data error)."""
+    if error.errno in WRITE_ERRNOS:
+        return True
+    if error.errno in (errno.EACCES, errno.EPERM) and error.filename:
+        try:
+            return Path(error.filename).resolve().is_relative_to(Path(run_dir).resolve())
+        except (OSError, ValueError):
+            return False
+    return False
+
+
+def cannot_write(stage_id: str, stage_dir: Path, error: OSError) -> RunFolderError:
+    """A full disk or a read-only run folder, as one line naming the file (the stage resumes on a re-run)."""
+    where = error.filename or stage_dir
+    how = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space (disk quota)"}.get(
+        error.errno, "make the run folder writable")
+    return RunFolderError(f"stage {stage_id!r}: cannot write {where}: {error.strerror or error}; {how}, or pick "
+                          "another --runs-dir, then run the same command again (it resumes)")
 
 
 def default_runs_dir() -> Path:

@@ -144,12 +144,12 @@ def _training_section(run_dir: Path, stage_ids: list[str], report: dict[str, Any
         out.append('<div class="charts">' + "".join(charts) + "</div>")
     if last:
         keys = sorted({k for metrics in last.values() for k in metrics})
-        out.append('<table class="training"><tr><th>stage</th>' + "".join(f"<th>{escape(k)}</th>" for k in keys)
+        out.append('<div style="overflow-x:auto"><table class="training"><tr><th>stage</th>' + "".join(f"<th>{escape(k)}</th>" for k in keys)
                    + "</tr>")
         for stage_id, metrics in last.items():
             out.append(f"<tr><th>{escape(stage_id)}</th>" + "".join(
                 f'<td class="num">{_format(metrics.get(k, ""))}</td>' for k in keys) + "</tr>")
-        out.append("</table>")
+        out.append("</table></div>")
     out.append("</section>")
     return out
 
@@ -209,7 +209,10 @@ def build_report_html(run_dir: Path, stage_ids: list[str], report: dict[str, Any
     body.append('<section id="answers"><h2>Answers</h2>')
     if not answers:
         body.append('<p class="note">No eval stage wrote answers.</p>')
+    order = {model: index for index, model in enumerate(report.get("models") or {})}
     for benchmark in answers.values():
+        # models in the order the report lists them (the eval stage's), not the folders' names
+        benchmark.models.sort(key=lambda model: (order.get(model, len(order)), model))
         body += _answers_section(benchmark, thumbnails, max_items)
     body.append("</section>")
     nav = "".join(f'<a href="#{anchor}">{label}</a>' for anchor, label in

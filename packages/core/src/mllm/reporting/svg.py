@@ -84,7 +84,8 @@ def line_chart(title: str, series: list[tuple[str, list[float], list[float]]], *
         parts.append(f'<polyline points="{coords}" fill="none" stroke="{color(index)}" stroke-width="2">'
                      f'<title>{escape(label)}</title></polyline>')
         if len(xs) == 1:
-            parts.append(f'<circle cx="{sx(xs[0]):.1f}" cy="{sy(ys[0]):.1f}" r="3" fill="{color(index)}"/>')
+            parts.append(f'<rect x="{sx(xs[0]) - 3:.1f}" y="{sy(ys[0]) - 3:.1f}" width="6" height="6" '
+                         f'fill="{color(index)}"/>')  # a lone point: a dot, since a one-point line draws nothing
         if len(series) > 1:
             parts.append(f'<text x="{WIDTH - RIGHT - 4}" y="{TOP + 14 * (index + 1)}" text-anchor="end" '
                          f'fill="{color(index)}" class="legend">{escape(label)}</text>')

@@ -47,6 +47,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from mllm.generation.engine import AnswerEngine
 from mllm.interfaces import RecordsProvenance
 from mllm.pipeline.config import INIT, ComponentRef, ResolvedComponent, StageConfig
+from mllm.pipeline.progress import FILE_ONLY
 from mllm.pipeline.runfolder import atomic_write_text
 from mllm.plugins.specs import ComponentKind
 
@@ -172,11 +173,13 @@ class EvalStage:
 
                 def progress(done: int, total: int, _model: str = model_id, _bench: str = name) -> None:
                     if done == total or done % (20 * config.batch_size) < config.batch_size:
-                        context.logger.info("%s on %s: %d/%d answers computed", _model, _bench, done, total)
+                        # log.txt's record; the console shows the engine's progress display
+                        context.logger.info("%s on %s: %d/%d answers computed", _model, _bench, done, total,
+                                            extra={FILE_ONLY: True})
 
                 engine = AnswerEngine(adapter, batch_size=config.batch_size, max_new_tokens=max_new_tokens,
                                       cache_path=out_dir / rank_cache_name(), model_fingerprint=fingerprint,
-                                      on_batch=progress)
+                                      on_batch=progress, label=f"{context.stage.id}: {model_id} on {name}")
                 styled = style is not None and config.prompt_style.applies_to(model_id)
                 if styled:  # the style's prompts are asked; its cleaned answers are scored
                     asked = [replace(item, prompt=style.apply(item.prompt), check_files=False) for item in items]

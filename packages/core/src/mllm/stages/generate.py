@@ -171,7 +171,8 @@ class GenerateStage:
             from mllm.generation.engine import AnswerEngine
 
             engine = AnswerEngine(adapter, batch_size=config.batch_size, max_new_tokens=config.max_new_tokens,
-                                  cache_path=context.stage_dir / ANSWER_CACHE, model_fingerprint=fingerprint)
+                                  cache_path=context.stage_dir / ANSWER_CACHE, model_fingerprint=fingerprint,
+                                  label=config.id)
             items = [EvalItem(id=p.id, prompt=p.turns[0].content, images=p.images, answer=p.gold, check_files=False)
                      for p in prompts]
             answers = {k: [v] for k, v in engine.answer(items, mode="generate").items()}
@@ -180,7 +181,8 @@ class GenerateStage:
                 adapter, num_samples=config.num_samples, temperature=config.temperature, top_p=config.top_p,
                 seed=config.seed if config.seed is not None else context.seed,
                 max_new_tokens=config.max_new_tokens, batch_size=config.batch_size,
-                cache_path=context.stage_dir / SAMPLE_CACHE, model_fingerprint=fingerprint)
+                cache_path=context.stage_dir / SAMPLE_CACHE, model_fingerprint=fingerprint,
+                label=config.id)
             answers = generator.answer(prompts)
         out = generated_records(prompts, answers)
         metrics: dict[str, Any] = {"prompts": len(prompts), "answers": len(out)}

@@ -38,7 +38,6 @@ import logging
 import math
 import os
 import re
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -51,6 +50,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from mllm.data.badrows import ImageReadError
 from mllm.interfaces import GroupsByLength
+from mllm.pipeline.progress import FILE_ONLY, track
 from mllm.pipeline.runfolder import TrainingStopped
 from mllm.training import checkpoints as _checkpoints
 from mllm.training.settings import CHECKPOINTS_SUBDIR, TrainSettings
@@ -408,11 +408,43 @@ class StageLoggerCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and state.is_world_process_zero:
             values = " ".join(f"{k}={_short(v)}" for k, v in logs.items())
-            self.logger.info("step %d/%d: %s", state.global_step, state.max_steps, values)
+            # a step entry's loss is on the progress display: the console leaves it to log.txt
+            shown = {FILE_ONLY: True} if "loss" in logs else {}
+            self.logger.info("step %d/%d: %s", state.global_step, state.max_steps, values, extra=shown)
 
     def on_save(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
             self.logger.info("step %d: checkpoint saved", state.global_step)
+
+
+class StepProgressCallback(TrainerCallback):
+    """Shows training progress (:func:`mllm.pipeline.progress.track`): steps, elapsed, ETA,
+    it/s and the latest loss, on the first process only."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.tracker: Any = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.tracker = track(self.label, state.max_steps)
+            self.tracker.begin(state.global_step)  # a resumed run starts past 0
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.tracker is not None:
+            self.tracker.update(state.global_step)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.tracker is not None and logs and "loss" in logs:
+            self.tracker.update(state.global_step, loss=_plain(logs["loss"]))
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.close()
+
+    def close(self) -> None:
+        if self.tracker is not None:
+            self.tracker.close()
+            self.tracker = None
 
 
 def _plain(value: Any) -> Any:
@@ -483,8 +515,9 @@ def train_method(method: Any, model: Any, records: Sequence[Any], settings: Trai
     stage_dir = Path(stage_dir)
     stage_dir.mkdir(parents=True, exist_ok=True)
     overrides = dict(args_overrides or {})
-    # plain log lines (our StageLoggerCallback) instead of a progress bar when not on a terminal
-    overrides.setdefault("disable_tqdm", not sys.stderr.isatty())
+    # our progress display (StepProgressCallback) replaces the Trainer's tqdm bar, which would
+    # also print every log entry a second time
+    overrides.setdefault("disable_tqdm", True)
     args = settings.to_training_arguments(stage_dir, seed=seed, **overrides)
     log_path = stage_dir / TRAIN_LOG
     checkpoint = last_checkpoint(stage_dir / CHECKPOINTS_SUBDIR) if resume else None
@@ -502,6 +535,8 @@ def train_method(method: Any, model: Any, records: Sequence[Any], settings: Trai
     if logger is not None:
         all_callbacks.append(StageLoggerCallback(logger))
     all_callbacks.extend(callbacks)
+    progress = StepProgressCallback(stage_dir.name)
+    all_callbacks.append(progress)
     stop = _checkpoints.StopOnSignal(logger)
     all_callbacks.append(stop)
     trainer = MethodTrainer(method, model=model, args=args, train_dataset=records,
@@ -518,7 +553,10 @@ def train_method(method: Any, model: Any, records: Sequence[Any], settings: Trai
         trainer.finish_from_checkpoint(checkpoint)
         return trainer, last_logged_values(trainer.state.log_history)
     with stop:
-        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
+        try:
+            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
+        finally:
+            progress.close()  # a failed step must not leave a live bar behind
     if stop.stopped_at is not None:
         saved = last_checkpoint(stage_dir / CHECKPOINTS_SUBDIR)
         raise TrainingStopped(
