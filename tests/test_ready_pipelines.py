@@ -7,6 +7,7 @@ files, an image-qa-folder of new "facts" on easy-VQA images)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -208,8 +209,10 @@ def test_every_pipeline_validates_once_its_data_exists(standin):
         overrides = paths(path.stem, standin) if path.stem in READY else []
         if path.stem == "hadpo":
             continue  # its data (HA-DPO, Visual Genome, a 7B model) has no stand-in here; checked in tests of hadpo
+        # a judge's API key is part of its setup, which validate checks (never sent: validate calls no judge)
+        env = {**os.environ, "OPENAI_API_KEY": os.environ.get("OPENAI_API_KEY") or "placeholder"}
         result = subprocess.run([str(Path(sys.executable).parent / "mllm"), "validate", str(path), *overrides],
-                                capture_output=True, text=True, timeout=120)
+                                capture_output=True, text=True, timeout=120, env=env)
         assert result.returncode == 0, f"{path.name}: {result.stdout}{result.stderr}"
 
 

@@ -6,6 +6,7 @@ can be produced for real)."""
 from __future__ import annotations
 
 import errno
+import sys
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,184 @@ def test_a_permission_error_on_a_data_file_is_not_blamed_on_the_run_folder(tmp_p
     assert is_write_failure(OSError(errno.EACCES, "Permission denied", str(runs / "demo" / "x")), runs)
     assert not is_write_failure(OSError(errno.EACCES, "Permission denied", str(tmp_path / "data.json")), runs)
     assert is_write_failure(OSError(errno.ENOSPC, "No space left on device"), runs)
+
+
+# -- item 1: train settings validate catches before a model is built -------------------------------------------
+
+METHOD_PLUGIN = '''
+from typing import ClassVar
+
+from mllm import hookimpl
+from mllm.plugins.specs import ComponentSpec
+
+
+class ConversationMethod:
+    record_kind: ClassVar[str] = "conversation"
+
+
+@hookimpl
+def mllm_register_methods(register):
+    register(ComponentSpec(name="conversation-method", impl=f"{__name__}:ConversationMethod"))
+'''
+
+TRAIN_PIPELINE = """
+name: demo
+model: {{name: llava, init: tiny}}
+stages:
+  - id: sft
+    kind: train
+    method: {{name: conversation-method}}
+    data: {{name: records-jsonl, path: {records}}}
+    train: {train}
+"""
+
+
+@pytest.fixture
+def method_registry(tmp_path, monkeypatch):
+    """The core's components plus a method training on conversations (none is built: the
+    pre-flight refuses first)."""
+    import importlib
+    import json
+
+    from mllm.plugins import registry as plugins
+
+    (tmp_path / "reliability_method_plug.py").write_text(METHOD_PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = plugins.Registry(autoload=False)
+    assert registry.register_plugin(importlib.import_module("reliability_method_plug"), distribution="method-plug")
+    plugins.set_registry(registry)
+    (tmp_path / "records.jsonl").write_text(json.dumps({
+        "kind": "conversation", "id": "r1", "images": [],
+        "turns": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}) + "\n")
+    yield registry
+    plugins.set_registry(None)
+
+
+@pytest.mark.parametrize("train, key, words", [
+    ("{lr_scheduler: bogus}", "lr_scheduler", ["unknown scheduler 'bogus'", "cosine"]),
+    ("{lr_scheduler: cosin}", "lr_scheduler", ["did you mean 'cosine'"]),
+    ("{report_to: [wandb]}", "report_to", ["'wandb' needs the wandb package", "pip install wandb"]),
+    ("{report_to: [wandbb]}", "report_to", ["unknown report_to integration 'wandbb'", "did you mean 'wandb'"]),
+    ("{deepspeed: zero3}", "deepspeed", ["'zero3' needs DeepSpeed", "pip install deepspeed"]),
+])
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_train_settings_the_trainer_would_refuse_are_caught_before_a_model_is_built(
+        tmp_path, method_registry, write_pipeline, monkeypatch, train, key, words, command):
+    # neither package importable, whatever this machine has installed (None blocks the import)
+    monkeypatch.setitem(sys.modules, "wandb", None)
+    monkeypatch.setitem(sys.modules, "deepspeed", None)
+    path = write_pipeline(TRAIN_PIPELINE.format(records=tmp_path / "records.jsonl", train=train))
+    args = [command, str(path)] + (["--runs-dir", str(tmp_path / "runs")] if command == "run" else [])
+    line = one_error_line(CliRunner().invoke(main, args))
+    assert f"stages.sft.train.{key}" in line and all(word in line for word in words), line
+    assert not (tmp_path / "runs").exists()  # refused before the run folder, let alone the model
+
+
+def test_installed_integrations_and_deepspeed_pass_validate(tmp_path, method_registry, write_pipeline, monkeypatch):
+    import types
+
+    monkeypatch.setitem(sys.modules, "wandb", types.ModuleType("wandb"))
+    monkeypatch.setitem(sys.modules, "deepspeed", types.ModuleType("deepspeed"))
+    path = write_pipeline(TRAIN_PIPELINE.format(records=tmp_path / "records.jsonl",
+                                                train="{lr_scheduler: linear, report_to: [wandb], deepspeed: zero3}"))
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 0 and "OK" in result.output, result.output
+
+
+def test_scheduler_and_integration_names_match_transformers():
+    from mllm.training.settings import LR_SCHEDULERS, REPORT_TO_MODULES
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+    from transformers.trainer_utils import SchedulerType
+
+    assert set(LR_SCHEDULERS) == {member.value for member in SchedulerType}
+    assert set(REPORT_TO_MODULES) == set(INTEGRATION_TO_CALLBACK)
+
+
+# -- item 2: a records file line that is not UTF-8 costs one row --------------------------------------------------
+
+
+def test_a_records_line_that_is_not_utf8_costs_one_row(tmp_path):
+    import json
+
+    from mllm.data.badrows import BadRowError, DataReport
+    from mllm.data.recordio import read_records
+
+    def line(record_id: str) -> bytes:
+        return json.dumps({"kind": "conversation", "id": record_id, "images": [],
+                           "turns": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]},
+                          ensure_ascii=False).encode("latin-1")
+
+    path = tmp_path / "records.jsonl"
+    path.write_bytes(b"\n".join([line("one"), line("café"), line("three")]) + b"\n")
+    report = DataReport(source="test", on_bad_row="skip", max_bad_fraction=0.5)
+    assert [record.id for record in read_records(path, report)] == ["one", "three"]
+    (entry,) = report.skipped
+    assert entry.row == "line 2" and "not UTF-8 text (byte 0xe9" in entry.reason
+    with pytest.raises(BadRowError, match=r"records.jsonl, row line 2: .*not UTF-8"):
+        list(read_records(path))
+
+
+# -- item 3: a pickle .bin weights file is refused, never retried with weights_only=False --------------------------
+
+
+class Payload:
+    """Unpickling this runs code: it creates the file ``path``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.path!r}, 'w').write('payload ran')",))
+
+
+def plant(path: Path, ran: Path) -> Path:
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"weight": torch.zeros(2), "evil": Payload(ran)}, path)
+    return path
+
+
+def assert_refused_with_the_fix(message: str) -> None:
+    assert "refused" in message or "refusing" in message, message
+    assert "weights_only=False" not in message and "`weights_only` set to `False`" not in message, message
+    assert "GLOBAL builtins.exec" in message, message  # what the pickle would have called
+
+
+def test_a_pickle_bin_in_a_model_folder_is_refused_with_convert_to_safetensors(tmp_path):
+    from mllm.errors import InputFileError
+    from mllm.models.llava.adapter import LlavaAdapter
+
+    ran = tmp_path / "PAYLOAD_RAN"
+    folder = tmp_path / "model"
+    weights = plant(folder / "pytorch_model.bin", ran)
+    (folder / "config.json").write_text('{"model_type": "llava"}')
+    with pytest.raises(InputFileError) as caught:
+        LlavaAdapter.load(folder)
+    message = str(caught.value)
+    assert message.startswith(f"{weights}: refused") and "convert it to safetensors" in message
+    assert_refused_with_the_fix(message)
+    assert not ran.exists()
+
+    # a LoRA adapter's adapter_model.bin too, before the base model is even looked at
+    adapter = tmp_path / "lora"
+    plant(adapter / "adapter_model.bin", ran)
+    with pytest.raises(InputFileError, match="adapter_model.bin: refused.*convert it to safetensors"):
+        LlavaAdapter._load_peft(adapter, tmp_path / "no-base", None)
+    assert not ran.exists()
+
+
+def test_convert_and_resume_refuse_a_pickle_without_suggesting_weights_only_false(tmp_path):
+    from mllm.errors import ConvertError, UnsafeCheckpointError
+    from mllm.models.llava.convert import load_weights_file
+    from mllm.training.checkpoints import verify_checkpoint
+
+    ran = tmp_path / "PAYLOAD_RAN"
+    with pytest.raises(ConvertError) as caught:
+        load_weights_file(plant(tmp_path / "llava" / "mm_projector.bin", ran))
+    assert_refused_with_the_fix(str(caught.value))
+    assert "convert it to safetensors" in str(caught.value)
+    with pytest.raises(UnsafeCheckpointError) as caught:
+        verify_checkpoint(plant(tmp_path / "checkpoint-2" / "optimizer.pt", ran).parent)
+    assert_refused_with_the_fix(str(caught.value))
+    assert not ran.exists()

@@ -125,3 +125,43 @@ def test_scienceqa_bad_rows(tmp_path, load):
     assert "images/train/1/image.png' does not exist" in rows["pid 1"].reason
     assert "over-long" in rows["pid 2"].reason and "not an index" in rows["pid 3"].reason
     assert "is not in problems.json" in rows["pid 4"].reason
+
+
+# -- files that are torn or not UTF-8 (issue 19, item 2) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("policy", ["skip", "error"])
+def test_a_non_utf8_jsonl_line_costs_one_row_not_the_run(data_dir, load, policy):
+    path = data_dir / "train.jsonl"
+    latin1 = json.dumps({**GOOD, "id": "café"}, ensure_ascii=False).encode("latin-1")
+    path.write_bytes(b"\n".join([json.dumps(GOOD).encode(), latin1, json.dumps(GOOD).encode()]) + b"\n")
+    config = LlavaJsonConfig(path=str(path), on_bad_row=policy, max_bad_fraction=0.5)
+    if policy == "error":
+        with pytest.raises(BadRowError) as caught:
+            load(LlavaJson(config))
+        assert str(caught.value).startswith(f"{path}, row line 2: ") and "not UTF-8 text (byte 0xe9" in str(caught.value)
+        return
+    records, report = load(LlavaJson(config))
+    assert len(records) == 2 and report.total == 3
+    (entry,) = report.skipped
+    assert entry.row == "line 2" and "not UTF-8 text" in entry.reason and "save the file as UTF-8" in entry.reason
+
+
+_WITH_ACCENT = json.dumps([GOOD, {**GOOD, "id": "é"}], ensure_ascii=False).encode()
+TORN_IN_A_CHARACTER = _WITH_ACCENT[:_WITH_ACCENT.index("é".encode()) + 1]
+
+
+@pytest.mark.parametrize("content, words", [
+    # a copy cut off inside a two-byte character: neither UTF-8 nor JSON
+    (TORN_IN_A_CHARACTER, "not UTF-8 text (byte 0xc3"),
+    (json.dumps([GOOD, {**GOOD, "id": "café"}], ensure_ascii=False).encode("latin-1"), "not UTF-8 text (byte 0xe9"),
+    (json.dumps([GOOD, GOOD]).encode()[:-30], "not valid JSON"),
+])
+def test_a_torn_or_non_utf8_json_file_is_an_error_naming_the_file(data_dir, load, content, words):
+    from mllm import InputFileError
+
+    path = data_dir / "train.json"
+    path.write_bytes(content)
+    with pytest.raises(InputFileError) as caught:
+        load(LlavaJson(LlavaJsonConfig(path=str(path), on_bad_row="skip", max_bad_fraction=1.0)))
+    assert str(caught.value).startswith(f"{path}: ") and words in str(caught.value)

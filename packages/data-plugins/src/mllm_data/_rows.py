@@ -51,14 +51,20 @@ def is_json_lines(path: Path) -> bool:
     if path.suffix.lower() in (".jsonl", ".ndjson"):
         return True
     if path.suffix.lower() == ".json":
-        with open(path, encoding="utf-8") as handle:
+        with open(path, "rb") as handle:  # bytes: a file that is not UTF-8 is reported by the reader, per row
             while True:
                 char = handle.read(1)
                 if not char:
                     return False
                 if not char.isspace():
-                    return char != "["
+                    return char != b"["
     return False
+
+
+def not_utf8(error: UnicodeDecodeError) -> str:
+    """What a ``UnicodeDecodeError`` means to a user: where the first bad byte is and the fix."""
+    return (f"not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset {error.start}); "
+            "save the file as UTF-8")
 
 
 def read_rows(path: Path) -> list[tuple[str, Any]]:
@@ -70,17 +76,22 @@ def read_rows(path: Path) -> list[tuple[str, Any]]:
         raise MissingFileError(f"data file {path} does not exist; check the dataset's path")
     rows: list[tuple[str, Any]] = []
     if is_json_lines(path):
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
+        # bytes, decoded line by line: a line that is not UTF-8 is one bad row, not the whole file's
+        with open(path, "rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                if not raw.strip():
                     continue
                 try:
-                    rows.append((f"line {number}", json.loads(line)))
+                    rows.append((f"line {number}", json.loads(raw.decode("utf-8"))))
+                except UnicodeDecodeError as error:
+                    rows.append((f"line {number}", RowError(f"malformed JSON line: {not_utf8(error)}")))
                 except json.JSONDecodeError as error:
                     rows.append((f"line {number}", RowError(f"malformed JSON line: {error.msg} at column {error.colno}")))
         return rows
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise InputFileError(f"{path}: {not_utf8(error)}") from None
     except json.JSONDecodeError as error:
         raise InputFileError(f"{path}: not valid JSON ({error.msg} at line {error.lineno}, column {error.colno}); "
                          "LLaVA data is a JSON list of rows, or JSON Lines (one row per line, .jsonl)") from None

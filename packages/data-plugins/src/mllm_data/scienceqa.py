@@ -39,13 +39,14 @@ import json
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Literal
 
-from mllm import IMAGE_TOKEN, Conversation, DataReport, EvalItem, MissingFileError, Turn
+from mllm import IMAGE_TOKEN, Conversation, DataReport, EvalItem, InputFileError, MissingFileError, Turn
 from pydantic import Field, model_validator
 
 from mllm_data._rows import (
     FileDatasetConfig,
     RecordAs,
     check_length,
+    not_utf8,
     resolve_images,
     select_rows,
 )
@@ -150,7 +151,7 @@ class ScienceQA:
         problems = _load_json(problems_file, dict)
         splits = _load_json(splits_file, dict)
         if config.split not in splits:
-            raise ValueError(f"{splits_file}: no split {config.split!r}; it has {sorted(splits)}")
+            raise InputFileError(f"{splits_file}: no split {config.split!r}; it has {sorted(splits)}")
         pids = [str(p) for p in splits[config.split]]
         folder = Path(config.image_folder).expanduser() if config.image_folder else root / "images"
         for index in select_rows(len(pids), config.limit, config.seed):
@@ -187,9 +188,12 @@ class ScienceQA:
 
 def _load_json(path: Path, kind: type) -> Any:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise InputFileError(f"{path}: {not_utf8(error)}") from None
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error.msg} at line {error.lineno}, column {error.colno})") from None
+        raise InputFileError(f"{path}: not valid JSON ({error.msg} at line {error.lineno}, column {error.colno})"
+                             ) from None
     if not isinstance(data, kind):
-        raise ValueError(f"{path}: expected a JSON {kind.__name__}, got {type(data).__name__}")
+        raise InputFileError(f"{path}: expected a JSON {kind.__name__}, got {type(data).__name__}")
     return data

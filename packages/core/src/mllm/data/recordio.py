@@ -117,14 +117,18 @@ def read_records(path: str | os.PathLike, report: DataReport | None = None, *,
     if not path.is_file():
         raise MissingFileError(f"records file {path} does not exist")
     report = report or DataReport(source=str(path))
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
+    # bytes, decoded line by line: a line that is not UTF-8 is one bad row, not the whole file's
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
                 continue
             record = None
             with report.row(file=path, row=f"line {number}"):
                 try:
-                    data = json.loads(line)
+                    data = json.loads(raw.decode("utf-8"))
+                except UnicodeDecodeError as error:
+                    raise ValueError(f"malformed JSON line: not UTF-8 text (byte 0x{raw[error.start]:02x} at "
+                                     f"offset {error.start}); save the file as UTF-8") from None
                 except json.JSONDecodeError as error:
                     raise ValueError(f"malformed JSON line: {error.msg} at column {error.colno}") from None
                 record = record_from_dict(data, check_files=check_files)

@@ -5,11 +5,13 @@ Beyond the schema (keys, names and stage order, checked by the loader,
 
 - the model folder (``model: {path: ...}``) exists;
 - every data and benchmark file a component names (its ``data_files(config)``) exists,
-  and the first records or items of each dataset and benchmark name images that exist;
+  and the first records or items of each dataset and benchmark name images that exist
+  (unless the component's ``check_images`` is false);
 - every stage read through ``from:`` (a train stage's ``data: {from: ...}``, ``stage-records``)
   writes records, and one read by a pairing (``pairs: wrong-vs-gold``) scores its answers;
 - every model id a stage starts from or evaluates (``from:``, ``models:``) names a model;
-- a train stage's method and dataset agree on the record kind;
+- a train stage's method and dataset agree on the record kind, and the packages its
+  ``report_to`` integrations and ``deepspeed`` need are installed;
 - every judge is set up: a benchmark scored by a judge has ``judge:``, the judge's name and
   keys are valid, the environment variable holding its API key is set, a local judge's
   folder exists.
@@ -125,6 +127,7 @@ def _stage_problems(pipeline: Pipeline, stage: Stage, registry: Registry) -> lis
         problems += _source_problems(pipeline, stage, key, component)
     problems += _model_source_problems(pipeline, stage)
     problems += _record_kind_problems(stage)
+    problems += _train_package_problems(stage)
     return problems
 
 
@@ -147,6 +150,8 @@ def _image_problems(stage: Stage, key: str, component: ResolvedComponent) -> lis
 
     if callable(getattr(component.config, "stage_inputs", None)):
         return []  # it reads an earlier stage's records, which exist only once that stage ran
+    if getattr(component.config, "check_images", True) is False:
+        return []  # the user said the paths need not exist (e.g. captions rewritten without their images)
     where = f"stages.{stage.id}.{key}"
     try:
         built = component.build()
@@ -299,3 +304,11 @@ def _record_kind_problems(stage: Stage) -> list[Problem]:
     return [Problem(stage.id, f"stages.{stage.id}.data",
                     f"method {method.spec.name!r} trains on {wanted!r} records and dataset {data.spec.name!r} yields "
                     f"{given!r} records; pick a dataset (or pairs:) that yields {wanted!r} records")]
+
+
+def _train_package_problems(stage: Stage) -> list[Problem]:
+    """The packages a train stage's ``report_to`` integrations and ``deepspeed`` need are installed."""
+    missing_packages = getattr(getattr(stage.config, "train", None), "missing_packages", None)
+    if not callable(missing_packages):
+        return []
+    return [Problem(stage.id, f"stages.{stage.id}.train.{key}", message) for key, message in missing_packages()]

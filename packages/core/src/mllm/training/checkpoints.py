@@ -211,16 +211,9 @@ def read_run_totals(folder: Path) -> dict[str, Any] | None:
 
 
 def _safe_load(path: Path) -> None:
-    import torch
-    from transformers.trainer_pt_utils import safe_globals
+    from mllm.models.pickles import load_weights_only
 
-    with safe_globals():
-        try:
-            torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as error:
-            if "mmap" not in str(error):
-                raise
-            torch.load(path, map_location="cpu", weights_only=True)  # an old, non-zip file
+    load_weights_only(path)
 
 
 def verify_checkpoint(folder: Path) -> list[Path]:
@@ -236,10 +229,12 @@ def verify_checkpoint(folder: Path) -> list[Path]:
         try:
             _safe_load(file)
         except Exception as error:  # noqa: BLE001 - any failure means: do not hand it to the Trainer
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            from mllm.models.pickles import refusal_reason
+
+            # torch's own text is not echoed: it suggests weights_only=False, which runs the payload
             raise UnsafeCheckpointError(
                 f"refusing to resume from {folder}: {file.name} does not load with torch.load(weights_only=True) "
-                f"({type(error).__name__}: {first_line}). It may hold a planted pickle that runs code. Delete "
+                f"({refusal_reason(error)}). It may hold a planted pickle that runs code. Delete "
                 f"{folder} to resume from an earlier checkpoint (or the start), if you trust no file in it."
             ) from None
         checked.append(file)

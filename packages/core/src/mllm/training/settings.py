@@ -5,7 +5,9 @@ It maps onto ``transformers.TrainingArguments`` with ``output_dir = <stage_dir>/
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -31,6 +33,41 @@ def deepspeed_config_path(value: str) -> Path:
         raise MissingFileError(f"train.deepspeed: {value!r} is neither a preset ({', '.join(DEEPSPEED_PRESETS)}) "
                                f"nor an existing DeepSpeed JSON file")
     return path
+
+
+#: ``lr_scheduler:`` names transformers' ``get_scheduler`` knows (its ``SchedulerType``; a
+#: test keeps the two equal): listed here so validating a pipeline needs no torch
+LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                 "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
+                 "warmup_stable_decay", "greedy")
+#: ``report_to:`` integrations (transformers' ``INTEGRATION_TO_CALLBACK``; a test keeps them
+#: equal) and the modules any one of which it needs; kubeflow is switched on by the environment
+REPORT_TO_MODULES: dict[str, tuple[str, ...]] = {
+    "azure_ml": ("azureml",), "clearml": ("clearml",), "codecarbon": ("codecarbon",), "comet_ml": ("comet_ml",),
+    "dagshub": ("dagshub",), "dvclive": ("dvclive",), "flyte": ("flytekit",), "kubeflow": (),
+    "mlflow": ("mlflow",), "neptune": ("neptune",), "swanlab": ("swanlab",),
+    "tensorboard": ("tensorboard", "tensorboardX"), "trackio": ("trackio",), "wandb": ("wandb",),
+}
+#: ``report_to:`` values that name no integration
+REPORT_TO_SPECIAL = ("none", "all")
+
+
+def module_installed(name: str) -> bool:
+    """Whether ``import name`` would find a module (without importing it)."""
+    if name in sys.modules:
+        return sys.modules[name] is not None  # None: imports of it are blocked
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _unknown_name(kind: str, value: str, known: tuple[str, ...]) -> ValueError:
+    import difflib
+
+    close = difflib.get_close_matches(value, known, n=1)
+    hint = f"; did you mean {close[0]!r}" if close else ""
+    return ValueError(f"unknown {kind} {value!r}{hint}; use one of {', '.join(known)}")
 
 
 SAME = "the same setting"
@@ -110,6 +147,37 @@ class TrainSettings(ComponentConfig):
         hint = f"; did you mean {close[0]!r}" if close else ""
         raise ValueError(f"unknown DeepSpeed preset {value!r}{hint}; use one of {', '.join(DEEPSPEED_PRESETS)} "
                          "or the path of a .json config")
+
+    @field_validator("lr_scheduler")
+    @classmethod
+    def _lr_scheduler_value(cls, value: str) -> str:
+        if value not in LR_SCHEDULERS:
+            raise _unknown_name("scheduler", value, LR_SCHEDULERS)
+        return value
+
+    @field_validator("report_to")
+    @classmethod
+    def _report_to_values(cls, value: list[str]) -> list[str]:
+        known = REPORT_TO_SPECIAL + tuple(REPORT_TO_MODULES)
+        for name in value:
+            if name not in known:
+                raise _unknown_name("report_to integration", name, known)
+        return value
+
+    def missing_packages(self) -> list[tuple[str, str]]:
+        """``(key, message)`` for each integration (``report_to``) and for DeepSpeed
+        (``deepspeed``) this block uses whose package is not installed: the pre-flight's,
+        so ``validate`` says it rather than the Trainer after the model is built."""
+        missing = []
+        for name in self.report_to:
+            modules = REPORT_TO_MODULES.get(name, ())
+            if modules and not any(module_installed(module) for module in modules):
+                missing.append(("report_to", f"{name!r} needs the {' or '.join(modules)} package, which is not "
+                                             f"installed; pip install {modules[0]} (or drop {name!r} from report_to)"))
+        if self.deepspeed is not None and not module_installed("deepspeed"):
+            missing.append(("deepspeed", f"{self.deepspeed!r} needs DeepSpeed, which is not installed; pip install "
+                                         "deepspeed (or remove deepspeed: to train without it)"))
+        return missing
 
     @model_validator(mode="after")
     def _one_precision(self) -> "TrainSettings":

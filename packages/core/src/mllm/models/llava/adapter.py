@@ -106,7 +106,9 @@ def load_llava(path: Path, dtype: str | None = None, trust_remote_code: bool = F
     from transformers import AutoConfig
 
     from mllm.models.attention import pick_attn_implementation
+    from mllm.models.pickles import pickle_weights_to_load, refuse_unsafe_weights
 
+    refuse_unsafe_weights(pickle_weights_to_load(Path(path), "pytorch_model"))
     config = AutoConfig.from_pretrained(path, trust_remote_code=bool(trust_remote_code))
     if config.model_type != "llava":
         raise InputFileError(f"{path}: model_type {config.model_type!r} is not supported by the llava adapter "
@@ -290,6 +292,9 @@ class LlavaAdapter:
         from peft import PeftModel
         from safetensors.torch import load_file
 
+        from mllm.models.pickles import pickle_weights_to_load, refuse_unsafe_weights
+
+        refuse_unsafe_weights(pickle_weights_to_load(path, "adapter_model"))
         base = load_llava(base_path, dtype, trust_remote_code)
         overrides = path / BASE_OVERRIDES_FILE
         state: dict[str, torch.Tensor] = {}

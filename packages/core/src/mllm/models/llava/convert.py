@@ -54,12 +54,13 @@ def load_weights_file(path: Path) -> dict[str, Any]:
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    import torch
+    from mllm.models.pickles import CONVERT_HINT, load_weights_only, refusal_reason
 
     try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
+        state = load_weights_only(path)
     except Exception as error:  # pickles with code in them are refused by weights_only
-        raise ConvertError(f"{path}: cannot be read as a weights-only checkpoint ({type(error).__name__}: {error})") from None
+        raise ConvertError(f"{path}: refused: a pickle that is not plain weights ({refusal_reason(error)}); "
+                           f"loading it could run code; {CONVERT_HINT}") from None
     if not isinstance(state, dict):
         raise ConvertError(f"{path}: expected a state dict, got {type(state).__name__}")
     return state
