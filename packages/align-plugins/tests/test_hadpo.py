@@ -128,9 +128,13 @@ def test_pipeline_validates_when_its_paths_exist(hadpo_files):
     (pope / "coco").mkdir(parents=True)
     (pope / "llava_pope_test.jsonl").write_text(json.dumps({"question_id": 1, "image": "a.jpg",
                                                             "text": "Is there a dog?", "category": "random"}) + "\n")
-    for split in ("random", "popular", "adversarial"):
-        (pope / "coco" / f"coco_pope_{split}.json").write_text("")
+    for split in ("random", "popular", "adversarial"):  # validate reads the labels: one for the one question
+        label = {"question_id": 1, "image": "a.jpg", "text": "Is there a dog?", "label": "no"}
+        (pope / "coco" / f"coco_pope_{split}.json").write_text(json.dumps(label) + "\n" if split == "random" else "")
     (hadpo_files / "coco").mkdir()
+    from PIL import Image  # validate spot-checks that the first questions' images exist
+
+    Image.new("RGB", (8, 8)).save(hadpo_files / "coco" / "a.jpg")
     overrides = [f"model.path={model_dir}", f"stages.hadpo.data.desc_data={hadpo_files / 'desc_data.json'}",
                  f"stages.hadpo.data.pope_data={hadpo_files / 'pope_data.json'}",
                  f"stages.hadpo.data.vg_images={hadpo_files / 'VG'}",

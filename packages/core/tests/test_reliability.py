@@ -386,6 +386,10 @@ def interrupted_stage(data_files, tmp_path_factory):
             PipelineRunner(load_pipeline(None, registry, data=data), registry, root).run()
     finally:
         del SFT.callbacks
+        # isinstance() on a runtime Protocol caches its yes per class (ABCMeta): forget it
+        from mllm.interfaces import HasTrainCallbacks
+
+        HasTrainCallbacks._abc_caches_clear()
     return registry, data, root
 
 

@@ -218,7 +218,8 @@ def plant(path: Path, ran: Path) -> Path:
 def assert_refused_with_the_fix(message: str) -> None:
     assert "refused" in message or "refusing" in message, message
     assert "weights_only=False" not in message and "`weights_only` set to `False`" not in message, message
-    assert "GLOBAL builtins.exec" in message, message  # what the pickle would have called
+    assert "safe_globals" not in message, message  # allowlisting the global would run it too
+    assert "it needs exec" in message, message  # what the pickle would have called
 
 
 def test_a_pickle_bin_in_a_model_folder_is_refused_with_convert_to_safetensors(tmp_path):
@@ -258,3 +259,33 @@ def test_convert_and_resume_refuse_a_pickle_without_suggesting_weights_only_fals
         verify_checkpoint(plant(tmp_path / "checkpoint-2" / "optimizer.pt", ran).parent)
     assert_refused_with_the_fix(str(caught.value))
     assert not ran.exists()
+
+
+# -- item 4: a decompression bomb met while a batch is built is a late bad row, listed by id ------------------------
+
+
+def test_a_decompression_bomb_while_training_is_a_late_bad_row_listed_by_id(tmp_path):
+    import json
+    import struct
+    import types
+    import zlib
+
+    from mllm.data.badrows import DataReport, ImageReadError, LateBadRows
+    from mllm.models.llava.adapter import LlavaAdapter
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    bomb = tmp_path / "bomb.png"  # a header claiming 20000x20000 pixels: all PIL reads before refusing it
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0))
+                     + chunk(b"IEND", b""))
+    adapter = types.SimpleNamespace(processor=types.SimpleNamespace(image_processor=None), image_aspect_ratio="pad")
+    with pytest.raises(ImageReadError) as caught:
+        LlavaAdapter.load_images(adapter, [bomb])
+    assert str(caught.value.path) == str(bomb) and "exceeds limit" in str(caught.value)
+
+    report = DataReport(source="test", on_bad_row="skip", max_bad_fraction=1.0, total=2, kept=2)
+    late = LateBadRows(report, tmp_path / "data_report.json")
+    late.reject(types.SimpleNamespace(id="r7"), caught.value)
+    (entry,) = json.loads((tmp_path / "data_report.json").read_text())["skipped"]
+    assert entry["id"] == "r7" and entry["row"] == "id r7" and entry["file"] == str(bomb)

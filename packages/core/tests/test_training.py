@@ -277,7 +277,7 @@ def test_resume_from_checkpoint_after_interruption(registry, tmp_path, monkeypat
 
 
 def test_record_kind_mismatch_is_a_clear_error(registry, tmp_path):
-    with pytest.raises(ConfigError, match="'conversation' records but dataset 'tinyvqa' yields 'preference'"):
+    with pytest.raises(ConfigError, match="'conversation' records and dataset 'tinyvqa' yields 'preference'"):
         run_pipeline(registry, tmp_path, name="mismatch", data={"name": "tinyvqa", "limit": 2, "kind": "preference"})
     assert not (tmp_path / "mismatch" / "sft" / "model").exists()
 

@@ -67,8 +67,9 @@ def test_llava_json_skip_lists_file_and_row(data_dir, load, kind):
     assert entry.file == str(path) and entry.row == "line 2" and reason in entry.reason
     written = data_dir / "data_report.json"
     report.write(written)
-    assert json.loads(written.read_text())["skipped"][0] == {"file": str(path), "row": "line 2",
-                                                             "reason": entry.reason}
+    record_id = json.loads(bad)["id"] if kind != "malformed JSON line" else None
+    assert json.loads(written.read_text())["skipped"][0] == {"file": str(path), "row": "line 2", "index": 1,
+                                                             "id": record_id, "reason": entry.reason}
 
 
 def test_json_list_rows_are_numbered_and_bad_fraction_stops(data_dir, load):
@@ -165,3 +166,55 @@ def test_a_torn_or_non_utf8_json_file_is_an_error_naming_the_file(data_dir, load
     with pytest.raises(InputFileError) as caught:
         load(LlavaJson(LlavaJsonConfig(path=str(path), on_bad_row="skip", max_bad_fraction=1.0)))
     assert str(caught.value).startswith(f"{path}: ") and words in str(caught.value)
+
+
+# -- decompression bombs and row ids in data_report.json (issue 19, items 4 and 8) ------------------------------
+
+
+def png_header(path, width: int, height: int):
+    """A PNG that claims ``width x height`` pixels: only its header (a few dozen bytes), which is
+    all PIL reads before refusing it as a decompression bomb."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("policy", ["skip", "error"])
+def test_a_decompression_bomb_image_is_a_bad_row(data_dir, load, policy):
+    png_header(data_dir / "bomb.png", 20000, 20000)
+    path = write_lines(data_dir / "train.jsonl", [json.dumps(GOOD), json.dumps({**GOOD, "id": "boom",
+                                                                                "image": "bomb.png"})])
+    config = LlavaJsonConfig(path=str(path), on_bad_row=policy, max_bad_fraction=0.5)
+    if policy == "error":
+        with pytest.raises(BadRowError, match=r"train.jsonl, row line 2: .*bomb.png' is too large to decode safely"):
+            load(LlavaJson(config))
+        return
+    records, report = load(LlavaJson(config))
+    assert [record.id for record in records] == ["good"]
+    (entry,) = report.skipped
+    assert entry.id == "boom" and "400000000 pixels" in entry.reason
+
+
+def test_data_report_names_each_skipped_row_by_index_and_id(data_dir, load):
+    rows = [GOOD, {"id": "no-turns", "conversations": []}, {"conversations": []}, {**GOOD, "id": "b7", "image": "x.png"}]
+    path = data_dir / "train.json"
+    path.write_text(json.dumps(rows))
+    config = LlavaJsonConfig(path=str(path), on_bad_row="skip", max_bad_fraction=1.0)
+    _, report = load(LlavaJson(config))
+    written = data_dir / "data_report.json"
+    report.write(written)
+    listed = [(entry["index"], entry["id"], entry["row"]) for entry in json.loads(written.read_text())["skipped"]]
+    # a row without an id of its own gets the one its record would have had (<file stem>-<index>)
+    assert listed == [(1, "no-turns", "row 1"), (2, "train-2", "row 2"), (3, "b7", "row 3")]
+
+    lines = write_lines(data_dir / "train.jsonl", [json.dumps(GOOD), "{torn", json.dumps({**GOOD, "id": "b7",
+                                                                                          "image": "x.png"})])
+    _, report = load(LlavaJson(LlavaJsonConfig(path=str(lines), on_bad_row="skip", max_bad_fraction=1.0)))
+    # a line that is not JSON has no id to give
+    assert [(entry.index, entry.id, entry.row) for entry in report.skipped] == [(1, None, "line 2"), (2, "b7", "line 3")]

@@ -221,8 +221,9 @@ SHR_REPLIES = {
     "2341": "Judgement:\n1. correct: a cat",            # 1 verdict for 2 sentences: no verdicts
     "2342": "Judgement:\n1. correct: tree\n2. unsure: no sky region",  # "unsure" is no verdict HA-DPO rates
 }
-# HA-DPO @ abdc44b3babacf08736c2c7bde0d7ca5914ac085 (shr_utils.get_metric, cal_repetition,
-# json_eval.py) on this fixture, worked out by hand from its code:
+# HA-DPO @ abdc44b3babacf08736c2c7bde0d7ca5914ac085 (shr_utils.seg_cap, post_process_no_revise,
+# get_metric, cal_repetition with nltk 3.10 ngrams, aggregated as json_eval.py does) run outside
+# the project on this fixture's descriptions and replies gave exactly these figures; by hand:
 #   sentences 4 + 1 + 2 + 2 = 9, words (each sentence + ".") 21 + 6 + 4 + 7 = 38 over 4 images;
 #   hallucinated: "He holds a blue umbrella! The mood is calm." (9 words), "5 meters tall." (3);
 #   rated (verdict in the three labels): 4 + 1 + 0 + 1 = 6 sentences, 21 + 6 + 0 + 3 = 30 words;

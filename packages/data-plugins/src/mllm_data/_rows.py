@@ -109,6 +109,8 @@ def check_image(path: str | os.PathLike) -> None:
     try:
         with Image.open(path) as image:
             image.size  # noqa: B018 - reads the header only
+    except Image.DecompressionBombError as error:  # not an OSError: it would end the run, not cost a row
+        raise OSError(f"image {os.fspath(path)!r} is too large to decode safely: {error}") from None
     except (OSError, ValueError) as error:
         raise OSError(f"image {os.fspath(path)!r} cannot be read: {error}") from None
 

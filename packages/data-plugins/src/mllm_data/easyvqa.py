@@ -93,7 +93,7 @@ class EasyVQA:
         kept = [i for i, row in enumerate(rows) if self._wanted(row)]
         for index in (kept[i] for i in select_rows(len(kept), self.config.limit, self.config.seed)):
             record = None
-            with report.row(file=questions_file, row=index):
+            with report.row(file=questions_file, row=index, index=index):
                 question, answer, image_id = rows[index]
                 if not isinstance(question, str) or not isinstance(answer, str):
                     raise TypeError(f"expected [question, answer, image id], got {rows[index]!r}")

@@ -70,9 +70,11 @@ class ImageQAFolder:
         folder = Path(config.image_folder).expanduser() if config.image_folder else path.parent
         for index, label, row in iter_selected(read_rows(path), config.limit, config.seed):
             record = None
-            with report.row(file=path, row=label):
+            with report.row(file=path, row=label, index=index) as entry:
                 if isinstance(row, Exception):
                     raise row
+                if isinstance(row, dict):
+                    entry.id = row.get("question_id", row.get("id"))
                 record = self._record(row, index, folder, f"{path.name}:{label}")
             if record is not None:
                 yield record

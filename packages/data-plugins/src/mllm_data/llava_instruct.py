@@ -211,7 +211,7 @@ def llava_instruct(op: LlavaInstructConfig, records: list[Record], ctx: Componen
     out: list[Record] = []
     for record in records:
         made: list[Conversation] = []
-        with ctx.report.row(file=ctx.where, row=record.id):
+        with ctx.report.row(file=ctx.where, row=record.id, id=record.id):
             conversation = conversations_only(record, "llava-instruct")
             if len(conversation.images) != 1:
                 raise ValueError(f"record {record.id!r} has {len(conversation.images)} images; "

@@ -72,10 +72,11 @@ def llava_file_records(path: Path, image_folder: Path, config: Any,
     (the ``scienceqa`` dataset reads LLaVA's converted ScienceQA files with it too)."""
     for index, label, row in iter_selected(read_rows(path), config.limit, config.seed):
         record = None
-        with report.row(file=path, row=label):
+        with report.row(file=path, row=label, index=index) as entry:
             if isinstance(row, Exception):
                 raise row
             record_id = str(row["id"]) if isinstance(row, dict) and "id" in row else f"{path.stem}-{index}"
+            entry.id = record_id
             record = llava_row_record(row, record_id=record_id, image_folder=image_folder,
                                       check_images=config.check_images, max_chars=config.max_chars,
                                       as_=config.as_, source=f"{path.name}:{label}")

@@ -157,7 +157,7 @@ class ScienceQA:
         for index in select_rows(len(pids), config.limit, config.seed):
             pid = pids[index]
             record = None
-            with report.row(file=problems_file, row=f"pid {pid}"):
+            with report.row(file=problems_file, row=f"pid {pid}", index=index, id=pid):
                 if pid not in problems:
                     raise KeyError(f"pid {pid} of {splits_file.name}[{config.split!r}] is not in {problems_file.name}")
                 record = self._record(pid, problems[pid], folder)

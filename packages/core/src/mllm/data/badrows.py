@@ -26,9 +26,24 @@ OnBadRow = Literal["error", "skip"]
 
 @dataclass
 class SkippedRow:
+    """One row left out: its file, its label there (``line 3``, ``row 2``, ``id x``), why,
+    its 0-based index (in its file where the dataset says, else in reading order; none for
+    a row found bad while training) and its id where the row has one."""
+
     file: str
     row: str
     reason: str
+    index: int | None = None
+    id: str | None = None
+
+
+@dataclass
+class RowHandle:
+    """The row being built in :meth:`DataReport.row`: a dataset sets ``id`` once it has read
+    it, so a bad row is listed by its id too."""
+
+    index: int | None
+    id: str | None = None
 
 
 @dataclass
@@ -43,12 +58,16 @@ class DataReport:
     skipped: list[SkippedRow] = field(default_factory=list)
 
     @contextmanager
-    def row(self, *, file: str | os.PathLike, row: int | str) -> Iterator[None]:
+    def row(self, *, file: str | os.PathLike, row: int | str, index: int | None = None,
+            id: object = None) -> Iterator[RowHandle]:  # noqa: A002 - the record's id
         """Build one record inside this block; a ``ValueError``, ``KeyError``, ``TypeError``
-        or ``OSError`` raised in it is a bad row."""
+        or ``OSError`` raised in it is a bad row. ``index``: the row's 0-based index in its
+        file (default: its position in reading order); ``id``: the record's id, also settable
+        on the yielded :class:`RowHandle` once the row is read."""
+        handle = RowHandle(self.total if index is None else index, None if id is None else str(id))
         self.total += 1
         try:
-            yield
+            yield handle
         except (ValueError, KeyError, TypeError, OSError) as error:
             reason = f"{type(error).__name__}: {error}"
             if self.on_bad_row == "error":
@@ -56,16 +75,19 @@ class DataReport:
                     f"{os.fspath(file)}, row {row}: {reason}. Fix the row, or set on_bad_row: skip "
                     f"(with max_bad_fraction) on this dataset to skip bad rows"
                 ) from error
-            self.skipped.append(SkippedRow(os.fspath(file), str(row), reason))
+            record_id = None if handle.id is None else str(handle.id)
+            self.skipped.append(SkippedRow(os.fspath(file), str(row), reason, handle.index, record_id))
         else:
             self.kept += 1
 
-    def skip(self, *, file: str | os.PathLike, row: int | str, reason: str) -> None:
+    def skip(self, *, file: str | os.PathLike, row: int | str, reason: str,
+             id: object = None) -> None:  # noqa: A002 - the record's id
         """Apply the policy to a row that was kept but turned out bad later (e.g. an image
         that fails to decode during training)."""
         self.total -= 1
         self.kept -= 1
-        with self.row(file=file, row=row):
+        with self.row(file=file, row=row, id=id) as handle:
+            handle.index = None  # its place in the file is not known any more
             raise ValueError(reason)
 
     def finish(self) -> None:
@@ -109,7 +131,7 @@ class LateBadRows:
         if record_id in self.bad_ids:
             return  # already listed (e.g. by an interrupted attempt of this stage)
         file = getattr(error, "path", "") or ""
-        self.report.skip(file=file, row=f"id {record_id}", reason=f"while training: {error}")
+        self.report.skip(file=file, row=f"id {record_id}", reason=f"while training: {error}", id=record_id)
         self.bad_ids.add(record_id)
         if self.path is not None:
             self.report.write(self.path)
@@ -124,7 +146,7 @@ class LateBadRows:
             if not str(entry.get("reason", "")).startswith("while training:") or not row.startswith("id "):
                 continue
             if row[3:] in ids and (entry.get("file"), row) not in listed:
-                self.report.skipped.append(SkippedRow(str(entry.get("file")), row, str(entry["reason"])))
+                self.report.skipped.append(SkippedRow(str(entry.get("file")), row, str(entry["reason"]), id=row[3:]))
                 self.report.kept -= 1
                 self.bad_ids.add(row[3:])
         if self.path is not None:

@@ -45,7 +45,7 @@ def rewrite_answers(records: list[Record], ctx: ComponentContext, op_name: str,
     out: list[Record] = []
     for record in records:
         new = None
-        with ctx.report.row(file=ctx.where, row=record.id):
+        with ctx.report.row(file=ctx.where, row=record.id, id=record.id):
             conversation = conversations_only(record, op_name)
             turns = [Turn("assistant", rewrite(conversation, index, turn)) if turn.role == "assistant" else turn
                      for index, turn in enumerate(conversation.turns)]

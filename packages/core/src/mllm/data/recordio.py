@@ -123,7 +123,7 @@ def read_records(path: str | os.PathLike, report: DataReport | None = None, *,
             if not raw.strip():
                 continue
             record = None
-            with report.row(file=path, row=f"line {number}"):
+            with report.row(file=path, row=f"line {number}") as entry:
                 try:
                     data = json.loads(raw.decode("utf-8"))
                 except UnicodeDecodeError as error:
@@ -131,6 +131,8 @@ def read_records(path: str | os.PathLike, report: DataReport | None = None, *,
                                      f"offset {error.start}); save the file as UTF-8") from None
                 except json.JSONDecodeError as error:
                     raise ValueError(f"malformed JSON line: {error.msg} at column {error.colno}") from None
+                if isinstance(data, dict) and data.get("id") is not None:
+                    entry.id = data["id"]
                 record = record_from_dict(data, check_files=check_files)
             if record is not None:
                 yield record
@@ -176,7 +178,7 @@ class _RecordsDataset:
         expected = RECORD_KINDS[self.config.kind]
         for record in read_records(self.path(), report, check_files=self.config.check_images):
             if not isinstance(record, expected):
-                with report.row(file=self.path(), row=f"id {record.id}"):
+                with report.row(file=self.path(), row=f"id {record.id}", id=record.id):
                     raise ValueError(f"record {record.id!r} is a {record_kind_of(record)}, not a {self.config.kind}; "
                                      f"set kind: {record_kind_of(record)} on the dataset")
                 continue

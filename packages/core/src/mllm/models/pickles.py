@@ -9,6 +9,7 @@ to safetensors where it is trusted.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Iterable
 
@@ -35,12 +36,16 @@ def load_weights_only(path: str | Path) -> object:
 
 
 def refusal_reason(error: BaseException) -> str:
-    """Why a weights-only load failed, in a few words: the global the pickle imports when
-    torch names one, else the error's type. torch's own text is left out: it suggests
-    ``weights_only=False``, which would run the file's code."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    named = [line for line in lines if "GLOBAL" in line] or [line for line in lines[:1] if "weights_only" not in line]
-    return f"{type(error).__name__}: {named[0].rstrip('.')}" if named else type(error).__name__
+    """Why a weights-only load failed, in a few words: the global the pickle needs when torch
+    names one, else the error. torch's advice is left out: it suggests ``weights_only=False``
+    or allowlisting the global, either of which would run the file's code."""
+    text = str(error)
+    needed = re.search(r"GLOBAL ([\w.]+)", text)
+    if needed:
+        return f"it needs {needed.group(1)}, which is not a tensor type"
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    safe = first and not any(word in first for word in ("weights_only", "safe_globals"))
+    return f"{type(error).__name__}: {first}" if safe else type(error).__name__
 
 
 def refuse_unsafe_weights(files: Iterable[Path]) -> None:

@@ -67,7 +67,7 @@ class PipelineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     name: str = Field(description="pipeline name; outputs go to runs/<name>/")
-    description: str = Field("", description="free text shown by `mllm run --dry-run`")
+    description: str = Field("", description="free text shown by `mllm run --dry-run` and at the top of report.md")
     model: ComponentRef = Field(description="the model every stage starts from (stage id 'init')")
     stages: list[dict[str, Any]] = Field(description="the stages, in order; each has id and kind")
     seed: int = Field(0, description="global seed passed to every stage")

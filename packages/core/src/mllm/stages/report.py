@@ -82,8 +82,10 @@ def benchmark_tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[
     return tables
 
 
-def report_markdown(report: dict[str, Any], plots: list[str]) -> str:
+def report_markdown(report: dict[str, Any], plots: list[str], description: str | None = None) -> str:
     lines = ["# Report", ""]
+    if description:  # the pipeline's own `description:`, so a report says what was run
+        lines += [description.strip(), ""]
     for benchmark, metric_names, rows in benchmark_tables(report):
         lines += [f"## {benchmark}", "", "| model | " + " | ".join(metric_names) + " |",
                   "|---|" + "---|" * len(metric_names)]
@@ -178,7 +180,7 @@ class ReportStage:
         train_ids = [s for s in stage_ids if getattr(context.pipeline.stage(s).config, "produces_model", False)]
         plots = plot_losses(context, train_ids) if self.config.plots else []
         atomic_write_text(context.stage_dir / "report.json", json.dumps(report, indent=2))
-        atomic_write_text(context.stage_dir / "report.md", report_markdown(report, plots))
+        atomic_write_text(context.stage_dir / "report.md", report_markdown(report, plots, context.pipeline.config.description))
         html = write_report_html(Path(context.stage_dir).parent, stage_ids, report,
                                  Path(context.stage_dir) / REPORT_HTML, title=f"mllm report: {context.pipeline.name}",
                                  headlines=headline_metrics(context, stage_ids))

@@ -471,7 +471,7 @@ class LlavaAdapter:
                 try:
                     with Image.open(item) as opened:
                         image = opened.convert("RGB")
-                except (OSError, ValueError) as error:
+                except (OSError, ValueError, Image.DecompressionBombError) as error:  # the bomb: not an OSError
                     raise ImageReadError(item, f"cannot read image {os.fspath(item)!r}: {error}") from None
             if self.image_aspect_ratio == "pad":
                 mean = tuple(int(round(x * 255)) for x in image_processor.image_mean)
