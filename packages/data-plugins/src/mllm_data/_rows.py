@@ -13,13 +13,26 @@ import random
 from pathlib import Path
 from typing import Any, Iterator, Literal, Sequence
 
-from mllm import IMAGE_TOKEN, Conversation, DatasetConfig, EvalItem, InputFileError, MissingFileError, MllmError, Turn
+from mllm import (
+    IMAGE_TOKEN,
+    Conversation,
+    DataReport,
+    DatasetConfig,
+    EvalItem,
+    InputFileError,
+    MissingFileError,
+    MllmError,
+    Turn,
+)
 from pydantic import ConfigDict, Field
 
 #: LLaVA's role names (``from``) and the record roles they map to.
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
 
 RecordAs = Literal["conversation", "eval_item"]
+#: ``allowed``: an image path may leave the image folder (LLaVA's data uses ``../`` paths),
+#: counted in ``data_report.json``; ``contained``: such a path is a bad row
+ImagePaths = Literal["allowed", "contained"]
 
 
 class FileDatasetConfig(DatasetConfig):
@@ -29,6 +42,9 @@ class FileDatasetConfig(DatasetConfig):
 
     check_images: bool = Field(True, description="check before training that every image exists and has a readable "
                                                  "header (a bad image is a bad row); false: trust the paths")
+    image_paths: ImagePaths = Field("allowed", description="allowed: image paths may leave image_folder (../, "
+                                                           "absolute, symlinks out), counted in data_report.json; "
+                                                           "contained: such a path is a bad row")
     max_chars: int | None = Field(None, ge=1, description="over-long row check: a row whose text (all turns) is longer "
                                                           "than this many characters is a bad row; none: no limit")
     limit: int | None = Field(None, ge=1, description="keep a seeded random subsample of this many rows (file order kept)")
@@ -126,10 +142,26 @@ def image_list(value: Any) -> list[str]:
     raise TypeError(f"'image' must be a file name or a list of file names, got {value!r}")
 
 
-def resolve_images(names: Sequence[str], folder: Path, check: bool) -> list[str]:
+def leaves_folder(path: str | os.PathLike, root: str) -> bool:
+    """Whether ``path``, with ``..`` and symlinks resolved, is outside ``root`` (a folder's realpath)."""
+    return os.path.commonpath([root, os.path.realpath(path)]) != root
+
+
+def resolve_images(names: Sequence[str], folder: Path, check: bool, *, image_paths: ImagePaths = "allowed",
+                   report: DataReport | None = None) -> list[str]:
+    """``folder/name`` of each image (an absolute name stays as it is), each checked when
+    ``check``; a path that leaves ``folder`` is counted in ``report``, and with
+    ``image_paths: contained`` is a bad row (``ValueError``)."""
     paths = [str(folder / name) for name in names]
-    if check:
-        for path in paths:
+    root = os.path.realpath(folder) if paths else ""
+    for path in paths:
+        if leaves_folder(path, root):
+            if report is not None:
+                report.note_image_outside(path)
+            if image_paths == "contained":
+                raise ValueError(f"image {path!r} is outside the image folder {os.fspath(folder)!r} "
+                                 "(image_paths: contained); move it into the folder, or set image_paths: allowed")
+        if check:
             check_image(path)
     return paths
 
@@ -164,7 +196,8 @@ def llava_turns(conversations: Any) -> list[Turn]:
 
 
 def llava_row_record(row: Any, *, record_id: str, image_folder: Path, check_images: bool, max_chars: int | None,
-                     as_: RecordAs, source: str) -> Conversation | EvalItem:
+                     as_: RecordAs, source: str, image_paths: ImagePaths = "allowed",
+                     report: DataReport | None = None) -> Conversation | EvalItem:
     """One LLaVA row (``id``, optional ``image``, ``conversations``) as a record.
 
     ``eval_item``: the first human turn is the prompt, the gpt turn after it the gold answer.
@@ -187,7 +220,7 @@ def llava_row_record(row: Any, *, record_id: str, image_folder: Path, check_imag
         if placeholders != len(names):
             raise ValueError(f"record {record_id!r}: {placeholders} {IMAGE_TOKEN} placeholder(s) in the question but "
                              f"{len(names)} image(s)")
-        images = resolve_images(names, image_folder, check_images)
+        images = resolve_images(names, image_folder, check_images, image_paths=image_paths, report=report)
         return EvalItem(id=record_id, prompt=turns[0].content, images=images, answer=answer, metadata=metadata,
                         check_files=False)
     # count placeholders first, so a mismatch is reported before a (missing) file
@@ -195,7 +228,7 @@ def llava_row_record(row: Any, *, record_id: str, image_folder: Path, check_imag
     if placeholders != len(names):
         raise ValueError(f"record {record_id!r}: {placeholders} {IMAGE_TOKEN} placeholder(s) in the conversation but "
                          f"{len(names)} image(s) in 'image'; put one {IMAGE_TOKEN} in a human turn per image")
-    images = resolve_images(names, image_folder, check_images)
+    images = resolve_images(names, image_folder, check_images, image_paths=image_paths, report=report)
     return Conversation(id=record_id, turns=turns, images=images, metadata=metadata, check_files=False)
 
 

@@ -39,9 +39,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from mllm_data._rows import (
     FileDatasetConfig,
     RecordAs,
-    check_image,
     check_length,
     llava_row_record,
+    resolve_images,
     select_rows,
 )
 
@@ -131,7 +131,7 @@ class HFDataset:
         key = hashlib.sha256(f"{Path(self.config.path).expanduser().resolve()}|{self.config.split}".encode()).hexdigest()
         return base / "hf-images" / key[:16]
 
-    def _image_paths(self, value: Any, row_index: int) -> list[str]:
+    def _image_paths(self, value: Any, row_index: int, report: DataReport) -> list[str]:
         """Paths for an image cell: None, a path, a list, a PIL image or a {bytes, path} dict."""
         if value is None:
             return []
@@ -140,24 +140,22 @@ class HFDataset:
         out = []
         for position, item in enumerate(values):
             if isinstance(item, str):
-                path = folder / item
-                if self.config.check_images:
-                    check_image(path)
-                out.append(str(path))
+                out.extend(self._resolve(item, folder, report))
             elif isinstance(item, dict) and (item.get("bytes") or item.get("path")):
                 if item.get("bytes"):
                     out.append(self._write(item["bytes"], row_index, position))
                 else:
-                    path = folder / item["path"]
-                    if self.config.check_images:
-                        check_image(path)
-                    out.append(str(path))
+                    out.extend(self._resolve(item["path"], folder, report))
             elif hasattr(item, "save") and hasattr(item, "size"):  # a decoded PIL image
                 out.append(self._write(item, row_index, position))
             else:
                 raise TypeError(f"image column {self.config.columns.image!r}: cannot use {type(item).__name__} "
                                 "as an image (expected a path, a list of paths or a datasets Image)")
         return out
+
+    def _resolve(self, name: str, folder: Path, report: DataReport) -> list[str]:
+        return resolve_images([name], folder, self.config.check_images, image_paths=self.config.image_paths,
+                              report=report)
 
     def _write(self, image: Any, row_index: int, position: int) -> str:
         target = self._cache_dir() / f"{row_index}-{position}.png"
@@ -194,7 +192,7 @@ class HFDataset:
             with report.row(file=label_file, row=f"row {index}"):
                 row = data[index]
                 record_id = str(row[columns.id]) if columns.id in names else f"hf-{index}"
-                images = self._image_paths(row.get(columns.image), index) if columns.image in names else []
+                images = self._image_paths(row.get(columns.image), index, report) if columns.image in names else []
                 metadata = {c: row[c] for c in config.metadata}
                 if shaped:
                     # images are absolute paths here (resolved or written above)

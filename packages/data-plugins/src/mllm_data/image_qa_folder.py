@@ -75,11 +75,12 @@ class ImageQAFolder:
                     raise row
                 if isinstance(row, dict):
                     entry.id = row.get("question_id", row.get("id"))
-                record = self._record(row, index, folder, f"{path.name}:{label}")
+                record = self._record(row, index, folder, f"{path.name}:{label}", report)
             if record is not None:
                 yield record
 
-    def _record(self, row: object, index: int, folder: Path, source: str) -> Conversation | EvalItem:
+    def _record(self, row: object, index: int, folder: Path, source: str,
+                report: DataReport) -> Conversation | EvalItem:
         config = self.config
         if not isinstance(row, dict):
             raise TypeError(f"a row must be a JSON object (question_id, image, text, answer), got {type(row).__name__}")
@@ -100,7 +101,7 @@ class ImageQAFolder:
         if answer is not None and not isinstance(answer, str):
             answer = str(answer)
         check_length([text, answer or ""], config.max_chars)
-        images = resolve_images(names, folder, config.check_images)
+        images = resolve_images(names, folder, config.check_images, image_paths=config.image_paths, report=report)
         metadata = {k: v for k, v in row.items() if k not in ("question_id", "id", "image", "text", "answer")}
         metadata["source"] = source
         if config.as_ == "eval_item":

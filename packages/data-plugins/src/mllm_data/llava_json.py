@@ -79,6 +79,7 @@ def llava_file_records(path: Path, image_folder: Path, config: Any,
             entry.id = record_id
             record = llava_row_record(row, record_id=record_id, image_folder=image_folder,
                                       check_images=config.check_images, max_chars=config.max_chars,
-                                      as_=config.as_, source=f"{path.name}:{label}")
+                                      as_=config.as_, source=f"{path.name}:{label}",
+                                      image_paths=config.image_paths, report=report)
         if record is not None:
             yield record

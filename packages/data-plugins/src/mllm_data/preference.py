@@ -118,7 +118,8 @@ class MllmDpoJson:
                 chosen, rejected = _text(row.get("chosen"), "chosen"), _text(row.get("rejected"), "rejected")
                 _check_pair(chosen, rejected)
                 check_length([question, chosen, rejected], config.max_chars)
-                images = resolve_images(image_list(row.get("image")), folder, config.check_images)
+                images = resolve_images(image_list(row.get("image")), folder, config.check_images,
+                                        image_paths=config.image_paths, report=report)
                 reference = _reference(row, "ref_win_logp", "ref_rej_logp") if config.use_reference_logps else None
                 metadata = {k: v for k, v in row.items()
                             if k not in ("id", "image", "question", "chosen", "rejected", "ref_win_logp", "ref_rej_logp")}
@@ -241,7 +242,7 @@ class HFPreference(HFDataset):
                     if key not in row:
                         raise KeyError(f"{key!r} (the row has keys {', '.join(sorted(row))})")
                 cell = row.get("images", row.get("image"))
-                images = self._image_paths(cell, index)
+                images = self._image_paths(cell, index, report)
                 turns = prompt_turns(row["prompt"], len(images))
                 chosen = completion_text(row["chosen"], "chosen")
                 rejected = completion_text(row["rejected"], "rejected")

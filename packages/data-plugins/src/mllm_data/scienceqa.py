@@ -160,18 +160,18 @@ class ScienceQA:
             with report.row(file=problems_file, row=f"pid {pid}", index=index, id=pid):
                 if pid not in problems:
                     raise KeyError(f"pid {pid} of {splits_file.name}[{config.split!r}] is not in {problems_file.name}")
-                record = self._record(pid, problems[pid], folder)
+                record = self._record(pid, problems[pid], folder, report)
             if record is not None:
                 yield record
 
-    def _record(self, pid: str, problem: Any, folder: Path) -> Conversation | EvalItem:
+    def _record(self, pid: str, problem: Any, folder: Path, report: DataReport) -> Conversation | EvalItem:
         config = self.config
         if not isinstance(problem, dict):
             raise TypeError(f"problem {pid} is not a JSON object")
         user, answer = format_problem(problem, config.prompt_format)
         check_length([user, answer], config.max_chars)
         names = [f"{problem.get('split', config.split)}/{pid}/{problem['image']}"] if problem.get("image") else []
-        images = resolve_images(names, folder, config.check_images)
+        images = resolve_images(names, folder, config.check_images, image_paths=config.image_paths, report=report)
         if images:
             user = f"{IMAGE_TOKEN}\n{user}"
         metadata = {key: problem.get(key) for key in ("subject", "topic", "category", "skill", "grade", "task")

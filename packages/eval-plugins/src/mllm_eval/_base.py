@@ -10,6 +10,7 @@ from typing import Any
 from mllm import EvalItem
 
 from mllm_eval._io import ScoreInputError
+from mllm_eval.judges import JudgeError, build_judge
 
 
 def image_path(folder: str | None, name: str, benchmark: str) -> str:
@@ -52,8 +53,9 @@ def answer_text(row: Mapping[str, Any], path: Path, option: str, index: int) -> 
     )
 
 
-def get_judge(judge: Any, benchmark: str) -> Any:
-    """A judge object from a config dict or an object with ``complete``."""
+def get_judge(judge: Any, benchmark: str, cache: str | os.PathLike | None = None) -> Any:
+    """A judge object from a config dict or an object with ``complete``; ``cache``: the
+    verdict cache of a judge built here whose config sets none."""
     if judge is None:
         raise ScoreInputError(
             f"{benchmark}: scoring answers needs a judge; configure judge: {{name: openai, model: ...}} "
@@ -61,9 +63,48 @@ def get_judge(judge: Any, benchmark: str) -> Any:
         )
     if hasattr(judge, "complete"):
         return judge
-    from mllm_eval.judges import build_judge
+    return build_judge(judge, cache=cache)
 
-    return build_judge(judge)
+
+class UnreadVerdictsError(JudgeError, ScoreInputError):
+    """Too many of a judge's verdicts (live, or read from a saved file) could not be read."""
+
+
+class JudgedBenchmark:
+    """What the judged benchmarks share: a verdict cache and a limit on unparsed verdicts.
+
+    The eval stage calls :meth:`cache_judge_verdicts` with a file beside each model's
+    answers, so a re-run asks the judge only for the verdicts it had not given yet;
+    :meth:`check_unparsed` fails the scoring (and so the stage) when more than the
+    config's ``max_unparsed_fraction`` of the verdicts could not be read, instead of
+    reporting figures made of unread verdicts.
+    """
+
+    name: str = "benchmark"
+    config: Any
+    _judge: Any
+    _judge_cache: Path | None = None
+
+    def cache_judge_verdicts(self, path: str | os.PathLike | None) -> None:
+        """Cache the verdicts of a judge built from the config in ``path`` (``None``: no default cache)."""
+        self._judge_cache = Path(path) if path is not None else None
+
+    def judge(self) -> Any:
+        """The judge: the one given to the constructor, or one built from the config."""
+        return get_judge(self._judge or self.config.judge, self.name, cache=self._judge_cache)
+
+    def check_unparsed(self, unparsed: float, total: float, what: str = "judge verdicts could not be read") -> None:
+        """An :class:`UnreadVerdictsError` when ``unparsed`` of ``total`` is over the limit."""
+        limit = self.config.max_unparsed_fraction
+        if limit is not None and total and unparsed / total > limit:
+            raise UnreadVerdictsError(
+                f"{self.name}: {unparsed:.0f} of {total:.0f} {what}, more than max_unparsed_fraction {limit:g}",
+                hint="check the judge's replies (its model and endpoint), or raise the benchmark's "
+                     "max_unparsed_fraction (none: never fail)")
+
+
+MAX_UNPARSED_DOC = ("fail the scoring (and the eval stage) when more than this share of the judge's verdicts "
+                    "cannot be read; none: never fail")
 
 
 def judge_provenance(judge: Any) -> dict[str, str]:

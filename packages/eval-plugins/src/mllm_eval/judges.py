@@ -1,7 +1,10 @@
 """Judges: text in, text out, cached per request.
 
 * ``openai``: any OpenAI-compatible chat-completions endpoint through the ``openai``
-  client (its retries and timeouts). The key is read from the environment variable
+  client (its retries and timeouts: 429s, 5xx and timeouts are asked again
+  ``max_retries`` times with backoff). A request that still fails, and a reply that is not
+  JSON or not a chat completion, is a one-line :class:`JudgeError` naming the endpoint and
+  what came back. The key is read from the environment variable
   named by ``api_key_env``; it is never logged, never part of the cache key and never
   written to disk. Needs the optional extra: ``pip install 'mllm-eval[judges]'``.
 * ``hf-local``: a local Hugging Face causal LM (a ``save_pretrained`` folder, or an mllm
@@ -27,6 +30,9 @@ from mllm import ComponentConfig, KeyedJsonlCache, MllmError
 from pydantic import Field, ValidationError
 
 log = logging.getLogger(__name__)
+
+#: how much of an endpoint's error body an error message quotes
+_DETAIL_CHARS = 200
 
 
 class JudgeError(MllmError, RuntimeError):
@@ -92,6 +98,53 @@ class OpenAIJudge:
         return {"temperature": self.config.temperature, "max_tokens": self.config.max_tokens,
                 "base_url": self.config.base_url or ""}
 
+    def _failure(self, what: str) -> JudgeError:
+        """One line naming the endpoint and what came back; never the key (a server may echo it)."""
+        if self._key:  # before cutting, so no part of the key survives a cut
+            what = what.replace(self._key, "***")
+        what = " ".join(what.split())  # a multi-line error body stays on one line
+        if len(what) > _DETAIL_CHARS:
+            what = what[:_DETAIL_CHARS] + "..."
+        return JudgeError(f"judge {self.config.model!r} at {self.config.base_url or 'the OpenAI API'}: {what}",
+                          hint="check the endpoint and the judge's keys (base_url, model, timeout_s, max_retries)")
+
+    def _describe(self, error: Exception) -> str:
+        import openai
+
+        retries = f"after {self.config.max_retries} retries"
+        if isinstance(error, openai.APIStatusError):
+            return f"HTTP {error.status_code} {retries}: {error.message}"
+        if isinstance(error, openai.APITimeoutError):
+            return f"no reply within timeout_s={self.config.timeout_s:g} {retries}"
+        if isinstance(error, openai.APIConnectionError):
+            return f"cannot connect {retries}: {error.__cause__ or error}"
+        return f"{type(error).__name__}: {error}"
+
+    def _ask(self, messages: list[dict[str, str]]) -> str:
+        """One request (the client retries 429s, 5xx and timeouts ``max_retries`` times): the
+        reply's text, ``""`` when it has none; a :class:`JudgeError` for a failed request or a
+        reply that is not a chat completion."""
+        try:
+            response = self._client.chat.completions.create(
+                model=self.config.model, messages=messages,  # type: ignore[arg-type]
+                temperature=self.config.temperature, max_tokens=self.config.max_tokens,
+            )
+        except self._openai_error as error:
+            raise self._failure(self._describe(error)) from None
+        except ValueError as error:  # a 200 whose body is not JSON (a proxy's error page, a cut reply)
+            raise self._failure(f"the reply is not JSON ({error})") from None
+        choices = getattr(response, "choices", None)
+        if choices == []:  # no choice (e.g. filtered): an empty reply, asked again, never cached
+            return ""
+        message = getattr(choices[0], "message", None) if isinstance(choices, list) else None
+        content = getattr(message, "content", None)
+        if message is None or not isinstance(content, (str, type(None))):
+            dumped = response.model_dump() if hasattr(response, "model_dump") else {}
+            keys = ", ".join(sorted(k for k, v in dumped.items() if v is not None)) or "none"
+            raise self._failure(f"the reply is not a chat completion (no choices[0].message.content; "
+                                f"its keys: {keys})")
+        return content or ""
+
     def complete(self, prompt: str, *, system: str | None = None) -> str:
         messages = _messages(prompt, system)
         key = judge_key(self.config.model, messages, self._settings())
@@ -100,17 +153,7 @@ class OpenAIJudge:
             return cached
         reply = ""
         for _ in range(self.config.empty_retries + 1):
-            try:
-                response = self._client.chat.completions.create(
-                    model=self.config.model, messages=messages,  # type: ignore[arg-type]
-                    temperature=self.config.temperature, max_tokens=self.config.max_tokens,
-                )
-            except self._openai_error as error:
-                # name the endpoint, never the key (a server may echo it back in its error body)
-                detail = str(error).replace(self._key, "***") if self._key else str(error)
-                raise JudgeError(f"judge request to {self.config.base_url or 'the OpenAI API'} failed: "
-                                 f"{type(error).__name__}: {detail}") from None
-            reply = (response.choices[0].message.content if response.choices else None) or ""
+            reply = self._ask(messages)
             if reply.strip():
                 break
             log.warning("judge %s gave an empty reply; not cached", self.config.model)
@@ -200,8 +243,11 @@ class HFLocalJudge:
         return reply
 
 
-def build_judge(ref: Any) -> Any:
-    """A judge from ``{"name": ..., <its keys>}`` (a dict or ComponentRef), through the registry."""
+def build_judge(ref: Any, *, cache: str | os.PathLike | None = None) -> Any:
+    """A judge from ``{"name": ..., <its keys>}`` (a dict or ComponentRef), through the registry.
+
+    ``cache``: the file a judge with a ``cache`` key caches to when ``ref`` sets none (the
+    eval stage's ``judge_cache.jsonl``)."""
     from mllm import get_registry
 
     if hasattr(ref, "model_dump"):
@@ -212,6 +258,9 @@ def build_judge(ref: Any) -> Any:
         raise JudgeError("a judge needs a name, e.g. {name: openai, model: gpt-4-0613}")
     spec = get_registry().get("judge", name)
     config_cls = spec.load_config()
+    if cache is not None and config_cls is not None and "cache" in config_cls.model_fields \
+            and options.get("cache") is None:
+        options["cache"] = os.fspath(cache)
     try:
         config = config_cls(**options) if config_cls is not None else None
     except ValidationError as error:  # a user's judge keys: one line naming each bad key

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal
 from mllm import ComponentConfig, EvalItem
 from pydantic import Field
 
-from mllm_eval._base import answers_by_id, get_judge, image_path, judge_provenance
+from mllm_eval._base import MAX_UNPARSED_DOC, JudgedBenchmark, answers_by_id, image_path, judge_provenance
 from mllm_eval._io import ScoreInputError, read_json, read_jsonl, require_file, require_keys
 from mllm_eval.scoring import llava_bench as scoring
 
@@ -30,17 +30,19 @@ class LlavaBenchConfig(ComponentConfig):
     image_folder: str | None = None
     judge: dict[str, Any] | None = Field(None, description="judge config, e.g. {name: openai, model: gpt-4-0314}")
     protocol: Literal["llava"] = Field("llava", description="scoring protocol: llava (summarize_gpt_review.py)")
+    max_unparsed_fraction: float | None = Field(0.5, ge=0.0, le=1.0, description=MAX_UNPARSED_DOC)
     answer_mode: Literal["generate"] = "generate"
     max_new_tokens: int = Field(1024, ge=1)
 
 
-class LlavaBench:
+class LlavaBench(JudgedBenchmark):
     """Relative score (model mean / reference mean x 100) overall and per category."""
 
     # keys every scoring returns; "conv", "detail", "complex" are added for the categories present
     metric_keys: ClassVar[tuple[str, ...]] = ("overall", "unparsed")
     score_inputs: ClassVar[dict[str, str]] = {"reviews": REVIEWS_WHAT}
     protocols: ClassVar[tuple[str, ...]] = scoring.PROTOCOLS
+    name = "llava-bench"
 
     def __init__(self, config: LlavaBenchConfig | None = None, *, judge: Any = None) -> None:
         self.config = config or LlavaBenchConfig()
@@ -73,7 +75,7 @@ class LlavaBench:
         if self.config.context:
             cpath = require_file(self.config.context, "context", "{image, caption} JSON Lines")
             context = {r["image"]: r["caption"] for r in read_jsonl(cpath, "context", "{image, caption}")}
-        judge = get_judge(self._judge or self.config.judge, "llava-bench")
+        judge = self.judge()
         reviews = []
         for item in items:
             if item.id not in refs:
@@ -84,7 +86,9 @@ class LlavaBench:
                                                    refs[item.id], texts[item.id], rule)
             reply = judge.complete(prompt, system=system)
             reviews.append((category, scoring.parse_review_scores(reply)))
-        return scoring.relative_scores(reviews)
+        metrics = scoring.relative_scores(reviews)
+        self.check_unparsed(metrics["unparsed"], metrics["n"])
+        return metrics
 
     @classmethod
     def score_files(cls, *, reviews: str | None = None, config: Mapping[str, Any] | None = None) -> dict[str, float]:

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal
 from mllm import ComponentConfig, EvalItem
 from pydantic import Field
 
-from mllm_eval._base import answers_by_id, get_judge, image_path, judge_provenance
+from mllm_eval._base import MAX_UNPARSED_DOC, JudgedBenchmark, answers_by_id, image_path, judge_provenance
 from mllm_eval._io import ScoreInputError, read_json, read_jsonl, require_file, require_keys
 from mllm_eval.scoring import mmvet as scoring
 
@@ -66,6 +66,7 @@ class MMVetConfig(ComponentConfig):
     judge: dict[str, Any] | None = Field(None, description="judge config, e.g. {name: openai, model: gpt-4-0613}")
     protocol: Literal["mmvet-official"] = Field("mmvet-official", description="scoring protocol: mmvet-official "
                                                                           "(mm-vet_evaluator.py)")
+    max_unparsed_fraction: float | None = Field(0.5, ge=0.0, le=1.0, description=MAX_UNPARSED_DOC + " (an unread grade is the grader's 0.0 in the figures)")
     answer_mode: Literal["generate"] = "generate"
     max_new_tokens: int = Field(512, ge=1)
 
@@ -87,12 +88,13 @@ def load_annotations(path: str | os.PathLike | None, option: str) -> dict[str, d
     return out
 
 
-class MMVet:
+class MMVet(JudgedBenchmark):
     """MM-Vet total (percent) and per-capability scores when annotations are given."""
 
     metric_keys: ClassVar[tuple[str, ...]] = ("total", "unparsed")
     score_inputs: ClassVar[dict[str, str]] = {"grades": GRADES_WHAT, "capabilities": CAPS_WHAT}
     protocols: ClassVar[tuple[str, ...]] = scoring.PROTOCOLS
+    name = "mmvet"
 
     def __init__(self, config: MMVetConfig | None = None, *, judge: Any = None) -> None:
         self.config = config or MMVetConfig()
@@ -119,16 +121,25 @@ class MMVet:
         if self._annotations is None:
             raise ScoreInputError("mmvet: grading needs the gold answers; set annotations to MM-Vet's mm-vet.json")
         texts = answers_by_id(items, answers, "mmvet")
-        judge = get_judge(self._judge or self.config.judge, "mmvet")
+        judge = self.judge()
         grades: dict[str, list[float | None]] = {}
+        unread = 0
         for item in items:
             gold = self._annotations.get(item.id, {}).get("answer")
             if gold is None:
                 raise ScoreInputError(f"mmvet: annotations have no answer for {item.id}")
             prompt = grader_prompt(item.metadata.get("question", item.prompt), str(gold), texts[item.id])
             # the grader's retries: 0.0 after 5 unreadable replies (a real grade, as in its grade file)
-            value, _ = scoring.grade_with_retries(judge.complete, prompt)
+            replies: list[str] = []
+
+            def ask(text: str, _replies: list[str] = replies) -> str:
+                _replies.append(judge.complete(text))
+                return _replies[-1]
+
+            value, _ = scoring.grade_with_retries(ask, prompt)
             grades[item.id] = [value]
+            unread += scoring.parse_grade(replies[-1]) is None  # the grader's 0.0, not a grade the judge gave
+        self.check_unparsed(unread, len(items), "grades could not be read after the grader's retries")
         caps = {k: v["capability"] for k, v in self._annotations.items()}
         return scoring.score(grades, caps)
 

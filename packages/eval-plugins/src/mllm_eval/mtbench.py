@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal
 from mllm import ComponentConfig, EvalItem
 from pydantic import Field
 
-from mllm_eval._base import answers_by_id, get_judge
+from mllm_eval._base import MAX_UNPARSED_DOC, JudgedBenchmark, answers_by_id
 from mllm_eval._io import ScoreInputError, read_jsonl, read_keyed_jsonl, require_file, require_keys
 from mllm_eval.scoring import mtbench as scoring
 
@@ -29,6 +29,7 @@ class MTBenchConfig(ComponentConfig):
     judge_prompts: str | None = Field(None, description=PROMPTS_WHAT)
     references: str | None = Field(None, description="reference answers (FastChat format) for math/reasoning/coding")
     judge: dict[str, Any] | None = Field(None, description="judge config, e.g. {name: openai, model: gpt-4}")
+    max_unparsed_fraction: float | None = Field(0.5, ge=0.0, le=1.0, description=MAX_UNPARSED_DOC)
     answer_mode: Literal["generate"] = "generate"
     max_new_tokens: int = Field(1024, ge=1)
 
@@ -46,11 +47,12 @@ def _turns(row: Mapping[str, Any]) -> list[str]:
     return []
 
 
-class MTBench:
+class MTBench(JudgedBenchmark):
     """Mean judge rating (1-10) overall, per turn and per category; unparsed ratings counted."""
 
     metric_keys: ClassVar[tuple[str, ...]] = ("score", "turn1", "unparsed")
     score_inputs: ClassVar[dict[str, str]] = {"answers": ANSWERS_WHAT, "questions": QUESTIONS_WHAT, "grades": GRADES_WHAT}
+    name = "mtbench"
 
     def __init__(self, config: MTBenchConfig | None = None, *, judge: Any = None) -> None:
         self.config = config or MTBenchConfig()
@@ -74,7 +76,7 @@ class MTBench:
 
     def _judge_all(self, questions: Mapping[str, Mapping[str, Any]], answers: Mapping[str, list[str]]) -> dict[str, float]:
         prompts, refs = self._prompts(), self._references()
-        judge = get_judge(self._judge or self.config.judge, "mtbench")
+        judge = self.judge()
         ratings = []
         for qid, turns in answers.items():
             q = questions[qid]
@@ -84,7 +86,9 @@ class MTBench:
                 system, prompt = scoring.judge_prompt(prompts, q, turns, turn, refs.get(qid) or q.get("reference"))
                 rating = scoring.parse_rating(judge.complete(prompt, system=system))
                 ratings.append((str(q.get("category", "")), turn, rating))
-        return scoring.summarize(ratings)
+        metrics = scoring.summarize(ratings)
+        self.check_unparsed(metrics["unparsed"], metrics["n"], "ratings could not be read")
+        return metrics
 
     def score(self, items: Sequence[EvalItem], answers: Mapping[str, str]) -> dict[str, float]:
         texts = answers_by_id(items, answers, "mtbench")

@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Literal
 from mllm import ComponentConfig, EvalItem
 from pydantic import Field
 
-from mllm_eval._base import answer_text, answers_by_id, get_judge, image_path, judge_provenance, row_id
+from mllm_eval._base import JudgedBenchmark, answer_text, answers_by_id, image_path, judge_provenance, row_id
 from mllm_eval._io import ScoreInputError, read_json_or_jsonl, read_keyed_jsonl, require_file
 from mllm_eval.scoring import shr as scoring
 
@@ -44,7 +44,7 @@ class SHRConfig(ComponentConfig):
     judge_attempts: int = Field(5, ge=1, description="times the judge is asked until its reply holds 'Judgement' "
                                                      "(HA-DPO asks without limit)")
     max_unparsed_fraction: float | None = Field(
-        None, ge=0.0, le=1.0, description="fail when more than this share of images got no usable verdicts "
+        0.5, ge=0.0, le=1.0, description="fail when more than this share of images got no usable verdicts "
                                           "(checked after the protocol's own handling); none: never fail")
     answer_mode: Literal["generate"] = "generate"
     max_new_tokens: int = Field(512, ge=1)
@@ -105,7 +105,7 @@ def read_judgements(path: str | os.PathLike, option: str = "--grades") -> dict[s
     return replies
 
 
-class SHR:
+class SHR(JudgedBenchmark):
     """HA-DPO's SHR figures (``hal_sents_ratio``, per-image and word-level figures, repetition)."""
 
     metric_keys: ClassVar[tuple[str, ...]] = (
@@ -114,6 +114,7 @@ class SHR:
         "gram-3-repetition", "gram-4-repetition", "num_images", "unparsed")
     score_inputs: ClassVar[dict[str, str]] = {"answers": ANSWERS_WHAT, "questions": QUESTIONS_WHAT, "grades": GRADES_WHAT}
     protocols: ClassVar[tuple[str, ...]] = scoring.PROTOCOLS
+    name = "shr"
 
     def __init__(self, config: SHRConfig | None = None, *, judge: Any = None) -> None:
         self.config = config or SHRConfig()
@@ -159,7 +160,7 @@ class SHR:
               judgements: Mapping[str, str] | None = None) -> dict[str, float]:
         texts = answers_by_id(items, answers, "shr")
         if judgements is None:
-            judge = get_judge(self._judge or self.config.judge, "shr")
+            judge = self.judge()
             prompts = self.judge_prompts(items, texts)
             judgements = {i.id: self._ask(judge, prompts[i.id]) for i in items}
         judged = []
@@ -169,16 +170,8 @@ class SHR:
             verdicts = None if reply is None else scoring.parse_judgement(reply, len(sentences))
             judged.append(scoring.Judged(texts[item.id], verdicts, judged=reply is not None))
         metrics = scoring.summarize(judged)
-        self._check_unparsed(metrics)
+        self.check_unparsed(metrics["unparsed"], metrics["num_images"], "images got no usable verdicts")
         return metrics
-
-    def _check_unparsed(self, metrics: Mapping[str, float]) -> None:
-        limit = self.config.max_unparsed_fraction
-        n = metrics["num_images"]
-        if limit is not None and n and metrics["unparsed"] / n > limit:
-            raise ScoreInputError(
-                f"shr: {metrics['unparsed']:.0f} of {n:.0f} images got no usable verdicts from the judge, more than "
-                f"max_unparsed_fraction {limit}; check the judge's replies or raise the limit")
 
     @classmethod
     def score_files(cls, *, answers: str | None = None, questions: str | None = None, grades: str | None = None,

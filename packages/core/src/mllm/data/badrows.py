@@ -56,6 +56,16 @@ class DataReport:
     total: int = 0
     kept: int = 0
     skipped: list[SkippedRow] = field(default_factory=list)
+    #: image paths that resolve outside the dataset's image folder (``../``, absolute, a
+    #: symlink out), read as written unless ``image_paths: contained``; the first few listed
+    images_outside_folder: int = 0
+    images_outside_folder_first: list[str] = field(default_factory=list)
+
+    def note_image_outside(self, path: str | os.PathLike) -> None:
+        """Count an image path that leaves the image folder (the first five are listed)."""
+        self.images_outside_folder += 1
+        if len(self.images_outside_folder_first) < 5:
+            self.images_outside_folder_first.append(os.fspath(path))
 
     @contextmanager
     def row(self, *, file: str | os.PathLike, row: int | str, index: int | None = None,

@@ -24,7 +24,9 @@ For each model and benchmark, the benchmark's items are answered by
 ``choice``) and scored by the benchmark. Outputs, per model and benchmark, in
 ``<stage>/<model id>/<benchmark>/``: ``answers.jsonl`` (one line per question: id,
 prompt, images, answer, gold) and ``answer_cache.jsonl`` (the engine's cache: an
-interrupted stage resumes where it stopped). ``metrics.json`` of the stage is
+interrupted stage resumes where it stopped); a judged benchmark (one with
+``cache_judge_verdicts(path)``) caches its judge's verdicts in ``judge_cache.jsonl`` there
+too, unless its judge config names a ``cache``. ``metrics.json`` of the stage is
 ``{model id: {benchmark: {metric: value}}}``, which the ``report`` stage reads; a benchmark
 that records how it scored (``provenance()``: ``protocol``, ``judge``) adds those strings
 beside its numbers. When
@@ -53,6 +55,8 @@ from mllm.plugins.specs import ComponentKind
 
 ANSWERS = "answers.jsonl"
 ANSWER_CACHE = "answer_cache.jsonl"
+#: a judged benchmark's verdict cache, beside each model's answers
+JUDGE_CACHE = "judge_cache.jsonl"
 #: the prompt style ``steer:`` stands for (mllm-align's SteerLM attribute-conditioned prompt)
 STEER_STYLE = "steerlm"
 
@@ -193,6 +197,9 @@ class EvalStage:
                                     model_id, name, len(answers), engine.stats["cached"], engine.stats["computed"],
                                     engine.stats["seconds"], mode)
                 write_answers(out_dir / ANSWERS, asked if styled else items, answers)
+                cache_verdicts = getattr(bench, "cache_judge_verdicts", None)
+                if callable(cache_verdicts):  # a judged benchmark: a re-run asks only the verdicts not given yet
+                    cache_verdicts(out_dir / JUDGE_CACHE)
                 metrics = {key: float(value) for key, value in bench.score(items, answers).items()}
                 context.logger.info("%s on %s: %s", model_id, name,
                                     ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
