@@ -75,15 +75,21 @@ def _component_tables(registry: Any) -> list[str]:
     return parts
 
 
-def update(path: Path) -> bool:
-    """Rewrite the generated section of ``path``; return True when it changed."""
+def replace_generated(path: Path, begin: str, end: str, generated: str) -> bool:
+    """Put ``generated`` (which starts with ``begin`` and ends with ``end``) in place of the
+    marked section of ``path``; return True when the file changed. Every generated doc uses it."""
     text = path.read_text()
-    start, end = text.index(BEGIN), text.index(END) + len(END)
-    new = text[:start] + render() + text[end:]
+    start, stop = text.index(begin), text.index(end) + len(end)
+    new = text[:start] + generated + text[stop:]
     if new != text:
         path.write_text(new)
         return True
     return False
+
+
+def update(path: Path) -> bool:
+    """Rewrite the generated section of ``path``; return True when it changed."""
+    return replace_generated(path, BEGIN, END, render())
 
 
 if __name__ == "__main__":

@@ -148,13 +148,9 @@ def missing_distributions() -> list[str]:
 
 def update(path: Path) -> bool:
     """Rewrite the generated part of ``path``; return True when it changed."""
-    text = path.read_text()
-    start, end = text.index(BEGIN), text.index(END) + len(END)
-    new = text[:start] + render() + text[end:]
-    if new != text:
-        path.write_text(new)
-        return True
-    return False
+    from mllm.pipeline.schema_docs import replace_generated
+
+    return replace_generated(path, BEGIN, END, render())
 
 
 if __name__ == "__main__":
