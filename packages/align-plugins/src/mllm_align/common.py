@@ -222,3 +222,13 @@ def token_accuracy(logits: Any, labels: Any) -> tuple[float, int]:
         predicted = logits[:, :-1].argmax(dim=-1)
         correct = (predicted[mask] == shifted_labels[mask]).sum()
         return float(correct) / count, count
+
+
+def cut_problem(adapter: Any, encoded: dict[str, Any]) -> str | None:
+    """Why an encoded conversation cannot be trained on as it is: the adapter cut it to its
+    ``max_length`` (``cut_from`` set), which drops the end of its answer, or ``None``."""
+    full = encoded.get("cut_from")
+    if full is None:
+        return None
+    return (f"the row is {full} tokens, longer than the model's max_length={adapter.max_length}; "
+            "a cut would drop its answer: raise the model's max_length or shorten the row")

@@ -60,7 +60,14 @@ from typing import Any, ClassVar, Literal
 from mllm import Preference, TrainContext, Turn
 from pydantic import Field, model_validator
 
-from mllm_align.common import IGNORE_INDEX, TrainableConfig, load_batch_images, pad_encoded, prepare_trainable
+from mllm_align.common import (
+    IGNORE_INDEX,
+    TrainableConfig,
+    cut_problem,
+    load_batch_images,
+    pad_encoded,
+    prepare_trainable,
+)
 
 REFERENCE_CACHE = "reference_logps.json"
 LossType = Literal["sigmoid", "ipo", "hinge", "robust"]
@@ -259,6 +266,21 @@ class DPO:
                                  f"max_length={adapter.max_length}")
             out.append({"input_ids": list(encoded["input_ids"]), "labels": labels})
         return out[0], out[1]
+
+    def row_problem(self, record: Preference) -> str | None:
+        """A pair whose prompt + chosen or prompt + rejected is longer than the model's
+        ``max_length`` is a bad row (the train stage applies ``on_bad_row``), not cut."""
+        adapter = self._require_adapter()
+        record = self.resolve(record)
+        for side, answer in (("chosen", record.chosen), ("rejected", record.rejected)):
+            try:
+                encoded = adapter.encode_conversation(tuple(record.prompt) + (Turn("assistant", answer),))
+            except ValueError as error:
+                return f"{side}: {error}"
+            problem = cut_problem(adapter, encoded)
+            if problem is not None:
+                return f"{side}: {problem}"
+        return None
 
     def collate(self, records: Sequence[Preference]) -> dict[str, Any]:
         """``input_ids``/``labels``/``attention_mask`` ``[2n, T]`` (chosen rows, then rejected

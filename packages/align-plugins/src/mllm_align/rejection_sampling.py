@@ -156,6 +156,9 @@ class RejectionSampling:
         self.history[-1]["resampled"] = metrics
         return records
 
+    def row_problem(self, record: Conversation) -> str | None:
+        return self.sft.row_problem(record)
+
     def collate(self, records: Sequence[Conversation]) -> dict[str, Any]:
         return self.sft.collate(records)
 

@@ -26,6 +26,7 @@ from mllm import Conversation
 
 from mllm_align.common import (
     TrainableConfig,
+    cut_problem,
     load_batch_images,
     pad_encoded,
     prepare_trainable,
@@ -40,7 +41,7 @@ _DEFAULT_IMAGE_WEIGHT = 576
 class SFTConfig(TrainableConfig):
     """Options of the ``sft`` method (see :class:`mllm_align.common.TrainableConfig`).
 
-    Sequences longer than the model's ``max_length`` are cut by the adapter."""
+    A conversation longer than the model's ``max_length`` is a bad row (``on_bad_row``)."""
 
 
 class SFT:
@@ -74,6 +75,15 @@ class SFT:
     def encode(self, record: Conversation) -> dict[str, list[int]]:
         adapter = self._require_adapter()
         return adapter.encode_conversation(record.turns)
+
+    def row_problem(self, record: Conversation) -> str | None:
+        """A record longer than the model's ``max_length`` (or whose cut would split an
+        image) is a bad row, not silently cut (the train stage applies ``on_bad_row``)."""
+        try:
+            encoded = self.encode(record)
+        except ValueError as error:
+            return str(error)
+        return cut_problem(self._require_adapter(), encoded)
 
     def collate(self, records: Sequence[Conversation]) -> dict[str, Any]:
         """Right-padded ``input_ids``, ``labels`` (-100 except answers), ``attention_mask``

@@ -75,6 +75,7 @@ _EXPORTS: dict[str, str] = {
     "ChoosesAnswerMode": "mllm.interfaces",
     "GroupsByLength": "mllm.interfaces",
     "HasAnswerBudget": "mllm.interfaces",
+    "ChecksRows": "mllm.interfaces",
     "HasDataFiles": "mllm.interfaces",
     "HasExampleConfig": "mllm.interfaces",
     "HasExampleRecords": "mllm.interfaces",

@@ -87,7 +87,8 @@ class PromptEncoder(Protocol):
 
     def encode_conversation(self, turns: TurnsLike) -> dict[str, list[int]]:
         """``{"input_ids", "labels"}``; labels are ``-100`` except on assistant answers
-        (and the separator closing each)."""
+        (and the separator closing each). A conversation longer than ``max_length`` is cut
+        to it, and the result then also holds ``cut_from``: its length before the cut."""
 
 
 @runtime_checkable
@@ -239,6 +240,17 @@ class GroupsByLength(Protocol):
 
     def lengths(self, records: Sequence[Record]) -> list[int]:
         """An approximate length per record (no tokenization needed)."""
+
+
+@runtime_checkable
+class ChecksRows(Protocol):
+    """A method that can tell, before training, that a record cannot be trained on as it is
+    (e.g. longer than the model's ``max_length``, so a cut would drop its answer). The train
+    stage applies the dataset's ``on_bad_row`` policy to each such record and lists it in
+    ``data_report.json``."""
+
+    def row_problem(self, record: Any) -> str | None:
+        """Why ``record`` cannot be trained on (one line, with the fix), or ``None``."""
 
 
 @runtime_checkable

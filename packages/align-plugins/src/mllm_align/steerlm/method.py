@@ -132,6 +132,9 @@ class SteerLM:
                              "generate stage with score: {rule: attributes, ...}")
         context.records = records
 
+    def row_problem(self, record: Conversation) -> str | None:
+        return self.sft.row_problem(record)
+
     def collate(self, records: Sequence[Conversation]) -> dict[str, Any]:
         return self.sft.collate(records)
 

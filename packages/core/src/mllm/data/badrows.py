@@ -136,12 +136,15 @@ class LateBadRows:
     def is_bad(self, record: object) -> bool:
         return str(getattr(record, "id", "")) in self.bad_ids
 
-    def reject(self, record: object, error: BaseException) -> None:
+    def reject(self, record: object, error: BaseException | str, *, when: str = "while training") -> None:
+        """List ``record`` as bad (``error``: the exception, or the reason as a string); with
+        ``on_bad_row: error`` this raises :class:`BadRowError`. ``when`` starts the reason:
+        rows found bad ``while training`` are carried over by :meth:`restore` on resume."""
         record_id = str(getattr(record, "id", "?"))
         if record_id in self.bad_ids:
             return  # already listed (e.g. by an interrupted attempt of this stage)
-        file = getattr(error, "path", "") or ""
-        self.report.skip(file=file, row=f"id {record_id}", reason=f"while training: {error}", id=record_id)
+        file = getattr(error, "path", "") or self.report.source
+        self.report.skip(file=file, row=f"id {record_id}", reason=f"{when}: {error}", id=record_id)
         self.bad_ids.add(record_id)
         if self.path is not None:
             self.report.write(self.path)

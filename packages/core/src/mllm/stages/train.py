@@ -48,7 +48,7 @@ from pydantic import ConfigDict, Field, field_validator
 
 from mllm.data.badrows import DataReport, ImageReadError, LateBadRows, OnBadRow
 from mllm.data.stage_output import PairsRef
-from mllm.interfaces import HasProjectorLr, HasTrainCallbacks, capability
+from mllm.interfaces import ChecksRows, HasProjectorLr, HasTrainCallbacks, capability
 from mllm.pipeline.config import ComponentRef, ConfigError, ResolvedComponent, StageConfig
 from mllm.pipeline.runner import MODEL_SUBDIR, StageContext, TrainContext
 from mllm.plugins.specs import ComponentKind
@@ -163,6 +163,8 @@ class TrainStage:
         # the process did before: one process and every torchrun process start alike
         torch.manual_seed(config.train.seed if config.train.seed is not None else context.seed)
         model = method.setup(adapter)
+        if isinstance(method, ChecksRows):  # e.g. rows longer than the model's max_length
+            records = _drop_rows_that_cannot_train(method, records, late, context.logger, where)
         # what prepare() may precompute over (e.g. DPO's reference log-probs)
         train_context = TrainContext.of(context, records, adapter)
         _prepare_skipping_bad_images(method, train_context, late)
@@ -192,6 +194,25 @@ def _read_json(path: Any) -> Any:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+
+
+def _drop_rows_that_cannot_train(method: Any, records: list[Any], late: LateBadRows, logger: Any,
+                                 where: str) -> list[Any]:
+    """The records ``method.row_problem`` finds nothing wrong with; each other one follows the
+    dataset's ``on_bad_row`` policy (``error`` stops here, before any step; ``skip`` lists it
+    in ``data_report.json``)."""
+    kept = []
+    for record in records:
+        problem = method.row_problem(record)
+        if problem is None:
+            kept.append(record)
+        else:
+            late.reject(record, problem, when="before training")
+    if len(kept) < len(records):
+        logger.info("%s: %d records left out before training (see data_report.json)", where, len(records) - len(kept))
+    if not kept:
+        raise ConfigError(f"{where}: no record can be trained on (see data_report.json)")
+    return kept
 
 
 def _prepare_skipping_bad_images(method: Any, context: TrainContext, late: LateBadRows) -> None:

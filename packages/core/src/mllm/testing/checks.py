@@ -109,7 +109,7 @@ CLASS_PROTOCOLS: dict[str, type] = {"model": interfaces.ModelAdapterClass}
 CAPABILITIES: dict[str, tuple[type, ...]] = {
     "dataset": (interfaces.HasDataFiles, interfaces.HasExampleConfig),
     "method": (interfaces.GroupsByLength, interfaces.HasTrainCallbacks, interfaces.HasExampleRecords,
-               interfaces.HasExampleConfig),
+               interfaces.HasExampleConfig, interfaces.ChecksRows),
     "benchmark": (interfaces.HasDataFiles, interfaces.ScoresFromFiles, interfaces.RecordsProvenance,
                   interfaces.HasExampleConfig),
     "model": (interfaces.HasSourcePath, interfaces.HasExampleConfig),

@@ -554,8 +554,9 @@ class LlavaAdapter:
 
         ``<s>`` + the chat template's segments, each tokenized on its own; labels are
         ``-100`` except on the assistant answers and the separator closing each (``</s>``).
-        Sequences longer than ``max_length`` are cut at the end; a cut through an
-        image's tokens is an error (the image would no longer fit its features).
+        Sequences longer than ``max_length`` are cut at the end (``cut_from`` then holds
+        the length before the cut); a cut through an image's tokens is an error (the image
+        would no longer fit its features).
         """
         turns = getattr(turns, "turns", turns)
         segments = self.template.segments(turns, add_generation_prompt=False)
@@ -573,7 +574,7 @@ class LlavaAdapter:
             if input_ids[cut - 1] == image_id and input_ids[cut] == image_id:
                 raise ValueError(f"conversation is {len(input_ids)} tokens; cutting it to max_length={self.max_length} "
                                  "would cut an image's tokens; raise max_length")
-            input_ids, labels = input_ids[:cut], labels[:cut]
+            return {"input_ids": input_ids[:cut], "labels": labels[:cut], "cut_from": len(input_ids)}
         return {"input_ids": input_ids, "labels": labels}
 
     def encode_prompt(self, turns: Any) -> list[int]:
