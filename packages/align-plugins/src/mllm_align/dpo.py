@@ -39,6 +39,17 @@ Two speed-ups, each switchable (``benchmarks/dpo_step.py`` measures them):
   ``adapter.embed_inputs`` for both sequences; the logits are those of
   ``model(input_ids, pixel_values)`` with the images given twice.
 
+Two more from the stage's ``train:`` keys (docs/speed.md; both through
+:mod:`mllm.training.packing`, both off with a logged reason where the model's attention
+cannot take them):
+
+- ``shared_prompt`` (default on): one sequence per pair, the prompt (image tokens
+  included) once, then the chosen answer, then the rejected one, which sees the prompt
+  but not the chosen answer (a block mask; its position ids continue from the prompt).
+  The prompt goes through the language model once, forward and backward, in training and
+  in the reference precompute; the log-probs are the two sequences' (float noise).
+- ``packing`` (default off): several pairs per row, attention never crossing a pair.
+
 ```yaml
 method: {name: dpo, beta: 0.1}
 method: {name: dpo, loss_type: ipo, beta: 0.5, lora: true, lora_r: 128, lora_alpha: 256}
@@ -68,6 +79,7 @@ from mllm_align.common import (
     pad_encoded,
     prepare_trainable,
 )
+from mllm_align.layout import Layout, layout_from_context, pair_units
 
 REFERENCE_CACHE = "reference_logps.json"
 LossType = Literal["sigmoid", "ipo", "hinge", "robust"]
@@ -146,6 +158,8 @@ class DPO:
         self.reference: dict[str, tuple[float, float]] = {}  # record key -> (chosen, rejected) reference log-probs
         # reference_forward_passes: reference passes during training (0 with precompute_reference)
         self.stats = {"reference_forward_passes": 0, "reference_cached": 0, "reference_computed": 0}
+        #: rows as train.packing / train.shared_prompt ask (set by prepare; plain rows until then)
+        self.layout = Layout()
 
     @property
     def projector_lr(self) -> float | None:
@@ -181,7 +195,8 @@ class DPO:
         """Reference log-probs of every training pair, once (see ``precompute_reference``).
 
         ``context.records`` are the training records; ``context.stage_dir`` holds the cache,
-        ``context.fingerprint`` validates it."""
+        ``context.fingerprint`` validates it. First the batch layout ``context.train`` asks for."""
+        self.layout = layout_from_context(self.adapter, context, preference=True)
         if not self.config.precompute_reference:
             return
         cache = Path(context.stage_dir) / REFERENCE_CACHE
@@ -293,7 +308,16 @@ class DPO:
 
         adapter = self._require_adapter()
         pairs = [self.encode(r) for r in records]
-        batch = pad_encoded([c for c, _ in pairs] + [r for _, r in pairs], adapter.pad_token_id)
+        if self.layout.active:
+            from mllm.training.packing import collate_units
+
+            units = pair_units(pairs, [len(r.images) for r in records],
+                               [len(adapter.encode_prompt(r.prompt)) for r in records],
+                               shared_prompt=self.layout.shared_prompt)
+            batch = collate_units(units, adapter.pad_token_id, pack=self.layout.packing,
+                                  one_row=self.layout.one_row, num_sequences=2 * len(records))
+        else:
+            batch = pad_encoded([c for c, _ in pairs] + [r for _, r in pairs], adapter.pad_token_id)
         pixel_values = load_batch_images(adapter, records)
         if pixel_values is not None:
             batch["pixel_values"] = pixel_values

@@ -32,6 +32,7 @@ from mllm_align.common import (
     prepare_trainable,
     token_accuracy,
 )
+from mllm_align.layout import Layout, layout_from_context, sequence_units
 
 # Length grouping weighs an image like this many text characters when there is no adapter
 # to say how many tokens an image becomes.
@@ -52,6 +53,8 @@ class SFT:
     def __init__(self, config: SFTConfig | None = None) -> None:
         self.config = config or SFTConfig()
         self.adapter: Any = None
+        #: rows as train.packing asks (set by prepare; plain rows until then)
+        self.layout = Layout()
 
     @property
     def projector_lr(self) -> float | None:
@@ -65,7 +68,9 @@ class SFT:
         return prepare_trainable(adapter, self.config)
 
     def prepare(self, context: Any) -> None:
-        """Nothing to precompute for SFT."""
+        """Nothing to precompute for SFT; the batch layout ``context.train`` asks for
+        (``packing``: several conversations per row, see :mod:`mllm.training.packing`)."""
+        self.layout = layout_from_context(self._require_adapter(), context, preference=False)
 
     def _require_adapter(self) -> Any:
         if self.adapter is None:
@@ -89,7 +94,15 @@ class SFT:
         """Right-padded ``input_ids``, ``labels`` (-100 except answers), ``attention_mask``
         and the images' ``pixel_values``."""
         adapter = self._require_adapter()
-        batch = pad_encoded([self.encode(r) for r in records], adapter.pad_token_id)
+        encoded = [self.encode(r) for r in records]
+        if self.layout.packing:
+            from mllm.training.packing import collate_units
+
+            units = sequence_units(encoded, [len(r.images) for r in records])
+            batch = collate_units(units, adapter.pad_token_id, pack=True, one_row=self.layout.one_row,
+                                  num_sequences=len(records))
+        else:
+            batch = pad_encoded(encoded, adapter.pad_token_id)
         pixel_values = load_batch_images(adapter, records)
         if pixel_values is not None:
             batch["pixel_values"] = pixel_values
@@ -97,7 +110,13 @@ class SFT:
 
     def loss(self, model: Any, batch: dict[str, Any]) -> tuple[Any, dict[str, float]]:
         """The model's LM loss over answer tokens, and token accuracy on them."""
-        outputs = model(**batch)
+        if "sequence_index" in batch:  # packed rows: per-sequence positions, block attention
+            from mllm.training.packing import batch_pixel_values, model_inputs
+
+            outputs = model(input_ids=batch["input_ids"], labels=batch["labels"],
+                            pixel_values=batch_pixel_values(batch), **model_inputs(model, batch))
+        else:
+            outputs = model(**batch)
         accuracy, count = token_accuracy(outputs.logits, batch["labels"])
         return outputs.loss, {"token_accuracy": accuracy, "answer_tokens": float(count)}
 

@@ -142,6 +142,14 @@ def answer_logprobs(model_or_logits: Any, batch: Any, *, adapter: Any = None, im
         per_token: also return per-token log-probs and the answer mask.
         logits_start: with logits, the sequence position of their first column.
     """
+    if isinstance(model_or_logits, torch.nn.Module) and isinstance(batch, dict) and "sequence_index" in batch:
+        # a packed / shared-prompt batch (mllm.training.packing): one row per output sequence
+        if per_token:
+            raise ValueError("answer_logprobs: per_token is not available for packed batches")
+        from mllm.training.packing import packed_answer_logprobs
+
+        return packed_answer_logprobs(model_or_logits, batch, adapter=adapter,
+                                      share_image_features=share_image_features)
     if isinstance(model_or_logits, torch.nn.Module):
         logits, start = _forward(model_or_logits, batch, adapter, image_repeats, share_image_features)
     else:

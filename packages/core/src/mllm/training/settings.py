@@ -121,6 +121,12 @@ class TrainSettings(ComponentConfig):
     save_steps: int = Field(500, ge=1, description="checkpoint every this many steps (for resume)")
     save_total_limit: int | None = Field(2, ge=1, description="checkpoints kept (oldest deleted)")
     group_by_length: bool = Field(True, description="batches of similar length (transformers' LengthGroupedSampler)")
+    packing: bool = Field(False, description="several sequences per batch row (SFT and preference methods): per-"
+                                             "sequence position ids, attention that never crosses a sequence; the "
+                                             "batch keeps its records, only its padding goes (docs/speed.md)")
+    shared_prompt: bool = Field(True, description="preference methods: one sequence per pair (prompt once, then "
+                                                  "chosen, then rejected, under a block mask) instead of two; off "
+                                                  "with a logged reason where the attention cannot take the mask")
     bf16: bool = False
     fp16: bool = False
     precision: Precision | None = Field(None, description="fp32, bf16 or fp16 (mixed precision); the same as "

@@ -146,6 +146,10 @@ def _is_peft(model: Any) -> bool:
 class LlavaAdapter:
     """A LLaVA model with its processor and chat template (see docs/components.md)."""
 
+    #: the model takes per-sequence position ids and a 4D block attention mask (checked by
+    #: the packing tests): ``train: {packing, shared_prompt}`` may lay batches out that way
+    supports_packed_sequences = True
+
     def __init__(self, model: Any, processor: Any, template: ChatTemplate | str = "llava-1.5", *,
                  image_aspect_ratio: Literal["pad", "resize"] = "pad", max_length: int = 512,
                  base_path: Path | None = None) -> None:
