@@ -89,6 +89,8 @@ _EXPORTS: dict[str, str] = {
     "ChatTemplate": "mllm.models.templates",
     "TemplateName": "mllm.models.templates",
     "get_template": "mllm.models.templates",
+    "train_tokenizer": "mllm.models.tokenizer",
+    "corpus_texts": "mllm.models.tokenizer",
     "AnswerLogprobs": "mllm.training.logprobs",
     "answer_logprobs": "mllm.training.logprobs",
     "train_method": "mllm.training.trainer",

@@ -1,0 +1,126 @@
+"""Configs of the model families (torch-free, so validating a pipeline stays fast).
+
+Every family takes the same source keys as the core's ``llava``: exactly one of
+``init: tiny`` (build a small model from the sizes below, a tokenizer trained on the spot)
+and ``path:`` (a local ``save_pretrained`` folder). A hub id given as ``path`` (``owner/name``
+that is no folder here) is a one-line error saying how to download it.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from mllm import ComponentConfig
+from pydantic import Field, field_validator, model_validator
+
+# Options of the tiny model; with ``path:`` the folder's own sizes apply.
+TINY_FIELDS = (
+    "image_size", "patch_size", "vision_hidden_size", "vision_layers", "vision_intermediate_size",
+    "text_hidden_size", "text_layers", "text_intermediate_size", "heads", "vocab_size", "tokenizer_corpus",
+    "scale_factor",
+)
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def hub_id_problem(path: str) -> str | None:
+    """The download hint when ``path`` is no folder here but reads as a Hugging Face hub id."""
+    if Path(path).expanduser().exists() or not _HUB_ID.match(path):
+        return None
+    folder = path.rsplit("/", 1)[-1]
+    return (f"path {path!r} is not a folder here but looks like a Hugging Face hub id; mllm reads local folders: "
+            f"download it with `hf download {path} --local-dir models/{folder}` and set path: models/{folder}")
+
+
+class VisionLanguageModelConfig(ComponentConfig):
+    """``model: {name: <family>, ...}``: a local folder (``path``) or a tiny model (``init: tiny``)."""
+
+    component_fields: ClassVar[dict[str, str]] = {"tokenizer_corpus": "text_corpus"}
+    tiny_fields: ClassVar[tuple[str, ...]] = TINY_FIELDS
+
+    init: Literal["tiny"] | None = Field("tiny", description="build a small model from the sizes below; "
+                                                              "exactly one of init and path")
+    path: str | None = Field(None, description="a local save_pretrained folder of this family (downloaded, or one "
+                                               "mllm saved); hub ids are not fetched")
+    max_length: int = Field(512, ge=16, description="longest training sequence in tokens, image tokens included")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="weights dtype")
+    trust_remote_code: bool = Field(False, description="run Python code shipped in the model folder (auto_map); "
+                                                       "only for folders you trust")
+    # tiny sizes
+    image_size: int = Field(32, ge=8, description="tiny: the vision tower's input side")
+    patch_size: int = Field(8, ge=1, description="tiny: vision patch side")
+    vision_hidden_size: int = Field(32, ge=8, description="tiny: vision width")
+    vision_layers: int = Field(1, ge=1, description="tiny: vision layers")
+    vision_intermediate_size: int = Field(64, ge=8, description="tiny: vision MLP width")
+    text_hidden_size: int = Field(64, ge=8, description="tiny: language model width")
+    text_layers: int = Field(2, ge=1, description="tiny: language model layers")
+    text_intermediate_size: int = Field(128, ge=8, description="tiny: language model MLP width")
+    heads: int = Field(2, ge=1, description="tiny: attention heads of both towers")
+    tokenizer_corpus: str | None = Field(None, description="tiny: a text corpus (kind text_corpus, e.g. easyvqa) "
+                                                           "the tokenizer is trained on after the template text")
+    vocab_size: int = Field(600, ge=260, description="tiny: BPE target size (the model gets len(tokenizer))")
+
+    @field_validator("path")
+    @classmethod
+    def _not_a_hub_id(cls, value: str | None) -> str | None:
+        if value is not None and (problem := hub_id_problem(value)):
+            raise ValueError(problem)
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _path_means_no_init(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("path") is not None and "init" not in data:
+            data = {**data, "init": None}
+        return data
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> VisionLanguageModelConfig:
+        if self.init is not None and self.path is not None:
+            raise ValueError(f"give either init: {self.init} (build a small model) or path: {self.path} "
+                             "(load a folder), not both")
+        if self.init is None and self.path is None:
+            raise ValueError("give init: tiny (build a small model) or path: <folder> (load a saved model)")
+        if self.path is not None:
+            stray = sorted(set(self.tiny_fields) & self.model_fields_set)
+            if stray:
+                raise ValueError(f"{', '.join(stray)} only apply to init: tiny; a model loaded from path keeps its own sizes")
+        if self.init == "tiny":
+            if self.image_size % self.patch_size:
+                raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+            for width in ("vision_hidden_size", "text_hidden_size"):
+                if getattr(self, width) % self.heads:
+                    raise ValueError(f"{width} {getattr(self, width)} is not a multiple of heads {self.heads}")
+        return self
+
+
+class LlavaNextModelConfig(VisionLanguageModelConfig):
+    """LLaVA-NeXT (``LlavaNextForConditionalGeneration``): any-resolution tiles at one configured grid."""
+
+    template: Literal["llava-1.5", "plain"] = Field("llava-1.5", description="chat template: llava-1.5 "
+                                                   "(LLaVA-NeXT vicuna's USER: <image>\\n... ASSISTANT:) or plain")
+    grid: tuple[int, int] | None = Field(
+        None, description="tiles [rows, cols] every image is resized to (each tile image_size square, plus the "
+                          "base image), so each image has the same number of tokens; default: tiny [1, 2], "
+                          "path: the folder's first image_grid_pinpoints entry")
+    @field_validator("grid")
+    @classmethod
+    def _positive_grid(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and min(value) < 1:
+            raise ValueError(f"grid {list(value)} needs rows and cols >= 1")
+        return value
+
+
+class Idefics3ModelConfig(VisionLanguageModelConfig):
+    """Idefics3 / SmolVLM: one global image per ``<image>`` (no splitting), pixel-shuffled by ``scale_factor``."""
+
+    scale_factor: int = Field(2, ge=1, description="tiny: pixel-shuffle factor of the connector; "
+                                                   "(image_size/patch_size)^2 / scale_factor^2 tokens per image")
+
+    @model_validator(mode="after")
+    def _shuffle_fits(self) -> Idefics3ModelConfig:
+        if self.init == "tiny" and (self.image_size // self.patch_size) % self.scale_factor:
+            raise ValueError(f"image_size/patch_size = {self.image_size // self.patch_size} is not a multiple of "
+                             f"scale_factor {self.scale_factor}")
+        return self

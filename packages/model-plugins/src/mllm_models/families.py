@@ -1,0 +1,282 @@
+"""What differs between model families: one small spec each; :mod:`mllm_models.adapter` does the rest.
+
+A :class:`Family` says how to build a tiny model and its processor from a config, which
+processor class reads a folder, how one ``<image>`` expands into placeholder tokens,
+where the vision tower, projector and language model sit, how images become
+``pixel_values`` and features, and which extra inputs the model's forward needs
+(filled in by a forward pre-hook, so ``model(input_ids=..., pixel_values=...)`` works as
+the methods call it).
+
+Every image is resized to one configured resolution, so each family gives a constant
+number of image tokens per image (the core's contract: ``num_image_tokens``); true
+per-image any-resolution can come later.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from mllm import InputFileError, corpus_texts, train_tokenizer
+
+from mllm_models.templates import END_OF_UTTERANCE, chat_template_jinja
+
+IMAGE = "<image>"
+
+
+def _attn(dtype: str | None) -> str:
+    # sdpa everywhere (PyTorch picks fused kernels itself); flash-attn needs half weights on a GPU
+    return "sdpa"
+
+
+def _tokenizer(config: Any, texts: list[str], specials: list[str] = ()) -> Any:
+    tokenizer = train_tokenizer(config.vocab_size, model_max_length=config.max_length,
+                                extra=texts + corpus_texts(config.tokenizer_corpus))
+    if specials:
+        tokenizer.add_special_tokens({"additional_special_tokens": list(specials)})
+    return tokenizer
+
+
+class Family:
+    """The per-family spec (subclass per family; see the module docstring)."""
+
+    name: str = ""
+    model_type: str = ""
+    template: str = ""
+    processor_path: str = "full"  # "full": the family's transformers processor; "composed": PIL image processor + tokenizer
+
+    def model_class(self) -> type:
+        raise NotImplementedError
+
+    def processor_class(self) -> type:
+        raise NotImplementedError
+
+    def build_tiny(self, config: Any, seed: int) -> tuple[Any, Any, dict[str, Any]]:
+        """``(model, processor, options)`` of a tiny model (``options`` are saved with it)."""
+        raise NotImplementedError
+
+    def options_for(self, model: Any, processor: Any, config: Any, saved: dict[str, Any]) -> dict[str, Any]:
+        """The options of a loaded folder (recorded ones, then the config's, then the folder's defaults)."""
+        return dict(saved)
+
+    def load_processor(self, path: Any, trust_remote_code: bool) -> Any:
+        return self.processor_class().from_pretrained(path, trust_remote_code=trust_remote_code)
+
+    def parts(self, model: Any) -> dict[str, Any]:
+        """``vision_tower``, ``projector``, ``language_model``, ``lm_head`` modules of the unwrapped model."""
+        raise NotImplementedError
+
+    def image_size(self, model: Any, options: dict[str, Any]) -> tuple[int, int]:
+        """``(height, width)`` every image is resized to."""
+        raise NotImplementedError
+
+    def num_image_tokens(self, model: Any, processor: Any, options: dict[str, Any]) -> int:
+        raise NotImplementedError
+
+    def expansion(self, model: Any, processor: Any, options: dict[str, Any]) -> list[int]:
+        """The token ids one ``<image>`` becomes (image tokens and the family's markers around them)."""
+        image_id = int(model.config.image_token_id)
+        return [image_id] * self.num_image_tokens(model, processor, options)
+
+    def pixel_values(self, processor: Any, images: list[Any], options: dict[str, Any]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def features(self, model: Any, pixel_values: torch.Tensor, options: dict[str, Any]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_defaults(self, pixel_values: torch.Tensor, options: dict[str, Any]) -> dict[str, Any]:
+        """Extra forward inputs the model needs beside ``pixel_values`` (derived from them)."""
+        return {}
+
+    def adapt_pixel_values(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """``pixel_values`` as the model's forward takes them (from ``load_images``' layout)."""
+        return pixel_values
+
+
+# -- LLaVA-NeXT ----------------------------------------------------------------------------------
+
+
+class LlavaNext(Family):
+    """``LlavaNextForConditionalGeneration``: a base image plus ``rows x cols`` tiles, unpadded, with newlines."""
+
+    name = "llava-next"
+    model_type = "llava_next"
+    template = "llava-1.5"
+    processor_path = "full"
+
+    def model_class(self) -> type:
+        from transformers import LlavaNextForConditionalGeneration
+
+        return LlavaNextForConditionalGeneration
+
+    def processor_class(self) -> type:
+        from transformers import LlavaNextProcessor
+
+        return LlavaNextProcessor
+
+    def build_tiny(self, config: Any, seed: int) -> tuple[Any, Any, dict[str, Any]]:
+        from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextConfig, LlavaNextProcessor
+        from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
+
+        rows, cols = config.grid or (1, 2)
+        side = config.image_size
+        tokenizer = _tokenizer(config, [])
+        pinpoints = [[rows * side, cols * side]]
+        vision = CLIPVisionConfig(
+            hidden_size=config.vision_hidden_size, intermediate_size=config.vision_intermediate_size,
+            num_hidden_layers=config.vision_layers, num_attention_heads=config.heads,
+            image_size=side, patch_size=config.patch_size, projection_dim=config.vision_hidden_size)
+        text = LlamaConfig(
+            vocab_size=len(tokenizer), hidden_size=config.text_hidden_size,
+            intermediate_size=config.text_intermediate_size, num_hidden_layers=config.text_layers,
+            num_attention_heads=config.heads, num_key_value_heads=config.heads,
+            max_position_embeddings=config.max_length, bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
+        model_config = LlavaNextConfig(
+            vision_config=vision, text_config=text, image_token_index=tokenizer.convert_tokens_to_ids(IMAGE),
+            image_grid_pinpoints=pinpoints, vision_feature_layer=-1, vision_feature_select_strategy="default",
+            tie_word_embeddings=False)
+        model_config._attn_implementation = _attn(config.dtype)
+        torch.manual_seed(seed)
+        model = self.model_class()(model_config)
+        image_processor = LlavaNextImageProcessorPil(
+            size={"shortest_edge": side}, crop_size={"height": side, "width": side}, image_grid_pinpoints=pinpoints)
+        processor = LlavaNextProcessor(
+            image_processor=image_processor, tokenizer=tokenizer, patch_size=config.patch_size,
+            vision_feature_select_strategy="default", num_additional_image_tokens=1, image_token=IMAGE,
+            chat_template=chat_template_jinja(config.template))
+        return model, processor, {"grid": [rows, cols]}
+
+    def options_for(self, model: Any, processor: Any, config: Any, saved: dict[str, Any]) -> dict[str, Any]:
+        pinpoints = [list(p) for p in model.config.image_grid_pinpoints]
+        side = model.config.vision_config.image_size
+        grid = config.grid if config is not None and config.grid is not None else saved.get("grid")
+        if grid is None:
+            first = pinpoints[0]
+            grid = [max(first[0] // side, 1), max(first[1] // side, 1)]
+        if [grid[0] * side, grid[1] * side] not in pinpoints:
+            raise InputFileError(f"model.grid {list(grid)}: {grid[0] * side}x{grid[1] * side} is not one of the "
+                                 f"model's image_grid_pinpoints {pinpoints}; pick a grid whose size is listed")
+        if model.config.vision_feature_select_strategy != "default":
+            raise InputFileError("llava-next: vision_feature_select_strategy must be 'default' (tiles are a "
+                                 "patch grid without the CLS token)")
+        return {**saved, "grid": [int(grid[0]), int(grid[1])]}
+
+    def parts(self, model: Any) -> dict[str, Any]:
+        return {"vision_tower": model.model.vision_tower, "projector": model.model.multi_modal_projector,
+                "language_model": model.model.language_model, "lm_head": model.lm_head}
+
+    def image_size(self, model: Any, options: dict[str, Any]) -> tuple[int, int]:
+        side = model.config.vision_config.image_size
+        rows, cols = options["grid"]
+        return rows * side, cols * side
+
+    def num_image_tokens(self, model: Any, processor: Any, options: dict[str, Any]) -> int:
+        vision = model.config.vision_config
+        per_side = vision.image_size // vision.patch_size
+        rows, cols = options["grid"]
+        # the base image, then the tiles' patch grid with one newline per row (nothing unpadded:
+        # the image is exactly the grid's size)
+        return per_side * per_side + rows * per_side * (cols * per_side + 1)
+
+    def pixel_values(self, processor: Any, images: list[Any], options: dict[str, Any]) -> torch.Tensor:
+        return processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
+
+    def forward_defaults(self, pixel_values: torch.Tensor, options: dict[str, Any]) -> dict[str, Any]:
+        height, width = options["size"]
+        return {"image_sizes": torch.tensor([[height, width]] * pixel_values.shape[0], device=pixel_values.device)}
+
+    def features(self, model: Any, pixel_values: torch.Tensor, options: dict[str, Any]) -> torch.Tensor:
+        sizes = self.forward_defaults(pixel_values, options)["image_sizes"]
+        out = model.model.get_image_features(pixel_values=pixel_values, image_sizes=sizes, return_dict=True)
+        return torch.stack(list(out.pooler_output))
+
+
+# -- Idefics3 / SmolVLM --------------------------------------------------------------------------
+
+
+class Idefics3(Family):
+    """``Idefics3ForConditionalGeneration``: a SigLIP tower, pixel shuffle, one global image per ``<image>``."""
+
+    name = "idefics3"
+    model_type = "idefics3"
+    template = "idefics3"
+    processor_path = "full"
+    markers = ("<fake_token_around_image>", "<global-img>")
+
+    def model_class(self) -> type:
+        from transformers import Idefics3ForConditionalGeneration
+
+        return Idefics3ForConditionalGeneration
+
+    def processor_class(self) -> type:
+        from transformers import Idefics3Processor
+
+        return Idefics3Processor
+
+    def _image_processor(self, side: int) -> Any:
+        from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
+
+        return Idefics3ImageProcessorPil(do_image_splitting=False, size={"longest_edge": side},
+                                         max_image_size={"longest_edge": side})
+
+    def build_tiny(self, config: Any, seed: int) -> tuple[Any, Any, dict[str, Any]]:
+        from transformers import Idefics3Config, Idefics3Processor
+
+        texts = ["User:<image>What is in the image?<end_of_utterance>\nAssistant: A shape.<end_of_utterance>\n"]
+        tokenizer = _tokenizer(config, texts, [*self.markers, END_OF_UTTERANCE])
+        side = config.image_size
+        image_seq_len = (side // config.patch_size) ** 2 // config.scale_factor ** 2
+        model_config = Idefics3Config(
+            vision_config=dict(hidden_size=config.vision_hidden_size, intermediate_size=config.vision_intermediate_size,
+                               num_hidden_layers=config.vision_layers, num_attention_heads=config.heads,
+                               image_size=side, patch_size=config.patch_size),
+            text_config=dict(model_type="llama", vocab_size=len(tokenizer), hidden_size=config.text_hidden_size,
+                             intermediate_size=config.text_intermediate_size, num_hidden_layers=config.text_layers,
+                             num_attention_heads=config.heads, num_key_value_heads=config.heads,
+                             max_position_embeddings=config.max_length, pad_token_id=tokenizer.pad_token_id,
+                             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                             tie_word_embeddings=False),
+            image_token_id=tokenizer.convert_tokens_to_ids(IMAGE), scale_factor=config.scale_factor,
+            tie_word_embeddings=False, pad_token_id=tokenizer.pad_token_id)
+        model_config._attn_implementation = _attn(config.dtype)
+        torch.manual_seed(seed)
+        model = self.model_class()(model_config)
+        processor = Idefics3Processor(image_processor=self._image_processor(side), tokenizer=tokenizer,
+                                      image_seq_len=image_seq_len, chat_template=chat_template_jinja(self.template))
+        return model, processor, {}
+
+    def parts(self, model: Any) -> dict[str, Any]:
+        return {"vision_tower": model.model.vision_model, "projector": model.model.connector,
+                "language_model": model.model.text_model, "lm_head": model.lm_head}
+
+    def image_size(self, model: Any, options: dict[str, Any]) -> tuple[int, int]:
+        side = model.config.vision_config.image_size
+        return side, side
+
+    def num_image_tokens(self, model: Any, processor: Any, options: dict[str, Any]) -> int:
+        vision = model.config.vision_config
+        return (vision.image_size // vision.patch_size) ** 2 // model.config.scale_factor ** 2
+
+    def expansion(self, model: Any, processor: Any, options: dict[str, Any]) -> list[int]:
+        tokenizer = processor.tokenizer
+        fake, global_image = (tokenizer.convert_tokens_to_ids(t) for t in self.markers)
+        image_id = int(model.config.image_token_id)
+        return [fake, global_image, *[image_id] * self.num_image_tokens(model, processor, options), fake]
+
+    def pixel_values(self, processor: Any, images: list[Any], options: dict[str, Any]) -> torch.Tensor:
+        side = options["size"][0]
+        out = processor.image_processor(images=[[image] for image in images], do_image_splitting=False,
+                                        size={"longest_edge": side}, max_image_size={"longest_edge": side},
+                                        return_tensors="pt")
+        return out["pixel_values"][:, 0]  # [n, 1, 3, H, W] -> [n, 3, H, W]
+
+    def adapt_pixel_values(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return pixel_values.unsqueeze(1) if pixel_values.dim() == 4 else pixel_values
+
+    def features(self, model: Any, pixel_values: torch.Tensor, options: dict[str, Any]) -> torch.Tensor:
+        out = model.model.get_image_features(pixel_values=self.adapt_pixel_values(pixel_values), return_dict=True)
+        return torch.stack(list(out.pooler_output))
+
+
+FAMILIES: dict[str, Family] = {family.name: family for family in (LlavaNext(), Idefics3())}

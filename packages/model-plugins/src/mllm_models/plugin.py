@@ -1,0 +1,19 @@
+"""Entry-point module: registers this distribution's model adapters (specs only, no torch)."""
+
+from __future__ import annotations
+
+from mllm import ComponentSpec, Register, hookimpl
+
+
+@hookimpl
+def mllm_register_models(register: Register) -> None:
+    register(ComponentSpec(
+        name="llava-next", impl="mllm_models.adapter:LlavaNextAdapter", config="mllm_models.config:LlavaNextModelConfig",
+        description="LLaVA-NeXT (transformers LlavaNextForConditionalGeneration, any-resolution tiles at one grid): "
+                    "a local folder or a tiny model",
+    ))
+    register(ComponentSpec(
+        name="idefics3", impl="mllm_models.adapter:Idefics3Adapter", config="mllm_models.config:Idefics3ModelConfig",
+        description="Idefics3 / SmolVLM-style (transformers Idefics3ForConditionalGeneration, one global image per "
+                    "<image>): a local folder or a tiny model",
+    ))

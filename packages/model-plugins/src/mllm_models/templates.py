@@ -1,0 +1,163 @@
+"""Chat templates of the model families, as segments (exact label masks) and as Jinja (saved folders).
+
+A template renders turns into :class:`Segment` s (text plus a ``learned`` flag), the way
+the core's LLaVA templates do (:class:`mllm.ChatTemplate`): the adapter tokenizes each
+segment on its own, so the assistant-only label mask is exact by construction and a
+prompt is a true prefix of the training sequence. The same template is written into every
+saved folder as a Jinja ``chat_template`` (tokenizer and processor), so plain
+transformers' ``apply_chat_template`` renders the very same text; the tests check that
+text and the token ids against the family's processor.
+
+``llava-1.5`` and ``plain`` are the core's templates (LLaVA-NeXT's vicuna format is
+LLaVA-1.5's); this module adds their Jinja. ``idefics3`` is Idefics3 / SmolVLM's::
+
+    <s>User:<image>What is it?<end_of_utterance>\\nAssistant: A square.<end_of_utterance>\\n
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mllm import IMAGE_TOKEN, get_template
+
+END_OF_UTTERANCE = "<end_of_utterance>"
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A piece of rendered text; ``learned`` pieces carry labels in training."""
+
+    text: str
+    learned: bool = False
+
+
+def _pairs(turns: Sequence[Any]) -> list[tuple[str, str | None]]:
+    """``(question, answer or None)`` of alternating user/assistant turns (``Turn`` s or dicts)."""
+    pairs: list[tuple[str, str | None]] = []
+    for index, turn in enumerate(turns):
+        if isinstance(turn, dict):
+            role = turn.get("role") or {"human": "user", "gpt": "assistant"}.get(turn.get("from", ""), turn.get("from"))
+            content = turn.get("content", turn.get("value"))
+        else:
+            role, content = turn.role, turn.content
+        expected = "user" if index % 2 == 0 else "assistant"
+        if role != expected:
+            raise ValueError(f"turn {index} has role {role!r} but {expected!r} was expected; turns alternate user/assistant")
+        if not isinstance(content, str):
+            raise ValueError(f"turn {index}: content must be text")
+        if expected == "user":
+            pairs.append((content, None))
+        else:
+            pairs[-1] = (pairs[-1][0], content)
+    if not pairs:
+        raise ValueError("a conversation needs at least one user turn")
+    return pairs
+
+
+@dataclass(frozen=True)
+class Idefics3Template:
+    """Idefics3 / SmolVLM's chat format (``User:`` / ``Assistant:``, ``<end_of_utterance>``).
+
+    The learned segment of each answer is `` {answer}<end_of_utterance>``; the newline after
+    it is not learned (generation stops at ``<end_of_utterance>``).
+    """
+
+    name: str = "idefics3"
+
+    @property
+    def stop(self) -> str:
+        return END_OF_UTTERANCE
+
+    def segments(self, turns: Sequence[Any], *, add_generation_prompt: bool | None = None) -> list[Segment]:
+        pairs = _pairs(turns)
+        prompt = pairs[-1][1] is None
+        if add_generation_prompt is not None and add_generation_prompt != prompt:
+            last = "user" if prompt else "assistant"
+            raise ValueError(f"the turns end with a {last} turn, so add_generation_prompt={add_generation_prompt} does not fit")
+        out: list[Segment] = []
+        for question, answer in pairs:
+            colon = ":" if question.startswith(IMAGE_TOKEN) else ": "  # as Idefics3's own template
+            out.append(Segment(f"User{colon}{question}{END_OF_UTTERANCE}\nAssistant:"))
+            if answer is not None:
+                out.append(Segment(f" {answer}{END_OF_UTTERANCE}", learned=True))
+                out.append(Segment("\n"))
+        return out
+
+    def render(self, turns: Sequence[Any]) -> str:
+        return "".join(segment.text for segment in self.segments(turns))
+
+
+FAMILY_TEMPLATES: dict[str, Any] = {"idefics3": Idefics3Template()}
+
+
+def template_of(name: str) -> Any:
+    """A family template (``idefics3``) or one of the core's (``llava-1.5``, ``plain``)."""
+    if name in FAMILY_TEMPLATES:
+        return FAMILY_TEMPLATES[name]
+    return get_template(name)
+
+
+# -- Jinja ------------------------------------------------------------------------------------------
+# Content may be a string (mllm's records: ``<image>`` written in the text) or a list of
+# {"type": "image"} / {"type": "text", "text": ...} parts (transformers' convention).
+
+_TEXT_OF = (
+    "{%- set ns = namespace(text='') -%}"
+    "{%- if message['content'] is string -%}{%- set ns.text = message['content'] -%}"
+    "{%- else -%}{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'image' -%}{%- set ns.text = ns.text + IMAGE -%}"
+    "{%- elif part['type'] == 'text' -%}{%- set ns.text = ns.text + part['text'] -%}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+)
+
+
+def _llava_jinja() -> str:
+    template = get_template("llava-1.5")
+    user, assistant = template.roles
+    system = template.system.replace("'", "\\'")
+    return (
+        "{{- bos_token -}}{%- set IMAGE = '<image>\\n' -%}"
+        "{%- for message in messages -%}" + _TEXT_OF +
+        "{%- if message['role'] == 'user' -%}"
+        f"{{%- if loop.first -%}}{{{{ '{system}{template.sep}' }}}}{{%- endif -%}}"
+        f"{{{{ '{user}: ' + ns.text + '{template.sep}{assistant}:' }}}}"
+        f"{{%- elif message['role'] == 'assistant' -%}}{{{{ ' ' + ns.text + '{template.sep2}' }}}}"
+        "{%- endif -%}{%- endfor -%}"
+    )
+
+
+def _plain_jinja() -> str:
+    sep = get_template("plain").sep.replace("\n", "\\n")
+    return (
+        "{{- bos_token -}}{%- set IMAGE = '<image>' -%}"
+        "{%- for message in messages -%}" + _TEXT_OF +
+        "{%- if message['role'] == 'user' -%}{{ '<image>' * (ns.text.split('<image>') | length - 1) }}"
+        f"{{%- elif message['role'] == 'assistant' -%}}{{{{ ns.text + '{sep}' }}}}"
+        "{%- endif -%}{%- endfor -%}"
+    )
+
+
+def _idefics3_jinja() -> str:
+    return (
+        "{{- bos_token -}}{%- set IMAGE = '<image>' -%}"
+        "{%- for message in messages -%}" + _TEXT_OF +
+        "{%- if message['role'] == 'user' -%}"
+        "{{ 'User' + (':' if ns.text[:7] == '<image>' else ': ') + ns.text + '<end_of_utterance>\\n' }}"
+        "{%- elif message['role'] == 'assistant' -%}{{ 'Assistant: ' + ns.text + '<end_of_utterance>\\n' }}"
+        "{%- endif -%}{%- endfor -%}"
+        "{%- if add_generation_prompt -%}{{ 'Assistant:' }}{%- endif -%}"
+    )
+
+
+def chat_template_jinja(name: str) -> str:
+    """The Jinja ``chat_template`` rendering what template ``name``'s segments render (``<s>`` in front).
+
+    ``llava-1.5`` always ends a user turn with its cue (``ASSISTANT:``), as the core's template does;
+    ``idefics3`` adds ``Assistant:`` only with ``add_generation_prompt``.
+    """
+    builders = {"llava-1.5": _llava_jinja, "plain": _plain_jinja, "idefics3": _idefics3_jinja}
+    if name not in builders:
+        raise ValueError(f"no chat_template for template {name!r}; known: {sorted(builders)}")
+    return builders[name]()
