@@ -147,6 +147,8 @@ def _print_plan(console, runner) -> None:
     failing = {problem.stage for problem in problems}
     if runner.pipeline.config.description:
         console.print(escape(runner.pipeline.config.description))
+    for line in _expansion(runner.pipeline):
+        console.print(escape(line), soft_wrap=True)
     table = Table(title=f"plan for {runner.pipeline.name} in {runner.run_dir}")
     for column in ("stage", "kind", "action", "why", "fingerprint"):
         table.add_column(column, overflow="fold")
@@ -182,6 +184,20 @@ def validate(pipeline_file: str, overrides: tuple[str, ...]) -> None:
 
     pipeline = validate_file(pipeline_file, get_registry(), overrides)
     click.echo(f"{pipeline_file}: OK ({len(pipeline.stages)} stages: {', '.join(s.id for s in pipeline.stages)})")
+    for line in _expansion(pipeline):
+        click.echo(line)
+
+
+def _expansion(pipeline) -> list[str]:
+    """What ``seeds:``/``sweep:`` made of the stages as written, a line per stage (none without them)."""
+    from mllm.pipeline.expand import expansion_lines
+
+    if not pipeline.copies:
+        return []
+    seeds = sorted({c.seed for c in pipeline.copies.values() if c.seed is not None})
+    variants = list(dict.fromkeys(c.variant for c in pipeline.copies.values() if c.variant is not None))
+    head = "expanded:" + (f" seeds {seeds}" if seeds else "") + (f" sweep {', '.join(variants)}" if variants else "")
+    return [head] + [f"  {line}" for line in expansion_lines(pipeline.copies)]
 
 
 @main.command()

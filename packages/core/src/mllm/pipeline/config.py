@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -22,6 +23,7 @@ from mllm.errors import ConfigError
 from mllm.pipeline.secrets import is_secret_key, redact_text
 from mllm.plugins.registry import PluginError, Registry
 from mllm.plugins.specs import ComponentKind, ComponentSpec, SpecImportError
+from mllm.reporting.findings import FindingConfig
 
 STAGE_ID_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")  # fullmatch: "$" would let a trailing newline through
 INIT = "init"
@@ -52,6 +54,8 @@ class StageConfig(BaseModel):
     id: str = Field(description="stage id, unique in the pipeline; names its folder runs/<name>/<id>/")
     kind: str = Field(description="stage kind: train, eval, generate, transform, report, or a plugin's")
     from_: str = Field(INIT, alias="from", description="the stage whose model (or records) this stage starts from")
+    seed: int | None = Field(None, description="this stage's seed; default: the pipeline's seed (`seeds:` sets it "
+                                               "on each copy)")
 
     @field_validator("id")
     @classmethod
@@ -70,7 +74,44 @@ class PipelineConfig(BaseModel):
     description: str = Field("", description="free text shown by `mllm run --dry-run` and at the top of report.md")
     model: ComponentRef = Field(description="the model every stage starts from (stage id 'init')")
     stages: list[dict[str, Any]] = Field(description="the stages, in order; each has id and kind")
-    seed: int = Field(0, description="global seed passed to every stage")
+    seed: int = Field(0, description="global seed passed to every stage (and the one `init` is built with)")
+    seeds: list[int] | None = Field(None, description="repeat every stage but reports once per seed: `sft` becomes "
+                                                      "`sft-s0`, `sft-s1`, ... (see Seeds and sweeps)")
+    sweep: dict[str, dict[str, Any]] | None = Field(
+        None, description="named variants, each a mapping of stage keys to values (`lr2: {stages.dpo.train.lr: "
+                          "2.0e-5}`): the stages a variant changes, and those reading them, are repeated per variant")
+    findings: list[FindingConfig] = Field(
+        default_factory=list, description="claims the report judges from the numbers: metric, two arms, direction "
+                                          "(see Findings)")
+
+    @field_validator("seeds")
+    @classmethod
+    def _check_seeds(cls, value: list[int] | None) -> list[int] | None:
+        if value is None:
+            return value
+        if not value:
+            raise ValueError("list at least one seed, e.g. seeds: [0, 1, 2] (or leave seeds out)")
+        if any(seed < 0 for seed in value):
+            raise ValueError(f"seeds are whole numbers >= 0 (they name the copies: sft-s0), got {value}")
+        repeated = sorted({seed for seed in value if value.count(seed) > 1})
+        if repeated:
+            raise ValueError(f"seed {repeated[0]} is listed twice; each seed once, e.g. [0, 1, 2]")
+        return value
+
+    @field_validator("sweep")
+    @classmethod
+    def _check_sweep(cls, value: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, Any]] | None:
+        from mllm.pipeline.expand import VARIANT_PATTERN
+
+        if value is None:
+            return value
+        if not value:
+            raise ValueError("name at least one variant, e.g. sweep: {lr2: {stages.dpo.train.lr: 2.0e-5}}")
+        for name in value:
+            if not VARIANT_PATTERN.fullmatch(str(name)):
+                raise ValueError(f"variant name {name!r} must use letters, digits and '_' (it goes into stage "
+                                 "ids: dpo-<variant>-s0)")
+        return value
 
     @field_validator("name")
     @classmethod
@@ -120,10 +161,18 @@ class Pipeline:
     model: ResolvedComponent
     stages: list[Stage]
     raw: dict[str, Any]
+    #: expanded stage id -> the stage as written, variant and seed (``seeds:``/``sweep:``; empty without them)
+    copies: dict[str, Any] = dataclass_field(default_factory=dict)
 
     @property
     def name(self) -> str:
         return self.config.name
+
+    def arm_models(self, model_ids: list[str]) -> dict[str, list[str]]:
+        """``{arm: [model ids]}``: the copies of one stage (and variant) over seeds form one arm."""
+        from mllm.pipeline.expand import arm_models
+
+        return arm_models(self.copies, model_ids)
 
     def stage(self, stage_id: str) -> Stage:
         for stage in self.stages:
@@ -359,15 +408,57 @@ def collect_pipeline(path: Path | None, registry: Registry, overrides: list[str]
     problems = problems if problems is not None else []
     where_file = str(path) if path else "<pipeline>"
     raw = data if data is not None else read_yaml(Path(path))
-    raw = apply_overrides(raw, list(overrides))
+    from mllm.pipeline import expand
+
+    early, late = expand.split_overrides(raw, list(overrides))
+    raw = apply_overrides(raw, early)
+    if not expand.expands(raw):
+        raw = apply_overrides(raw, late)  # no copies: "no stage with id" as usual
     problems += _secrets_written_in(raw, where_file)  # refused in validate and run alike; never echoed
     config = validate_model(PipelineConfig, raw, where_file)
     model = _collect(problems, resolve_component, registry, "model", config.model, f"{where_file}: model")
+    copies: dict[str, Any] = {}
+    if expand.expands(raw):
+        before = len(problems)
+        templates = _collect_stages(registry, config.stages, where_file, problems)
+        if len(problems) > before:  # the stages as written have problems: no copies of them
+            return Pipeline(Path(path) if path else None, config, model, templates, raw)
+        try:
+            expanded, copies = expand.expand_stages(config.stages, templates, config.seeds, config.sweep, where_file)
+            expand.apply_copy_overrides(expanded, copies, late)
+        except ConfigError as error:
+            problems.extend(error.lines())
+            return Pipeline(Path(path) if path else None, config, model, templates, raw)
+        # the pipeline as run: plain stages, no seeds/sweep/findings (a torchrun worker reloads it as is)
+        raw = {**{k: v for k, v in raw.items() if k not in (expand.SEEDS, expand.SWEEP, "findings")},
+               "stages": expanded}
+        config = config.model_copy(update={"stages": expanded})
+    stages = _collect_stages(registry, config.stages, where_file, problems)
+    problems += _unknown_arms(config, copies, stages, where_file)
+    return Pipeline(Path(path) if path else None, config, model, stages, raw, copies)
 
+
+def _unknown_arms(config: PipelineConfig, copies: dict[str, Any], stages: list[Stage], where_file: str) -> list[str]:
+    """A line per ``findings:`` arm that names no arm of the pipeline."""
+    from mllm.pipeline.expand import arm_models
+
+    arms = list(arm_models(copies, [INIT] + [s.id for s in stages]))
+    lines = []
+    for index, finding in enumerate(config.findings):
+        for arm in finding.arms:
+            if arm not in arms:
+                close = difflib.get_close_matches(arm, arms, n=1)
+                hint = f"did you mean {close[0]!r}?" if close else f"arms are {arms}"
+                lines.append(f"{where_file}: findings[{index}].arms: no arm {arm!r}; {hint}")
+    return lines
+
+
+def _collect_stages(registry: Registry, stage_list: list[Any], where_file: str, problems: list[str]) -> list[Stage]:
+    """The stages that validate, in order; a line in ``problems`` for each one that does not."""
     stages: list[Stage] = []
     seen: set[str] = {INIT}
     failed: set[str] = set()  # ids of stages with a problem: stages reading them are not blamed again
-    for index, stage_data in enumerate(config.stages):
+    for index, stage_data in enumerate(stage_list):
         label = f"{where_file}: stages[{index}]"
         if isinstance(stage_data, dict) and "id" in stage_data:
             label = f"{where_file}: stages.{stage_data['id']}"
@@ -392,7 +483,7 @@ def collect_pipeline(path: Path | None, registry: Registry, overrides: list[str]
         if failed & set(stage_inputs(stage)):
             continue  # reads a stage that has a problem of its own
         stages.append(stage)
-    return Pipeline(Path(path) if path else None, config, model, stages, raw)
+    return stages
 
 
 def _collect(problems: list[str], function: Any, *args: Any) -> Any:

@@ -154,6 +154,69 @@ class StageFolder:
         return target
 
 
+# -- reuse across runs ----------------------------------------------------------------------
+
+REUSE_COPIED = frozenset({"log.txt"})  # appended to after the copy: a copy of its own, never a link
+
+
+def find_finished_stage(runs_dir: Path, stage_id: str, fingerprint: str, exclude: Path) -> Path | None:
+    """A finished ``<run>/<stage_id>/`` under ``runs_dir`` with ``fingerprint``, from a run
+    folder no mllm run holds now; never ``exclude`` (this run) and never a ``.history`` folder
+    (only ``runs_dir/<run>/<stage_id>`` is looked at, and dot-folders are not runs)."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        return None
+    for candidate in sorted(runs_dir.glob(f"*/{stage_id}")):
+        run = candidate.parent
+        if run.name.startswith(".") or run.resolve() == Path(exclude).resolve():
+            continue
+        if StageFolder(run, stage_id).completed_fingerprint() != fingerprint:
+            continue
+        try:
+            if not is_run_folder(run) or run_in_use(run):
+                continue
+        except OSError:
+            continue
+        return candidate
+    return None
+
+
+def copy_stage_folder(source: Path, target: Path) -> bool:
+    """Copy a finished stage folder to ``target`` (which must not exist), hard-linking every
+    file but :data:`REUSE_COPIED` where the file system allows; True when all were linked."""
+    linked = [True]
+
+    def link(src: str, dst: str) -> None:
+        if Path(src).name not in REUSE_COPIED:
+            try:
+                os.link(src, dst)
+                return
+            except OSError:  # another file system, or none with hard links
+                pass
+        linked[0] = linked[0] and Path(src).name in REUSE_COPIED
+        shutil.copy2(src, dst)
+
+    tmp = target.with_name(f".{target.name}.reuse-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp, symlinks=True, copy_function=link)
+    os.replace(tmp, target)  # the stage appears whole or not at all
+    return linked[0]
+
+
+def run_in_use(run_dir: Path) -> bool:
+    """Whether an mllm run holds ``run_dir``'s lock now: its lock file names a live process
+    (a released lock is emptied; a crashed holder's pid is dead). Read only: never takes the lock."""
+    try:
+        text = (Path(run_dir) / RUN_LOCK).read_text()
+    except OSError:
+        return False
+    try:
+        holder = json.loads(text or "{}")
+    except ValueError:
+        return True  # being written: in use
+    return isinstance(holder, dict) and bool(holder) and _alive_here(holder)
+
+
 # -- the lock ----------------------------------------------------------------------------------
 
 _logger = logging.getLogger("mllm")

@@ -33,7 +33,9 @@ from mllm.pipeline.runfolder import (
     StageProcessesFailed,
     atomic_write_text,
     check_run_folder,
+    copy_stage_folder,
     create_run_folder,
+    find_finished_stage,
     redact,
 )
 from mllm.pipeline.secrets import RedactingFilter
@@ -45,7 +47,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("mllm")
 
 MODEL_SUBDIR = "model"
-Action = Literal["run", "skip", "resume", "rerun", "force"]
+Action = Literal["run", "skip", "resume", "rerun", "force", "reuse"]
 
 
 def hash_json(value: Any) -> str:
@@ -112,8 +114,9 @@ class StageContext:
 
     @property
     def seed(self) -> int:
-        """The pipeline's global seed."""
-        return self.runner.pipeline.config.seed
+        """The stage's ``seed:`` (set per copy by ``seeds:``), else the pipeline's global seed."""
+        own = getattr(self.stage.config, "seed", None)
+        return own if own is not None else self.runner.pipeline.config.seed
 
     def model_dir(self, stage_id: str) -> Path:
         return self.runner.model_dir(stage_id)
@@ -177,6 +180,7 @@ class PipelineRunner:
 
             raise ConfigError(str(error)) from None
         self._rerun_notes: dict[str, str] = {}
+        self._reuse_sources: dict[str, Path] = {}  # stage id -> a finished stage of another run (plan "reuse")
         self._fingerprints: dict[str, str] = {}
         self._model_cls: Any = None
         self._init_done: set[str] = set()
@@ -216,6 +220,9 @@ class PipelineRunner:
         if folder.exists():
             moved = folder.archive()
             logger.warning("stage init: %s; previous output moved to %s", plan.reason, moved)
+        if plan.action == "reuse" and self._reuse(folder, plan):
+            self._init_done.add(INIT)
+            return
         self.on_event(plan, "started")
         self._run_init(folder, plan)
         self._init_done.add(INIT)
@@ -260,7 +267,7 @@ class PipelineRunner:
             payload = {
                 "core": __version__,
                 "kind": [stage.kind_spec.name, stage.kind_spec.distribution, stage.kind_spec.version],
-                "config": stage.config.model_dump(mode="json", by_alias=True),
+                "config": fingerprint_config(stage.config),
                 "components": components,
                 "inputs": {i: (self.init_fingerprint() if i == INIT else self.fingerprint(self.pipeline.stage(i)))
                            for i in stage_inputs(stage)},
@@ -286,11 +293,16 @@ class PipelineRunner:
         done = folder.completed_fingerprint()
         if done == fingerprint:
             return StagePlan(stage_id, kind, fingerprint, "skip", "finished, fingerprint unchanged")
-        if not folder.exists():
-            return StagePlan(stage_id, kind, fingerprint, "run", "not run before")
         if done is None and folder.started_fingerprint() == fingerprint:
             return StagePlan(stage_id, kind, fingerprint, "resume", "interrupted; resuming")
-        return StagePlan(stage_id, kind, fingerprint, "rerun", "fingerprint changed (config, inputs or data)")
+        # a report names its run (title, links) and costs little: always written by its own run
+        source = None if kind == "report" else find_finished_stage(self.run_dir.parent, stage_id, fingerprint,
+                                                                    exclude=self.run_dir)
+        if source is not None:  # the same stage, finished by another run: copied, not recomputed
+            self._reuse_sources[stage_id] = source
+            return StagePlan(stage_id, kind, fingerprint, "reuse", f"finished in {source} with the same fingerprint")
+        return StagePlan(stage_id, kind, fingerprint, "rerun" if folder.exists() else "run",
+                         "fingerprint changed (config, inputs or data)" if folder.exists() else "not run before")
 
     def plan(self) -> list[StagePlan]:
         forced = self._forced()
@@ -350,6 +362,12 @@ class PipelineRunner:
             if plan.stage_id == INIT:
                 continue  # built on first use, see _ensure_init
             folder = StageFolder(self.run_dir, plan.stage_id)
+            if plan.action == "reuse":
+                if folder.exists():
+                    logger.warning("stage %s: previous output moved to %s", plan.stage_id, folder.archive())
+                if self._reuse(folder, plan):
+                    continue
+                plan.action, plan.reason = "run", "the finished stage to reuse is gone; running it"
             if plan.action in ("rerun", "force"):
                 changed = self._what_changed(folder, self.pipeline.stage(plan.stage_id)) if plan.action == "rerun" else ""
                 moved = folder.archive()
@@ -366,6 +384,26 @@ class PipelineRunner:
                 raise cannot_write(plan.stage_id, folder.path, error) from error
             self.on_event(plan, f"finished in {time.monotonic() - started:.1f}s")
         return plans
+
+    def _reuse(self, folder: StageFolder, plan: StagePlan) -> bool:
+        """Copy the finished stage the plan found (hard links where possible); False when it is
+        no longer there, finished, or free (the caller then runs the stage)."""
+        source = self._reuse_sources.get(plan.stage_id)
+        if source is None or StageFolder(source.parent, plan.stage_id).completed_fingerprint() != plan.fingerprint \
+                or find_finished_stage(self.run_dir.parent, plan.stage_id, plan.fingerprint, self.run_dir) is None:
+            return False
+        linked = copy_stage_folder(source, folder.path)
+        if folder.completed_fingerprint() != plan.fingerprint:  # changed while copied: never keep half a stage
+            import shutil
+
+            shutil.rmtree(folder.path, ignore_errors=True)
+            return False
+        note = f"reused from {source} (same fingerprint; {'hard links' if linked else 'copied'}), not recomputed"
+        with open(folder.path / "log.txt", "a") as log:
+            log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} INFO stage {plan.stage_id}: {note}\n")
+        logger.info("stage %s: %s", plan.stage_id, note)
+        self.on_event(plan, f"reused from {source}")
+        return True
 
     @staticmethod
     def _what_changed(folder: StageFolder, stage: Stage) -> str:
@@ -479,7 +517,7 @@ class PipelineRunner:
             return
         stage = self.pipeline.stage(plan.stage_id)
         folder = StageFolder(self.run_dir, plan.stage_id)
-        if self._launches(stage.kind_spec.load()):
+        if plan.action != "reuse" and self._launches(stage.kind_spec.load()):
             for _ in range(int(3600 / poll_seconds)):  # node 0 starts the folder first
                 if folder.started_fingerprint() == plan.fingerprint:
                     break
@@ -502,6 +540,19 @@ class PipelineRunner:
 
 
 _MISSING = object()
+
+
+def fingerprint_config(config: Any) -> dict[str, Any]:
+    """The stage config as hashed: an unset stage ``seed`` (the key every stage has) is left
+    out, so fingerprints of stages written before the key existed stay what they were."""
+    from mllm.pipeline.config import StageConfig
+
+    dumped = config.model_dump(mode="json", by_alias=True)
+    owns_seed = any("seed" in vars(cls).get("__annotations__", {}) for cls in type(config).__mro__
+                    if cls is not StageConfig and isinstance(cls, type) and issubclass(cls, StageConfig))
+    if not owns_seed and dumped.get("seed") is None:
+        dumped.pop("seed", None)
+    return dumped
 
 
 def changed_keys(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:

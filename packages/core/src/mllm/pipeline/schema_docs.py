@@ -41,7 +41,11 @@ def render() -> str:
     from mllm.plugins.registry import Registry
 
     registry = Registry(autoload=False)
+    from mllm.reporting.findings import RULE, FindingConfig
+
     parts = [BEGIN, "", "### Top level", "", field_table(PipelineConfig.model_fields), "",
+             "### Each entry of `findings:`", "", field_table(FindingConfig.model_fields), "",
+             f"The verdict rule, printed with each verdict: {RULE}.", "",
              "### Keys of every stage", "", field_table(StageConfig.model_fields), ""]
     for spec in sorted(registry.specs("stage_kind"), key=lambda s: s.name):
         model = spec.load_config()

@@ -5,6 +5,11 @@
     {"models": {"<model id>": {"<benchmark>": {"<metric>": value}}},
      "training": {"<stage id>": {"<metric>": last logged value}}}
 
+With ``seeds:`` or ``sweep:`` (:mod:`mllm.pipeline.expand`) it adds ``"arms"`` (arm -> its
+model ids) and ``"aggregate"``: each arm's metrics over its seeds as ``{mean, std, n,
+values}``; with ``findings:``, ``"findings"``: per claim each arm's mean/std/n and the
+verdict by the rule printed beside it (:mod:`mllm.reporting.findings`).
+
 ``report.html`` is the same run to browse (:mod:`mllm.reporting`): the metrics side by
 side, a bar chart of each benchmark's headline metric per model, the training curves
 (reward margins and accuracies too for preference stages) and every model's answers
@@ -63,7 +68,17 @@ def collect_report(context: Any, stage_ids: list[str]) -> dict[str, Any]:
                 models.setdefault(model_id, {}).update(benchmarks)
         elif getattr(stage.config, "produces_model", False):
             training[stage_id] = metrics
-    return {"models": models, "training": training}
+    report: dict[str, Any] = {"models": models, "training": training}
+    pipeline = context.pipeline
+    if pipeline.copies or pipeline.config.findings:
+        from mllm.reporting.findings import aggregate, judge_findings
+
+        arms = pipeline.arm_models(list(dict.fromkeys([*models, *training])))
+        report["arms"] = arms
+        report["aggregate"] = aggregate(report, arms)
+        if pipeline.config.findings:
+            report["findings"] = judge_findings(report, arms, pipeline.config.findings)
+    return report
 
 
 def _format(value: Any) -> str:
@@ -91,6 +106,10 @@ def report_markdown(report: dict[str, Any], plots: list[str], description: str |
                   "|---|" + "---|" * len(metric_names)]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
         lines.append("")
+    from mllm.reporting.findings import aggregate_markdown, findings_markdown
+
+    lines += findings_markdown(report.get("findings") or [])
+    lines += aggregate_markdown(report.get("aggregate") or {})
     if report["training"]:
         lines += ["## Training", ""]
         for stage_id, metrics in report["training"].items():
