@@ -113,9 +113,13 @@ def test_bad_seeds_and_sweeps_are_one_line_errors(testplug_registry, write_pipel
     assert "pipeline.yaml" in lines[0] or "override" in lines[0]
 
 
-def test_a_stage_seed_clashes_with_seeds(testplug_registry, write_pipeline):
-    with pytest.raises(ConfigError, match=r"stages.base.seed: with seeds: each copy"):
-        load(testplug_registry, write_pipeline, overrides=["stages.base.seed=3"])
+def test_a_stage_with_its_own_seed_runs_once_for_all_seeds(testplug_registry, write_pipeline):
+    pipeline = load(testplug_registry, write_pipeline, seeds="seeds: [0, 1]", overrides=["stages.base.seed=3"])
+    assert ids(pipeline)[:3] == ["base", "arm-s0", "arm-s1"]
+    assert pipeline.stage("base").config.seed == 3 and pipeline.stage("arm-s1").config.reads == ["base"]
+    with pytest.raises(ConfigError, match=r"stages.arm.seed: a stage with its own seed runs once for all seeds, "
+                                          r"but it reads 'base'"):
+        load(testplug_registry, write_pipeline, overrides=["stages.arm.seed=3"])
 
 
 def test_findings_arms_must_exist(testplug_registry, write_pipeline):

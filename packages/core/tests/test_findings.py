@@ -48,6 +48,14 @@ def test_welch_two_standard_errors(first, second, direction, verdict):
         assert math.isclose(result["se"], math.sqrt(0.01 / 3 + 0.01 / 3))
 
 
+def test_a_fixed_arm_counts_no_variance():
+    # init is one model: sft (std 0.1, n 3) against a fixed 0.7; se = 0.1 / sqrt(3) = 0.0577
+    result = welch_verdict([0.8, 0.9, 1.0], [0.7], "higher", fixed=(False, True))
+    assert math.isclose(result["se"], 0.1 / math.sqrt(3)) and result["verdict"] == HOLDS
+    assert welch_verdict([0.62, 0.8, 0.98], [0.7], "higher", fixed=(False, True))["verdict"] == WITHIN_NOISE
+    assert welch_verdict([0.9], [0.7], "higher", fixed=(True, True))["verdict"] == TOO_FEW
+
+
 def test_unequal_spread_uses_each_arms_own_variance():
     # Welch, not pooled: a noisy arm (std 0.3, n 3) against a steady one (std 0.01, n 3)
     result = welch_verdict([0.5, 0.8, 1.1], [0.49, 0.5, 0.51], "higher")

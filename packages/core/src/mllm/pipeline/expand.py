@@ -12,7 +12,9 @@ A stage a variant changes (and every stage reading it) is repeated per variant
 (``dpo-lr2-s1``); stages no variant changes stay shared (``sft-s1``). References (``from:``,
 an eval's ``models:``, ``data: {from: ...}``, ...) are resolved within the same seed and
 variant; a report stage is never repeated: it reads every copy and aggregates over seeds.
-The implicit ``init`` is shared: every seed starts from the same model.
+The implicit ``init`` is shared: every seed starts from the same model. A stage with its own
+``seed:`` runs once, shared by every seed (data preparation: a subsample, a judge's rewrite);
+it may read only stages that are not repeated per seed either.
 
 Overrides on the command line address a stage as written (``stages.sft.train.lr=...``:
 every copy), one copy (``stages.sft-s1.train.lr=...``) or one sweep arm over its seeds
@@ -152,6 +154,11 @@ def expand_stages(raw_stages: list[dict[str, Any]], templates: list[Any], seeds:
                 hit.add(stage_id)
         affected[name] = hit
     seed_list: list[int | None] = list(seeds) if seeds else [None]
+    # a stage with its own seed: once for all seeds
+    fixed = {i for i in order if isinstance(raw_by_id.get(i), dict) and raw_by_id[i].get("seed") is not None}
+
+    def seeds_of(stage_id: str) -> list[int | None]:
+        return [None] if stage_id in fixed else seed_list
     slots: dict[str, list[str | None]] = {}
     for stage_id in order:
         if kinds[stage_id] == "report":
@@ -163,7 +170,8 @@ def expand_stages(raw_stages: list[dict[str, Any]], templates: list[Any], seeds:
     def ref(stage_id: str, variant: str | None, seed: int | None) -> str:
         if stage_id not in slots:
             return stage_id  # a report (or init): never repeated
-        return copy_id(stage_id, variant if variant is not None and stage_id in affected[variant] else None, seed)
+        return copy_id(stage_id, variant if variant is not None and stage_id in affected[variant] else None,
+                       None if stage_id in fixed else seed)
 
     problems: list[str] = []
     out: list[dict[str, Any]] = []
@@ -173,15 +181,16 @@ def expand_stages(raw_stages: list[dict[str, Any]], templates: list[Any], seeds:
         label = f"{where}: stages.{stage_id}"
         try:
             if stage_id not in slots:  # a report: every copy of what it reads
-                mapping = {i: [copy_id(i, v, s) for v in slots[i] for s in seed_list] if i in slots else [i]
+                mapping = {i: [copy_id(i, v, s) for v in slots[i] for s in seeds_of(i)] if i in slots else [i]
                            for i in inputs[stage_id]}
                 out.append(_rewrite(copy.deepcopy(data), mapping, label))
                 continue
-            if seeds and data.get("seed") is not None:
-                raise ConfigError(f"{label}.seed: with seeds: each copy of the stage gets its own seed; remove the "
-                                  "stage's seed (or the pipeline's seeds:)")
+            repeated = [i for i in inputs[stage_id] if i in slots and i not in fixed]
+            if seeds and stage_id in fixed and repeated:
+                raise ConfigError(f"{label}.seed: a stage with its own seed runs once for all seeds, but it reads "
+                                  f"{repeated[0]!r}, which runs once per seed; remove the stage's seed")
             for variant in slots[stage_id]:
-                for seed in seed_list:
+                for seed in seeds_of(stage_id):
                     new = copy.deepcopy(data)
                     names = set(inputs[stage_id])
                     for path, value in (variants[variant].get(stage_id, []) if variant else []):

@@ -9,6 +9,8 @@ standard deviations), a claim
 * ``does not hold`` when ``d < -2 se``,
 * is ``within noise`` otherwise;
 * is ``too few seeds`` when an arm has fewer than 2 values (no spread can be estimated),
+  except an arm the seeds do not repeat (``init``, a stage with its own seed): it is one
+  fixed model, its term in ``se`` is 0 (a comparison with a fixed value),
 * is ``not measured`` when an arm has no value of the metric.
 
 Pure Python (no torch): the report stage and its tests use it on plain numbers.
@@ -27,8 +29,8 @@ TOO_FEW, NOT_MEASURED = "too few seeds", "not measured"
 #: standard errors the difference must exceed
 Z = 2.0
 RULE = ("Welch two standard errors: d = mean(first arm) - mean(second arm), signed so the claimed direction is "
-        "positive; se = sqrt(s1^2/n1 + s2^2/n2); holds if d > 2 se, does not hold if d < -2 se, otherwise within "
-        "noise; too few seeds if an arm has n < 2")
+        "positive; se = sqrt(s1^2/n1 + s2^2/n2), an arm the seeds do not repeat (init) counting 0; holds if "
+        "d > 2 se, does not hold if d < -2 se, otherwise within noise; too few seeds if a repeated arm has n < 2")
 
 
 class FindingConfig(BaseModel):
@@ -70,17 +72,19 @@ def summarize(values: list[float]) -> dict[str, Any]:
             "n": len(values), "values": values}
 
 
-def welch_verdict(first: list[float], second: list[float], direction: str) -> dict[str, Any]:
-    """The verdict on "``first`` is ``direction`` (higher/lower) than ``second``" by :data:`RULE`."""
+def welch_verdict(first: list[float], second: list[float], direction: str,
+                  fixed: tuple[bool, bool] = (False, False)) -> dict[str, Any]:
+    """The verdict on "``first`` is ``direction`` (higher/lower) than ``second``" by :data:`RULE`;
+    ``fixed`` marks an arm that is one model the seeds do not repeat."""
     a, b = summarize(first), summarize(second)
     out: dict[str, Any] = {"difference": None, "se": None, "rule": RULE}
     if not a["n"] or not b["n"]:
         return {**out, "verdict": NOT_MEASURED}
     sign = 1.0 if direction == "higher" else -1.0
     out["difference"] = a["mean"] - b["mean"]
-    if a["n"] < 2 or b["n"] < 2:
+    if all(fixed) or any(s["n"] < 2 and not f for s, f in ((a, fixed[0]), (b, fixed[1]))):
         return {**out, "verdict": TOO_FEW}
-    se = math.sqrt(a["std"] ** 2 / a["n"] + b["std"] ** 2 / b["n"])
+    se = math.sqrt(sum(0.0 if f or s["n"] < 2 else s["std"] ** 2 / s["n"] for s, f in ((a, fixed[0]), (b, fixed[1]))))
     signed = sign * out["difference"]
     # identical values in both arms (se 0): any difference is beyond 2 se, none is within noise
     verdict = HOLDS if signed > Z * se else DOES_NOT_HOLD if signed < -Z * se else WITHIN_NOISE
@@ -122,12 +126,14 @@ def aggregate(report: dict[str, Any], arm_models: dict[str, list[str]]) -> dict[
 
 
 def judge_findings(report: dict[str, Any], arm_models: dict[str, list[str]],
-                   findings: list[FindingConfig]) -> list[dict[str, Any]]:
-    """One entry per claim: the metric, each arm's mean/std/n, the difference, its se and the verdict."""
+                   findings: list[FindingConfig], fixed_arms: set[str] = frozenset()) -> list[dict[str, Any]]:
+    """One entry per claim: the metric, each arm's mean/std/n, the difference, its se and the verdict
+    (``fixed_arms``: arms the seeds do not repeat, e.g. init)."""
     out = []
     for finding in findings:
         first, second = (metric_values(report, arm_models, arm, finding.metric) for arm in finding.arms)
-        verdict = welch_verdict(first, second, finding.direction)
+        verdict = welch_verdict(first, second, finding.direction,
+                                (finding.arms[0] in fixed_arms, finding.arms[1] in fixed_arms))
         out.append({"claim": finding.claim, "metric": finding.metric, "direction": finding.direction,
                     "paper": finding.paper,
                     "arms": {finding.arms[0]: summarize(first), finding.arms[1]: summarize(second)}, **verdict})

@@ -77,7 +77,9 @@ def collect_report(context: Any, stage_ids: list[str]) -> dict[str, Any]:
         report["arms"] = arms
         report["aggregate"] = aggregate(report, arms)
         if pipeline.config.findings:
-            report["findings"] = judge_findings(report, arms, pipeline.config.findings)
+            repeated = {c.arm for c in pipeline.copies.values() if c.seed is not None}
+            report["findings"] = judge_findings(report, arms, pipeline.config.findings,
+                                                fixed_arms={arm for arm in arms if arm not in repeated})
     return report
 
 
