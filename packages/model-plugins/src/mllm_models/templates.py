@@ -103,61 +103,30 @@ def template_of(name: str) -> Any:
 # Content may be a string (mllm's records: ``<image>`` written in the text) or a list of
 # {"type": "image"} / {"type": "text", "text": ...} parts (transformers' convention).
 
-_TEXT_OF = (
+_IDEFICS3_JINJA = (
+    "{{- bos_token -}}"
+    "{%- for message in messages -%}"
     "{%- set ns = namespace(text='') -%}"
     "{%- if message['content'] is string -%}{%- set ns.text = message['content'] -%}"
     "{%- else -%}{%- for part in message['content'] -%}"
-    "{%- if part['type'] == 'image' -%}{%- set ns.text = ns.text + IMAGE -%}"
+    "{%- if part['type'] == 'image' -%}{%- set ns.text = ns.text + '<image>' -%}"
     "{%- elif part['type'] == 'text' -%}{%- set ns.text = ns.text + part['text'] -%}{%- endif -%}"
     "{%- endfor -%}{%- endif -%}"
+    "{%- if message['role'] == 'user' -%}"
+    "{{ 'User' + (':' if ns.text[:7] == '<image>' else ': ') + ns.text + '<end_of_utterance>\\n' }}"
+    "{%- elif message['role'] == 'assistant' -%}{{ 'Assistant: ' + ns.text + '<end_of_utterance>\\n' }}"
+    "{%- endif -%}{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ 'Assistant:' }}{%- endif -%}"
 )
-
-
-def _llava_jinja() -> str:
-    template = get_template("llava-1.5")
-    user, assistant = template.roles
-    system = template.system.replace("'", "\\'")
-    return (
-        "{{- bos_token -}}{%- set IMAGE = '<image>\\n' -%}"
-        "{%- for message in messages -%}" + _TEXT_OF +
-        "{%- if message['role'] == 'user' -%}"
-        f"{{%- if loop.first -%}}{{{{ '{system}{template.sep}' }}}}{{%- endif -%}}"
-        f"{{{{ '{user}: ' + ns.text + '{template.sep}{assistant}:' }}}}"
-        f"{{%- elif message['role'] == 'assistant' -%}}{{{{ ' ' + ns.text + '{template.sep2}' }}}}"
-        "{%- endif -%}{%- endfor -%}"
-    )
-
-
-def _plain_jinja() -> str:
-    sep = get_template("plain").sep.replace("\n", "\\n")
-    return (
-        "{{- bos_token -}}{%- set IMAGE = '<image>' -%}"
-        "{%- for message in messages -%}" + _TEXT_OF +
-        "{%- if message['role'] == 'user' -%}{{ '<image>' * (ns.text.split('<image>') | length - 1) }}"
-        f"{{%- elif message['role'] == 'assistant' -%}}{{{{ ns.text + '{sep}' }}}}"
-        "{%- endif -%}{%- endfor -%}"
-    )
-
-
-def _idefics3_jinja() -> str:
-    return (
-        "{{- bos_token -}}{%- set IMAGE = '<image>' -%}"
-        "{%- for message in messages -%}" + _TEXT_OF +
-        "{%- if message['role'] == 'user' -%}"
-        "{{ 'User' + (':' if ns.text[:7] == '<image>' else ': ') + ns.text + '<end_of_utterance>\\n' }}"
-        "{%- elif message['role'] == 'assistant' -%}{{ 'Assistant: ' + ns.text + '<end_of_utterance>\\n' }}"
-        "{%- endif -%}{%- endfor -%}"
-        "{%- if add_generation_prompt -%}{{ 'Assistant:' }}{%- endif -%}"
-    )
 
 
 def chat_template_jinja(name: str) -> str:
     """The Jinja ``chat_template`` rendering what template ``name``'s segments render (``<s>`` in front).
 
-    ``llava-1.5`` always ends a user turn with its cue (``ASSISTANT:``), as the core's template does;
-    ``idefics3`` adds ``Assistant:`` only with ``add_generation_prompt``.
+    The core's templates (``llava-1.5``, ``plain``) bring their own (:attr:`mllm.ChatTemplate.jinja`;
+    ``llava-1.5`` always ends a user turn with its cue ``ASSISTANT:``); ``idefics3`` adds
+    ``Assistant:`` only with ``add_generation_prompt``.
     """
-    builders = {"llava-1.5": _llava_jinja, "plain": _plain_jinja, "idefics3": _idefics3_jinja}
-    if name not in builders:
-        raise ValueError(f"no chat_template for template {name!r}; known: {sorted(builders)}")
-    return builders[name]()
+    if name == "idefics3":
+        return _IDEFICS3_JINJA
+    return get_template(name).jinja

@@ -121,6 +121,43 @@ class ChatTemplate:
                 out.append(Segment(f"{answer}{self.sep}", learned=True))
         return out
 
+    @property
+    def jinja(self) -> str:
+        """The Jinja ``chat_template`` rendering what :meth:`segments` renders, ``<s>`` in front.
+
+        Saved model folders carry it (tokenizer and processor), so plain transformers'
+        ``apply_chat_template`` gives the text mllm trains on. A message's content is a
+        string (``<image>`` written in it, as mllm's records) or a list of
+        ``{"type": "image"}`` / ``{"type": "text", "text": ...}`` parts (an image part
+        renders as ``<image>\\n`` for ``two``). ``two`` ends every user turn with the
+        assistant's cue, as :meth:`segments` does.
+        """
+        image = "<image>\\n" if self.style == "two" else "<image>"
+        text_of = (
+            "{%- set ns = namespace(text='') -%}"
+            "{%- if message['content'] is string -%}{%- set ns.text = message['content'] -%}"
+            "{%- else -%}{%- for part in message['content'] -%}"
+            f"{{%- if part['type'] == 'image' -%}}{{%- set ns.text = ns.text + '{image}' -%}}"
+            "{%- elif part['type'] == 'text' -%}{%- set ns.text = ns.text + part['text'] -%}{%- endif -%}"
+            "{%- endfor -%}{%- endif -%}"
+        )
+
+        def quoted(value: str) -> str:
+            return "'" + value.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
+
+        if self.style == "plain":
+            body = ("{%- if message['role'] == 'user' -%}{{ '<image>' * (ns.text.split('<image>') | length - 1) }}"
+                    f"{{%- elif message['role'] == 'assistant' -%}}{{{{ ns.text + {quoted(self.sep)} }}}}"
+                    "{%- endif -%}")
+        else:
+            user, assistant = self.roles
+            body = ("{%- if message['role'] == 'user' -%}"
+                    f"{{%- if loop.first -%}}{{{{ {quoted(self.system + self.sep)} }}}}{{%- endif -%}}"
+                    f"{{{{ {quoted(user + ': ')} + ns.text + {quoted(self.sep + assistant + ':')} }}}}"
+                    f"{{%- elif message['role'] == 'assistant' -%}}{{{{ ' ' + ns.text + {quoted(self.sep2)} }}}}"
+                    "{%- endif -%}")
+        return "{{- bos_token -}}{%- for message in messages -%}" + text_of + body + "{%- endfor -%}"
+
     def render(self, turns: Sequence[Turn | dict]) -> str:
         """The whole text of a conversation or prompt (segments joined)."""
         return "".join(segment.text for segment in self.segments(turns))

@@ -14,7 +14,8 @@ Wraps ``transformers.LlavaForConditionalGeneration`` and its ``LlavaProcessor``:
   same weights.
 
 Saved folders are ordinary ``save_pretrained`` folders (``model.safetensors``,
-``config.json``, tokenizer and processor files) plus ``mllm_model.json``
+``config.json``, tokenizer and processor files, with the chat template as a Jinja
+``chat_template``, so plain transformers' ``apply_chat_template`` works on them) plus ``mllm_model.json``
 (the chat template and preprocessing choices, and for a LoRA adapter its base folder).
 Folders with the ``mlp2x_gelu`` projector load in plain transformers too; a ``linear``
 projector is not a transformers option, so it is recorded in ``config.json``
@@ -326,6 +327,10 @@ class LlavaAdapter:
         """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        # the template the model is trained with, as Jinja: plain transformers' apply_chat_template
+        # on the saved folder (processor or tokenizer) renders what mllm trains on
+        self.processor.chat_template = self.template.jinja
+        self.processor.tokenizer.chat_template = self.template.jinja
         meta: dict[str, Any] = {
             "format": META_FORMAT,
             "template": self.template.name,
