@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -79,7 +80,9 @@ def validate_file(path: str | os.PathLike, registry: Registry, overrides: Iterab
 
     lines: list[str] = []
     pipeline = collect_pipeline(Path(path), registry, list(overrides), problems=lines)
-    lines += [f"{path}: {problem}" for problem in preflight(pipeline, registry)]
+    from mllm.pipeline.expand import collapse_copies
+
+    lines += [f"{path}: {line}" for line in collapse_copies(preflight(pipeline, registry), pipeline.copies)]
     if lines:
         raise PreflightError("\n".join(lines))
     return pipeline
@@ -98,6 +101,13 @@ def _model_problems(pipeline: Pipeline) -> Iterator[Problem]:
     if isinstance(impl, HasSourcePath):
         source = impl.source_path(model.config)
         if source is not None and not Path(source).exists():
+            named = str(getattr(model.config, "path", "") or "")
+            if re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", named):  # owner/name: a hub id, not a folder
+                folder = named.rsplit("/", 1)[-1]
+                yield Problem(INIT, "model.path", f"{named!r} is not a folder here but looks like a Hugging Face hub "
+                                                  f"id; mllm reads local folders: download it with `hf download "
+                                                  f"{named} --local-dir models/{folder}` and set path: models/{folder}")
+                return
             yield Problem(INIT, "model.path", f"the model folder {shown(source)} does not exist; point path at a "
                                               "save_pretrained folder (or use init: tiny)")
 
