@@ -16,6 +16,19 @@ A step is collate (tokenize, pad, load images) + loss + backward + optimizer ste
 batch of ``--batch`` easy-VQA images with long answers (so the text is a few hundred
 tokens beside the 576 image tokens). Medians over ``--steps`` after ``--warmup``.
 
+The speed-up variants (docs/speed.md), each beside the baseline it changes:
+
+- ``dpo-shared``: ``dpo`` with ``train.shared_prompt`` (one sequence per pair, the 576
+  image tokens and the prompt once). It needs a block mask, so with ``flash_attention_2``
+  it is off (the line says so); ``--attention sdpa`` measures it;
+- ``sft-varied`` / ``sft-packed`` and ``dpo-varied`` / ``dpo-packed``: answers of varying
+  length (1 to 12 filler sentences), padded vs ``train.packing`` (with flash-attention one
+  row through its varlen path; with sdpa rows under a block-diagonal mask).
+  ``dpo-packed`` also shares the prompt where the attention allows it.
+
+Tokens/s counts only real (non-padding) positions, so a packed or shared layout's gain
+shows as more useful tokens per second; the FLOPs count what the model did for them.
+
 Model FLOPs per step (the usual "6N" accounting, attention's quadratic term added):
 forward 2 N_lm per text-model token + 2 N_vis per image patch, backward 4 N_lm per token
 for full fine-tuning and 2 N_lm (input gradients only) for LoRA; the frozen vision tower
@@ -27,6 +40,7 @@ Without a CUDA GPU it skips: it says why, and its last line is still one JSON ob
 null figures and a ``reason``.
 
     python benchmarks/gpu_throughput.py [--steps 10] [--warmup 3] [--batch 8] [--peak-tflops X]
+        [--variants sft,dpo,dpo-shared,...] [--attention sdpa]
 """
 
 from __future__ import annotations
@@ -58,15 +72,19 @@ def peak_tflops(name: str) -> float | None:
     return None
 
 
-def records(batch: int, kind: str):
+VARIANTS = ("sft", "sft-varied", "sft-packed", "dpo", "dpo-shared", "dpo-varied", "dpo-packed")
+SENTENCE = "The image shows a coloured shape on a plain background, and the answer follows from it."
+
+
+def records(batch: int, kind: str, varied: bool = False):
     import easy_vqa
     from mllm.records import Conversation, Preference, Turn
 
     questions, answers, image_ids = easy_vqa.get_train_questions()
     paths = easy_vqa.get_train_image_paths()
-    filler = " ".join(["The image shows a coloured shape on a plain background, and the answer follows from it."] * 6)
     out = []
     for i in range(batch):
+        filler = " ".join([SENTENCE] * ((1 + (i * 5) % 12) if varied else 6))
         prompt = Turn("user", f"<image>\n{questions[i]} Explain your answer in detail.")
         chosen = f"{filler} The answer is {answers[i]}."
         if kind == "sft":
@@ -87,14 +105,16 @@ def parameter_counts(adapter) -> tuple[int, int]:
     return total - vision - embed, vision
 
 
-def measure(kind: str, sizes: dict, batch: int, steps: int, warmup: int, device: str) -> dict:
+def measure(variant: str, sizes: dict, batch: int, steps: int, warmup: int, device: str) -> dict:
     import torch
     from mllm.models.llava.adapter import LlavaAdapter, LlavaModelConfig
+    from mllm_align.layout import choose_layout
 
+    kind = variant.split("-")[0]
     torch.manual_seed(0)
     adapter = LlavaAdapter.from_config(LlavaModelConfig(**sizes), seed=0)
     adapter.model.to(device)
-    recs = records(batch, kind)
+    recs = records(batch, kind, varied=variant.endswith(("-varied", "-packed")))
     if kind == "sft":
         from mllm_align.sft import SFT, SFTConfig
 
@@ -104,11 +124,15 @@ def measure(kind: str, sizes: dict, batch: int, steps: int, warmup: int, device:
 
         method = DPO(DPOConfig(beta=0.1, precompute_reference=True, share_image_features=True))
     model = method.setup(adapter)
+    layout = choose_layout(adapter, packing=variant.endswith("-packed"),
+                           shared_prompt=variant in ("dpo-shared", "dpo-packed"))
+    method.layout = layout  # before the reference precompute, which uses the same rows
     n_lm, n_vis = parameter_counts(adapter)
     if kind == "dpo":
         with tempfile.TemporaryDirectory() as tmp, torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16):
             method.prepare(type("Context", (), {"records": recs, "stage_dir": tmp, "fingerprint": "bench",
                                                 "logger": None})())
+    method.layout = layout  # prepare() without train settings resets it to plain rows
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-5, fused=device.startswith("cuda"))
@@ -138,13 +162,21 @@ def measure(kind: str, sizes: dict, batch: int, steps: int, warmup: int, device:
     seq = batch_data["input_ids"].shape[1]
     rows = batch_data["input_ids"].shape[0]
     # attention scores and values: 2 matmuls of [seq, seq, hidden] per layer, forward = 4 L T h
-    attn_forward = 4 * text_config.num_hidden_layers * text_config.hidden_size * seq * rows * seq / 2
+    if "doc_ids" in batch_data:  # packed rows: attention within each sequence only
+        docs = batch_data["doc_ids"]
+        counts = torch.stack([(docs == d).sum(dim=1) for d in range(int(docs.max()) + 1)]).float()
+        square = float((counts ** 2).sum())
+    else:
+        square = float(seq * seq * rows)
+    attn_forward = 4 * text_config.num_hidden_layers * text_config.hidden_size * square / 2
     backward_factor = 1 if kind == "sft" else 2  # LoRA: input gradients only; full: inputs and weights
     forward = 2 * n_lm * tokens + attn_forward + 2 * n_vis * patches * images
     flops = forward + backward_factor * (2 * n_lm * tokens + attn_forward)
     return {"step_s": seconds, "tokens_per_s": tokens / seconds, "flops_per_step": flops, "tokens": tokens,
             "params_b": (n_lm + n_vis + adapter._llava.get_input_embeddings().weight.numel()) / 1e9,
             "attention": getattr(adapter._llava.config, "_attn_implementation", None),
+            "layout": f"packing {'on' if method.layout.packing else 'off'}, shared prompt "
+                      f"{'on' if method.layout.shared_prompt else 'off'}",
             "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None}
 
 
@@ -157,7 +189,17 @@ def main() -> None:
     parser.add_argument("--size", choices=("1b", "tiny"), default="1b",
                         help="tiny: a smoke run of the code path (with --cpu); MFU then means nothing")
     parser.add_argument("--cpu", action="store_true", help="run on the CPU (only with --size tiny)")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"some of {', '.join(VARIANTS)}")
+    parser.add_argument("--attention", choices=("sdpa", "eager", "flash_attention_2"),
+                        help="force the attention implementation (sdpa lets dpo-shared take its block mask)")
     args = parser.parse_args()
+    if args.attention:
+        import os
+
+        os.environ["MLLM_ATTN_IMPLEMENTATION"] = args.attention
+    variants = [v for v in args.variants.split(",") if v]
+    if set(variants) - set(VARIANTS):
+        sys.exit(f"unknown variant(s) {sorted(set(variants) - set(VARIANTS))}; use some of {', '.join(VARIANTS)}")
 
     import torch
 
@@ -176,12 +218,15 @@ def main() -> None:
     print(f"device: {name}; attention (bf16): {pick_attn_implementation('bfloat16')}; peak bf16 "
           f"{peak if peak else 'unknown'} TFLOP/s; batch {args.batch}; {args.steps} steps after {args.warmup}")
     rows = []
-    for kind in ("sft", "dpo"):
+    for kind in variants:
         result = measure(kind, sizes, args.batch, args.steps, args.warmup, device)
         mfu = result["flops_per_step"] / result["step_s"] / (peak * 1e12) if peak else None
-        figures[f"{kind}_tokens_per_s"] = round(result["tokens_per_s"], 1)
-        figures[f"{kind}_step_s"] = round(result["step_s"], 4)
-        figures[f"{kind}_mfu"] = round(mfu, 4) if mfu is not None else None
+        key = kind.replace("-", "_")
+        figures[f"{key}_tokens_per_s"] = round(result["tokens_per_s"], 1)
+        figures[f"{key}_step_s"] = round(result["step_s"], 4)
+        figures[f"{key}_mfu"] = round(mfu, 4) if mfu is not None else None
+        figures[f"{key}_peak_gib"] = round(result["peak_memory_gib"], 2) if result["peak_memory_gib"] else None
+        figures[f"{key}_layout"] = result["layout"]
         figures["params_b"] = round(result["params_b"], 3)
         rows.append((kind, result, mfu))
         if device == "cuda":
@@ -189,11 +234,16 @@ def main() -> None:
             torch.cuda.reset_peak_memory_stats()
     figures["peak_tflops"] = peak
     figures["device"] = name
-    print(f"{'step':<6}{'s/step':>10}{'tokens/step':>13}{'tokens/s':>12}{'TFLOP/step':>12}{'MFU':>8}{'peak GiB':>10}")
+    for pair in (("sft_varied", "sft_packed"), ("dpo", "dpo_shared"), ("dpo_varied", "dpo_packed")):
+        if all(f"{k}_step_s" in figures for k in pair):
+            figures[f"{pair[1]}_speedup"] = round(figures[f"{pair[0]}_step_s"] / figures[f"{pair[1]}_step_s"], 3)
+    print(f"{'step':<12}{'s/step':>10}{'tokens/step':>13}{'tokens/s':>12}{'TFLOP/step':>12}{'MFU':>8}{'peak GiB':>10}"
+          "  layout")
     for kind, result, mfu in rows:
         memory = f"{result['peak_memory_gib']:.1f}" if result["peak_memory_gib"] is not None else "-"
-        print(f"{kind:<6}{result['step_s']:>10.4f}{result['tokens']:>13}{result['tokens_per_s']:>12.0f}"
-              f"{result['flops_per_step'] / 1e12:>12.2f}{(f'{mfu:.1%}' if mfu is not None else '-'):>8}{memory:>10}")
+        print(f"{kind:<12}{result['step_s']:>10.4f}{result['tokens']:>13}{result['tokens_per_s']:>12.0f}"
+              f"{result['flops_per_step'] / 1e12:>12.2f}{(f'{mfu:.1%}' if mfu is not None else '-'):>8}{memory:>10}"
+              f"  {result['layout']}")
     print(json.dumps(figures))
 
 
