@@ -1,5 +1,13 @@
 """Seconds per DPO optimizer step: ours with both speed-ups, ours without them, TRL's DPOTrainer.
 
+What it leaves out (read its figures as step costs, not as the cost of training): the
+reference log-probs ``fast`` precomputes once are *not* in its seconds per step (they are
+printed apart, as a one-off for the 8 pairs), and the same 8 pairs repeat every step, so
+that one-off is never charged per pair as a real epoch would charge it; the shared prompt
+and packing (``train.shared_prompt`` / ``train.packing``) are not used; only the tiny size
+is measured. benchmarks/dpo_epoch.py measures a whole epoch over distinct pairs with every
+cost counted, benchmarks/size_curve.py the trend with model size.
+
 All three train the same tiny LLaVA (``init: tiny``: 64x64 images, 65 image tokens; one
 identical copy each) on the same batch of 8 real easy-VQA preference pairs (chosen =
 the gold answer, rejected = a wrong one), full fine-tuning, AdamW, beta 0.1:
@@ -19,7 +27,8 @@ loss, backward, gradient clipping, optimizer step. The three are interleaved ste
 in one process (the machine is shared and noisy), medians over ``--steps`` after
 ``--warmup``. Peak memory: each variant (and the LoRA variants, whose reference is the
 base with adapters disabled, no copy) runs alone in a child process for a few steps and
-reports its peak RSS. The last line is one JSON object: seconds per step, peak RSS,
+reports the peak RSS of its own address space (``VmHWM``; ``ru_maxrss`` would carry the
+parent's peak over across fork/exec). The last line is one JSON object: seconds per step, peak RSS,
 ``speedup_vs_trl`` (TRL's seconds per step / ours with both speed-ups) and
 ``speedup_vs_plain``.
 
@@ -115,6 +124,15 @@ def make_step(variant: str, recs, tmp: str):
 
 
 def peak_rss_mib() -> float:
+    """Peak RSS of this process's own address space: ``VmHWM`` starts afresh at exec, while
+    ``ru_maxrss`` keeps the parent's peak (every child would show the parent's figure)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -178,6 +196,8 @@ def main() -> None:
         if variant in memory:
             print(f"{'ours LoRA (' + variant[5:] + ')':<28}{'':>10}{memory[variant]:>14.0f}")
     print(f"one-off reference precompute (fast): {prepare['fast']:.3f} s for {BATCH} pairs")
+    print("left out: that precompute is not in fast's s/step and the same pairs repeat every step; no shared "
+          "prompt, no packing; one tiny size (benchmarks/dpo_epoch.py counts a whole epoch)")
     figures = {
         "fast_s_per_step": round(medians["fast"], 5),
         "plain_s_per_step": round(medians["plain"], 5),
@@ -189,6 +209,7 @@ def main() -> None:
         **{f"peak_rss_mib_{k.replace('-', '_')}": v for k, v in memory.items()},
         "steps": args.steps,
         "batch_pairs": BATCH,
+        "leaves_out": "reference precompute (one-off, printed apart), distinct pairs, shared prompt, packing",
     }
     print(json.dumps(figures))
 
