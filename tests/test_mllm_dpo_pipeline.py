@@ -1,4 +1,4 @@
-"""pipelines/mllm_dpo.yaml: candidates generated once and shared; changing one method's
+"""pipelines/studies/mllm_dpo.yaml: candidates generated once and shared; changing one method's
 config re-runs only that method and what follows it; a small end-to-end run."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from mllm.pipeline.runfolder import StageFolder
 from mllm.pipeline.runner import PipelineRunner
 from mllm.plugins.registry import Registry
 
-PIPELINE = Path(__file__).resolve().parents[1] / "pipelines" / "mllm_dpo.yaml"
+PIPELINE = Path(__file__).resolve().parents[1] / "pipelines" / "studies" / "mllm_dpo.yaml"
+NO_SEEDS = ["seeds=null"]  # the stages as written, once (the study's seeds: are checked in test_study_smoke)
 METHODS = ["sft-standard", "rejection-sampling", "steerlm", "dpo"]
 
 
@@ -31,13 +32,13 @@ def mark_all_finished(runner: PipelineRunner) -> None:
 
 
 def actions(registry, tmp_path, overrides=()) -> dict[str, str]:
-    pipeline = load_pipeline(PIPELINE, registry, list(overrides))
+    pipeline = load_pipeline(PIPELINE, registry, NO_SEEDS + list(overrides))
     return {plan.stage_id: plan.action for plan in PipelineRunner(pipeline, registry, runs_dir=tmp_path).plan()}
 
 
 def test_pipeline_shape(registry):
-    pipeline = load_pipeline(PIPELINE, registry)
-    assert PIPELINE.read_text().startswith("# mllm run pipelines/mllm_dpo.yaml")
+    pipeline = load_pipeline(PIPELINE, registry, NO_SEEDS)
+    assert PIPELINE.read_text().startswith("# mllm run pipelines/studies/mllm_dpo.yaml")
     ids = [stage.id for stage in pipeline.stages]
     for method in METHODS:
         assert method in ids
@@ -64,7 +65,7 @@ def test_pipeline_shape(registry):
     ("stages.candidates.temperature=0.7", set(METHODS[1:]) | {"eval", "eval-steerlm", "report"} | {"candidates"}),
 ])
 def test_changing_one_method_reruns_only_it_and_what_follows(registry, tmp_path, override, rerun):
-    pipeline = load_pipeline(PIPELINE, registry)
+    pipeline = load_pipeline(PIPELINE, registry, NO_SEEDS)
     mark_all_finished(PipelineRunner(pipeline, registry, runs_dir=tmp_path))
     assert set(actions(registry, tmp_path).values()) == {"skip"}
     changed = actions(registry, tmp_path, [override])
@@ -92,7 +93,7 @@ SMALL = [
 
 @pytest.mark.slow
 def test_small_end_to_end(registry, tmp_path):
-    pipeline = load_pipeline(PIPELINE, registry, SMALL)
+    pipeline = load_pipeline(PIPELINE, registry, NO_SEEDS + SMALL)
     PipelineRunner(pipeline, registry, runs_dir=tmp_path).run()
     run_dir = tmp_path / "mllm_dpo"
     report = json.loads((run_dir / "report" / "report.json").read_text())
@@ -108,7 +109,7 @@ def test_small_end_to_end(registry, tmp_path):
     assert all("Verbosity:" not in row["answer"] for row in steered)
     # a re-run with one method's config changed re-runs only that method and what follows it
     events = []
-    changed = load_pipeline(PIPELINE, registry, SMALL + ["stages.steerlm.method.min_aggregate=0"])
+    changed = load_pipeline(PIPELINE, registry, NO_SEEDS + SMALL + ["stages.steerlm.method.min_aggregate=0"])
     PipelineRunner(changed, registry, runs_dir=tmp_path, on_event=lambda plan, event: events.append(
         (plan.stage_id, event.split()[0]))).run()
     ran = {stage for stage, event in events if event == "started"}

@@ -1,5 +1,5 @@
-"""The ready pipelines of the seed studies (pipelines/scienceqa_sft.yaml, llava_two_stage.yaml,
-personalization_lora.yaml): each validates once its data paths exist, and each runs end to end on
+"""The ready pipelines of the seed studies (pipelines/studies/scienceqa_sft.yaml, pipelines/llava_two_stage.yaml,
+pipelines/studies/personalization_lora.yaml): each validates once its data paths exist, and each runs end to end on
 small stand-in data built here in the upstream file shapes (ScienceQA's problems.json +
 pid_splits.json with generated PNGs, LLaVA caption and instruction JSON, POPE question and label
 files, an image-qa-folder of new "facts" on easy-VQA images)."""
@@ -20,7 +20,14 @@ from mllm.testing.tiny import save_tiny_causal_lm
 
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINES = ROOT / "pipelines"
+STUDIES = PIPELINES / "studies"  # the seed studies' pipelines (seeds: and findings:)
 READY = ["scienceqa_sft", "llava_two_stage", "personalization_lora"]
+#: the end-to-end runs here check each study's stages once: no repetition per seed (test_study_smoke runs one seed)
+NO_SEEDS = ["seeds=null"]
+
+
+def pipeline_path(name: str) -> Path:
+    return STUDIES / f"{name}.yaml" if (STUDIES / f"{name}.yaml").is_file() else PIPELINES / f"{name}.yaml"
 
 # a smaller tiny model: the same stages in seconds
 TINY = ("{name: llava, init: tiny, tokenizer_corpus: easyvqa, image_size: 16, patch_size: 8, vision_hidden_size: 16, vision_layers: 1, "
@@ -198,14 +205,14 @@ def paths(name: str, d) -> list[str]:
 
 @pytest.mark.parametrize("name", READY)
 def test_ready_pipeline_starts_with_its_command(name):
-    text = (PIPELINES / f"{name}.yaml").read_text()
-    assert text.startswith(f"# mllm run pipelines/{name}.yaml")
+    path = pipeline_path(name)
+    assert path.read_text().startswith(f"# mllm run {path.relative_to(ROOT)}")
 
 
 def test_every_pipeline_validates_once_its_data_exists(standin):
     """`mllm validate` on every pipeline in pipelines/: the ready ones with their data keys pointed
     at the stand-in files; the others (quickstart, mllm_dpo: package data only) as they are."""
-    for path in sorted(PIPELINES.glob("*.yaml")):
+    for path in sorted([*PIPELINES.glob("*.yaml"), *STUDIES.glob("*.yaml")]):
         overrides = paths(path.stem, standin) if path.stem in READY else []
         if path.stem == "hadpo":
             continue  # its data (HA-DPO, Visual Genome, a 7B model) has no stand-in here; checked in tests of hadpo
@@ -219,13 +226,13 @@ def test_every_pipeline_validates_once_its_data_exists(standin):
 def test_validate_names_a_missing_data_path(standin, tmp_path):
     overrides = personalization_paths(standin) + [f"stages.lora.data.path={tmp_path / 'absent.jsonl'}"]
     result = subprocess.run([str(Path(sys.executable).parent / "mllm"), "validate",
-                             str(PIPELINES / "personalization_lora.yaml"), *overrides],
+                             str(pipeline_path("personalization_lora")), *overrides],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "absent.jsonl" in result.stdout + result.stderr
 
 
 def run(registry, tmp_path, name, overrides):
-    pipeline = load_pipeline(PIPELINES / f"{name}.yaml", registry, overrides)
+    pipeline = load_pipeline(pipeline_path(name), registry, NO_SEEDS + list(overrides))
     PipelineRunner(pipeline, registry, runs_dir=tmp_path).run()
     return tmp_path / name
 

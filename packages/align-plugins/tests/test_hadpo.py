@@ -1,6 +1,6 @@
 """HA-DPO: its released file shapes (desc_data.json, pope_data.json, Visual Genome) load,
 bad rows follow the policy, the hadpo method (the dpo loss, resampled pairs) trains a step,
-and pipelines/hadpo.yaml validates once its paths exist."""
+and pipelines/studies/hadpo.yaml validates once its paths exist."""
 
 from __future__ import annotations
 
@@ -140,8 +140,8 @@ def test_pipeline_validates_when_its_paths_exist(hadpo_files):
                  f"stages.hadpo.data.vg_images={hadpo_files / 'VG'}",
                  f"stages.eval.benchmarks=[{{name: pope, questions: {pope / 'llava_pope_test.jsonl'}, "
                  f"labels: {pope / 'coco'}, image_folder: {hadpo_files / 'coco'}}}]"]
-    pipeline = ROOT / "pipelines" / "hadpo.yaml"
-    assert pipeline.read_text().startswith("# mllm run pipelines/hadpo.yaml")
+    pipeline = ROOT / "pipelines" / "studies" / "hadpo.yaml"
+    assert pipeline.read_text().startswith("# mllm run pipelines/studies/hadpo.yaml")
     result = subprocess.run([sys.executable, "-m", "mllm", "validate", str(pipeline), *overrides],
                             capture_output=True, text=True, cwd=hadpo_files)
     assert result.returncode == 0, result.stdout + result.stderr

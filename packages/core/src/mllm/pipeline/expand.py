@@ -247,3 +247,23 @@ def expansion_lines(copies: dict[str, StageCopy]) -> list[str]:
     for copy_of, origin in copies.items():
         by_template.setdefault(origin.template, []).append(copy_of)
     return [f"{template} -> {', '.join(ids)}" for template, ids in by_template.items()]
+
+
+def collapse_copies(problems: list[Any], copies: dict[str, StageCopy]) -> list[str]:
+    """Pre-flight problems as lines, a problem that every copy of a stage shares said once
+    (``... (also eval-s1, eval-s2)``) instead of once per seed."""
+    seen: dict[tuple[str, str], int] = {}
+    lines: list[str] = []
+    also: dict[int, list[str]] = {}
+    for problem in problems:
+        origin = copies.get(problem.stage)
+        if origin is None:
+            lines.append(str(problem))
+            continue
+        key = (re.sub(rf"\b{re.escape(problem.stage)}\b", origin.arm, problem.where), problem.message)
+        if key in seen:
+            also.setdefault(seen[key], []).append(problem.stage)
+            continue
+        seen[key] = len(lines)
+        lines.append(str(problem))
+    return [f"{line} (also {', '.join(also[i])})" if i in also else line for i, line in enumerate(lines)]

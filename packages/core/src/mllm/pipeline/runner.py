@@ -333,7 +333,9 @@ class PipelineRunner:
         problems = self.preflight()
         if problems:
             prefix = f"{self.pipeline.path}: " if self.pipeline.path else ""
-            raise PreflightError("\n".join(f"{prefix}{problem}" for problem in problems))
+            from mllm.pipeline.expand import collapse_copies
+
+            raise PreflightError("\n".join(f"{prefix}{line}" for line in collapse_copies(problems, self.pipeline.copies)))
 
     def run(self, only: set[str] | None = None, *, wait: bool = False) -> list[StagePlan]:
         """Run every stage that is not finished with its current fingerprint.
