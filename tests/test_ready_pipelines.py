@@ -245,14 +245,18 @@ def test_scienceqa_sft_end_to_end(registry, standin, tmp_path):
         f"stages.realigned.ops=[{{op: realign, judge: {{name: hf-local, path: {judge}, max_new_tokens: 6}}, "
         "instruction: Explain step by step.}]",
     ]
-    run_dir = run(registry, tmp_path, "scienceqa_sft", small)
+    # the study as written, at one seed: the transforms (their own seed) run once, the rest once per seed
+    run_dir = run(registry, tmp_path, "scienceqa_sft", small + ["seeds=[0]"])
     report = json.loads((run_dir / "report" / "report.json").read_text())
-    models = ["init", "sft-full", "sft-short", "sft-realigned", "sft-mini"]
+    arms = ["sft-full", "sft-short", "sft-realigned", "sft-mini"]
+    models = ["init"] + [f"{arm}-s0" for arm in arms]
     assert set(report["models"]) == set(models)
     for model in models:
         assert {"accuracy", "img_accuracy", "acc_NAT"} <= set(report["models"][model]["scienceqa"])
         assert report["models"][model]["scienceqa"]["count"] == 4
-    assert {"sft-full", "sft-short", "sft-realigned", "sft-mini"} <= set(report["training"])
+    assert {f"{arm}-s0" for arm in arms} <= set(report["training"])
+    assert all(report["aggregate"]["models"][arm]["scienceqa"]["accuracy"]["n"] == 1 for arm in arms)
+    assert [f["verdict"] for f in report["findings"]] == ["too few seeds"] * 3  # one seed: no spread to judge by
     short = [json.loads(line) for line in (run_dir / "short" / "records.jsonl").read_text().splitlines()]
     assert len(short) == 8 and all(r["turns"][-1]["content"].startswith("The answer is ") for r in short)
     mini = (run_dir / "mini" / "records.jsonl").read_text().splitlines()
@@ -287,22 +291,33 @@ def test_llava_two_stage_end_to_end(registry, standin, tmp_path):
 
 def test_personalization_lora_vs_full_end_to_end(registry, standin, tmp_path):
     """New facts taught by LoRA and by full fine-tuning; accuracy on the facts and on easy-VQA
-    test, side by side for both (and for the model before the facts)."""
+    test, side by side for both (and for the model before the facts). The study's smoke test too:
+    one seed, and a sweep of the full fine-tuning lr through the expansion, judged by findings."""
     small = personalization_paths(standin, easyvqa_limit=16) + TINY_KEYS + [
         "stages.base.data.limit=64", "stages.base.train={max_steps: 4, batch_size: 16, logging_steps: 1, save_steps: 100}",
         "stages.lora.train={max_steps: 20, batch_size: 8, lr: 3.0e-3, lr_scheduler: constant, warmup_ratio: 0.0, logging_steps: 1, save_steps: 100}",
         "stages.full.train={max_steps: 20, batch_size: 8, lr: 3.0e-3, lr_scheduler: constant, warmup_ratio: 0.0, logging_steps: 1, save_steps: 100}",
     ]
+    small += ["seeds=[0]", "sweep={lr3: {stages.full.train.lr: 3.0e-3}, lr1: {stages.full.train.lr: 1.0e-3}}",
+              "findings=[{claim: LoRA keeps easy-VQA, metric: easyvqa.accuracy, arms: [lora, full-lr3], direction: higher}, "
+              "{claim: facts, metric: image-qa.accuracy_fact, arms: [lora, base], direction: higher}]"]
     run_dir = run(registry, tmp_path, "personalization_lora", small)
     report = json.loads((run_dir / "report" / "report.json").read_text())
-    for model in ("base", "lora", "full"):
+    assert sorted(report["arms"]) == ["base", "full-lr1", "full-lr3", "lora"]
+    assert {report["arms"][arm][0] for arm in report["arms"]} == {"base-s0", "lora-s0", "full-lr1-s0", "full-lr3-s0"}
+    import yaml
+
+    assert yaml.safe_load((run_dir / "full-lr1-s0" / "resolved_config.yaml").read_text())["train"]["lr"] == 1.0e-3
+    assert [f["verdict"] for f in report["findings"]] == ["too few seeds"] * 2
+    assert report["findings"][0]["arms"]["lora"]["n"] == 1
+    for model in ("base-s0", "lora-s0", "full-lr3-s0", "full-lr1-s0"):
         facts, easyvqa = report["models"][model]["image-qa"], report["models"][model]["easyvqa"]
         assert 0.0 <= facts["accuracy"] <= 1.0 and facts["count"] == 12
         assert {"accuracy_fact", "accuracy_other"} <= set(facts)
         assert 0.0 <= easyvqa["accuracy"] <= 1.0
-    assert set(report["training"]) >= {"base", "lora", "full"}
+    assert set(report["training"]) >= {"base-s0", "lora-s0", "full-lr3-s0", "full-lr1-s0"}
     # LoRA saved an adapter on top of base; full fine-tuning a whole model
-    assert (run_dir / "lora" / "model" / "adapter_config.json").is_file()
-    assert not (run_dir / "full" / "model" / "adapter_config.json").exists()
+    assert (run_dir / "lora-s0" / "model" / "adapter_config.json").is_file()
+    assert not (run_dir / "full-lr3-s0" / "model" / "adapter_config.json").exists()
     md = (run_dir / "report" / "report.md").read_text()
-    assert "image-qa" in md and "easyvqa" in md
+    assert "image-qa" in md and "easyvqa" in md and "## Findings" in md and "## Over seeds" in md
