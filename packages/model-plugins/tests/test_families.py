@@ -11,11 +11,11 @@ torch = pytest.importorskip("torch")
 
 from mllm import InputFileError, MissingFileError, Turn  # noqa: E402
 from mllm.records import EvalItem  # noqa: E402
-from mllm_models.adapter import Idefics3Adapter, LlavaNextAdapter  # noqa: E402
+from mllm_models.adapter import Idefics3Adapter, LlavaNextAdapter, LlavaOnevisionAdapter  # noqa: E402
 from PIL import Image  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 
-FAMILIES = {"llava-next": LlavaNextAdapter, "idefics3": Idefics3Adapter}
+FAMILIES = {"llava-next": LlavaNextAdapter, "idefics3": Idefics3Adapter, "llava-onevision": LlavaOnevisionAdapter}
 QUESTION = "<image>\nWhat colour is the square?"
 
 
@@ -43,14 +43,36 @@ def saved(adapter, tmp_path_factory):
     return folder
 
 
-def test_saved_folder_applies_its_chat_template_in_plain_transformers(adapter, saved):
-    from transformers import AutoProcessor, AutoTokenizer
+def _full_processor(adapter, saved):
+    """The family's own transformers processor read from the saved folder (skipped where it needs torchvision)."""
+    from transformers import AutoProcessor
 
+    if adapter.family.processor_path == "composed":
+        pytest.skip(f"{adapter.family.name}'s transformers processor needs torchvision (its video processor); "
+                    "the adapter composes the PIL image processor and the tokenizer")
+    return AutoProcessor.from_pretrained(saved)
+
+
+def test_saved_folder_tokenizer_applies_its_chat_template(adapter, saved):
+    from transformers import AutoTokenizer
+
+    turns = [Turn("user", QUESTION), Turn("assistant", "red"), Turn("user", "Sure?"), Turn("assistant", "yes")]
+    messages = [{"role": t.role, "content": t.content} for t in turns]
+    tokenizer = AutoTokenizer.from_pretrained(saved)
+    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    assert text == tokenizer.bos_token + "".join(s.text for s in adapter.template.segments(turns))
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    encoded = adapter.encode_conversation(turns)["input_ids"]
+    image_parts = set(adapter._expansion) | {adapter.image_token_id}
+    assert [t for t in encoded if t not in image_parts] == [t for t in ids if t not in image_parts]
+    prompt = tokenizer.apply_chat_template(messages[:1], add_generation_prompt=True, tokenize=False)
+    assert prompt == tokenizer.bos_token + "".join(s.text for s in adapter.template.segments(turns[:1]))
+
+
+def test_input_ids_equal_apply_chat_template_and_the_processor(adapter, saved):
     turns = [Turn("user", QUESTION), Turn("assistant", "red")]
     messages = [{"role": t.role, "content": t.content} for t in turns]
-    processor = AutoProcessor.from_pretrained(saved)
-    tokenizer = AutoTokenizer.from_pretrained(saved)
-    # the processor: chat template + image expansion give exactly the adapter's ids
+    processor = _full_processor(adapter, saved)
     image = _image(adapter)
     for conversation, ours in ((messages[:1], adapter.encode_prompt(turns[:1])),
                                (messages, adapter.encode_conversation(turns)["input_ids"])):
@@ -59,30 +81,32 @@ def test_saved_folder_applies_its_chat_template_in_plain_transformers(adapter, s
         out = processor(text=[text], images=_processor_images(adapter, [image]), add_special_tokens=False,
                         return_tensors="pt")
         assert out["input_ids"][0].tolist() == ours
-    # the tokenizer alone renders the same text (no image expansion there)
-    text = tokenizer.apply_chat_template(messages, tokenize=False)
-    assert text == tokenizer.bos_token + "".join(s.text for s in adapter.template.segments(turns))
 
 
 def test_pixel_values_and_placeholders_equal_the_family_processor(adapter, saved):
-    from transformers import AutoProcessor
-
-    processor = AutoProcessor.from_pretrained(saved)
     image = _image(adapter)
-    text = processor.apply_chat_template([{"role": "user", "content": QUESTION}], add_generation_prompt=True,
-                                         tokenize=False)
-    out = processor(text=[text], images=_processor_images(adapter, [image]), add_special_tokens=False,
-                    return_tensors="pt")
     ours = adapter.load_images([image])
+    ids = torch.tensor([adapter.encode_prompt(QUESTION)])
+    if adapter.family.processor_path == "composed":  # the family's PIL image processor, read from the folder
+        image_processor = type(adapter.processor.image_processor).from_pretrained(saved)
+        out = image_processor(images=[image], return_tensors="pt")
+        out["input_ids"] = ids
+    else:
+        processor = _full_processor(adapter, saved)
+        text = processor.apply_chat_template([{"role": "user", "content": QUESTION}], add_generation_prompt=True,
+                                             tokenize=False)
+        out = processor(text=[text], images=_processor_images(adapter, [image]), add_special_tokens=False,
+                        return_tensors="pt")
+        assert out["input_ids"].tolist() == ids.tolist()
     theirs = out["pixel_values"][:, 0] if adapter.family.name == "idefics3" else out["pixel_values"]
     assert torch.equal(ours, theirs)
-    if "image_sizes" in out:  # LLaVA-NeXT: the grid the adapter assumes
+    if "image_sizes" in out:  # LLaVA-NeXT / OneVision: the grid the adapter assumes
         assert out["image_sizes"].tolist() == [adapter.options["size"]]
-    n_placeholders = int((out["input_ids"] == adapter.image_token_id).sum())
+    n_placeholders = int((ids == adapter.image_token_id).sum())
     assert n_placeholders == adapter.num_image_tokens == adapter.encode_images(ours).shape[1]
-    with torch.inference_mode():  # the model takes the processor's inputs and the adapter's alike
-        theirs_logits = adapter.model(**out).logits
-        ours_logits = adapter.model(input_ids=out["input_ids"], pixel_values=ours).logits
+    with torch.inference_mode():  # the model (which checks the count) takes the processor's inputs and ours alike
+        theirs_logits = adapter.model(**{k: v for k, v in out.items() if k != "batch_num_images"}).logits
+        ours_logits = adapter.model(input_ids=ids, pixel_values=ours).logits
     torch.testing.assert_close(ours_logits, theirs_logits, rtol=0, atol=1e-6)
     # another image size is resized to the model's one resolution first: the same token count
     other = adapter.load_images([_image(adapter, size=(23, 41))])
@@ -96,7 +120,9 @@ def test_labels_are_exactly_the_answers(adapter):
     learned = [t for t, label in zip(encoded["input_ids"], encoded["labels"]) if label != -100]
     assert [label for label in encoded["labels"] if label != -100] == learned
     stop = adapter.template.stop
-    assert adapter.tokenizer.decode(learned) == f" red{stop} white{stop}"
+    answers = [s.text for s in adapter.template.segments(turns) if s.learned]
+    assert [a.strip() for a in answers] == [f"red{stop}", f"white{stop}"]
+    assert adapter.tokenizer.decode(learned) == "".join(answers)
     prompt = adapter.encode_prompt(turns[:3])
     assert encoded["input_ids"][:len(prompt)] == prompt
     assert prompt.count(adapter.image_token_id) == adapter.num_image_tokens

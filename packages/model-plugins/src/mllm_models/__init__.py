@@ -2,7 +2,8 @@
 
 One generic adapter over transformers' vision-language classes
 (:mod:`mllm_models.adapter`) with a small spec per family (:mod:`mllm_models.families`):
-LLaVA-NeXT (``llava-next``) and Idefics3 / SmolVLM (``idefics3``). What other
+LLaVA-NeXT (``llava-next``), Idefics3 / SmolVLM (``idefics3``) and LLaVA-OneVision
+(``llava-onevision``). What other
 distributions may import is ``__all__`` (loaded on first use, so the plugin stays light).
 """
 
@@ -15,6 +16,8 @@ _PUBLIC = {
     "VisionLanguageAdapter": "mllm_models.adapter",
     "LlavaNextAdapter": "mllm_models.adapter",
     "Idefics3Adapter": "mllm_models.adapter",
+    "LlavaOnevisionAdapter": "mllm_models.adapter",
+    "LlavaOnevisionModelConfig": "mllm_models.config",
     "VisionLanguageModelConfig": "mllm_models.config",
     "LlavaNextModelConfig": "mllm_models.config",
     "Idefics3ModelConfig": "mllm_models.config",

@@ -35,7 +35,13 @@ from typing import Any
 import torch
 from mllm import ImageReadError, InputFileError, MissingFileError
 
-from mllm_models.config import Idefics3ModelConfig, LlavaNextModelConfig, VisionLanguageModelConfig, hub_id_problem
+from mllm_models.config import (
+    Idefics3ModelConfig,
+    LlavaNextModelConfig,
+    LlavaOnevisionModelConfig,
+    VisionLanguageModelConfig,
+    hub_id_problem,
+)
 from mllm_models.families import FAMILIES, Family
 from mllm_models.templates import chat_template_jinja, template_of
 
@@ -469,3 +475,10 @@ class Idefics3Adapter(VisionLanguageAdapter):
 
     family = FAMILIES["idefics3"]
     config_class = Idefics3ModelConfig
+
+
+class LlavaOnevisionAdapter(VisionLanguageAdapter):
+    """LLaVA-OneVision (``LlavaOnevisionForConditionalGeneration``; composed processor: PIL image processor + tokenizer)."""
+
+    family = FAMILIES["llava-onevision"]
+    config_class = LlavaOnevisionModelConfig

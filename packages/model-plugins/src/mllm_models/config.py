@@ -124,3 +124,17 @@ class Idefics3ModelConfig(VisionLanguageModelConfig):
             raise ValueError(f"image_size/patch_size = {self.image_size // self.patch_size} is not a multiple of "
                              f"scale_factor {self.scale_factor}")
         return self
+
+
+class LlavaOnevisionModelConfig(LlavaNextModelConfig):
+    """LLaVA-OneVision (``LlavaOnevisionForConditionalGeneration``): SigLIP tiles at one grid, ChatML."""
+
+    template: Literal["chatml"] = Field("chatml", description="chat template: chatml (Qwen2's <|im_start|> format)")
+
+    @field_validator("grid")
+    @classmethod
+    def _at_most_nine_tiles(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and value[0] * value[1] > 9:
+            raise ValueError(f"grid {list(value)} has {value[0] * value[1]} tiles; llava-onevision keeps at most 9 "
+                             "(anyres_max_9 downsamples more)")
+        return value

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from mllm import InputFileError, corpus_texts, train_tokenizer
 
-from mllm_models.templates import END_OF_UTTERANCE, chat_template_jinja
+from mllm_models.templates import END_OF_UTTERANCE, IM_END, IM_START, chat_template_jinja
 
 IMAGE = "<image>"
 
@@ -279,4 +279,110 @@ class Idefics3(Family):
         return torch.stack(list(out.pooler_output))
 
 
-FAMILIES: dict[str, Family] = {family.name: family for family in (LlavaNext(), Idefics3())}
+# -- LLaVA-OneVision -------------------------------------------------------------------------------
+
+
+class ComposedProcessor:
+    """A family's PIL image processor beside its tokenizer, for families whose transformers
+    processor cannot be built here (it needs torchvision for its video processor).
+
+    The adapter inserts the image placeholders itself; ``save_pretrained`` writes the image
+    processor's and the tokenizer's files (the tokenizer with the ``chat_template``), so
+    plain transformers' ``AutoTokenizer.apply_chat_template`` works on the folder.
+    """
+
+    def __init__(self, image_processor: Any, tokenizer: Any, chat_template: str | None = None) -> None:
+        self.image_processor = image_processor
+        self.tokenizer = tokenizer
+        self.chat_template = chat_template
+
+    def save_pretrained(self, path: Any) -> None:
+        self.image_processor.save_pretrained(path)
+        if self.chat_template is not None:
+            self.tokenizer.chat_template = self.chat_template
+        self.tokenizer.save_pretrained(path)
+
+    @classmethod
+    def from_pretrained(cls, path: Any, image_processor_class: type, trust_remote_code: bool = False) -> ComposedProcessor:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        return cls(image_processor_class.from_pretrained(path), tokenizer, getattr(tokenizer, "chat_template", None))
+
+
+class LlavaOnevision(LlavaNext):
+    """``LlavaOnevisionForConditionalGeneration``: SigLIP tiles as LLaVA-NeXT's, a Qwen2 language model,
+    ChatML; the processor is composed (``LlavaOnevisionProcessor`` needs torchvision for its video processor)."""
+
+    name = "llava-onevision"
+    model_type = "llava_onevision"
+    template = "chatml"
+    processor_path = "composed"
+
+    def model_class(self) -> type:
+        from transformers import LlavaOnevisionForConditionalGeneration
+
+        return LlavaOnevisionForConditionalGeneration
+
+    def _image_processor_class(self) -> type:
+        from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
+            LlavaOnevisionImageProcessorPil,
+        )
+
+        return LlavaOnevisionImageProcessorPil
+
+    def load_processor(self, path: Any, trust_remote_code: bool) -> Any:
+        return ComposedProcessor.from_pretrained(path, self._image_processor_class(), trust_remote_code)
+
+    def build_tiny(self, config: Any, seed: int) -> tuple[Any, Any, dict[str, Any]]:
+        from transformers import LlavaOnevisionConfig, Qwen2Config, SiglipVisionConfig
+
+        rows, cols = config.grid or (1, 2)
+        side = config.image_size
+        tokenizer = _tokenizer(config, [f"{IM_START}user\nWhat is it?{IM_END}\n{IM_START}assistant\nA shape.{IM_END}"],
+                               [IM_START, IM_END])
+        pinpoints = [[rows * side, cols * side]]
+        vision = SiglipVisionConfig(
+            hidden_size=config.vision_hidden_size, intermediate_size=config.vision_intermediate_size,
+            num_hidden_layers=config.vision_layers, num_attention_heads=config.heads,
+            image_size=side, patch_size=config.patch_size)
+        text = Qwen2Config(
+            vocab_size=len(tokenizer), hidden_size=config.text_hidden_size,
+            intermediate_size=config.text_intermediate_size, num_hidden_layers=config.text_layers,
+            num_attention_heads=config.heads, num_key_value_heads=config.heads,
+            max_position_embeddings=config.max_length, bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
+        model_config = LlavaOnevisionConfig(
+            vision_config=vision, text_config=text, image_token_index=tokenizer.convert_tokens_to_ids(IMAGE),
+            image_grid_pinpoints=pinpoints, vision_feature_layer=-1, vision_feature_select_strategy="full",
+            vision_aspect_ratio="anyres_max_9", tie_word_embeddings=False)
+        model_config._attn_implementation = _attn(config.dtype)
+        torch.manual_seed(seed)
+        model = self.model_class()(model_config)
+        image_processor = self._image_processor_class()(size={"height": side, "width": side},
+                                                        image_grid_pinpoints=pinpoints)
+        processor = ComposedProcessor(image_processor, tokenizer, chat_template_jinja(self.template))
+        return model, processor, {"grid": [rows, cols]}
+
+    def options_for(self, model: Any, processor: Any, config: Any, saved: dict[str, Any]) -> dict[str, Any]:
+        strategy = model.config.vision_feature_select_strategy
+        model.config.vision_feature_select_strategy = "default"  # the parent's check; SigLIP has no CLS
+        try:
+            options = super().options_for(model, processor, config, saved)
+        finally:
+            model.config.vision_feature_select_strategy = strategy
+        if strategy != "full":
+            raise InputFileError("llava-onevision: vision_feature_select_strategy must be 'full' (SigLIP has no CLS)")
+        rows, cols = options["grid"]
+        if rows * cols > 9:  # anyres_max_9 would downsample the tiles: another token count
+            raise InputFileError(f"model.grid {[rows, cols]} has {rows * cols} tiles; llava-onevision keeps at most 9 "
+                                 "undownsampled (anyres_max_9)")
+        return options
+
+    def features(self, model: Any, pixel_values: torch.Tensor, options: dict[str, Any]) -> torch.Tensor:
+        sizes = self.forward_defaults(pixel_values, options)["image_sizes"]
+        out = model.model.get_image_features(pixel_values=pixel_values, image_sizes=sizes, return_dict=True)
+        return torch.stack(list(out.pooler_output))
+
+
+FAMILIES: dict[str, Family] = {family.name: family for family in (LlavaNext(), Idefics3(), LlavaOnevision())}

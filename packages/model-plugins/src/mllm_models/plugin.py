@@ -17,3 +17,9 @@ def mllm_register_models(register: Register) -> None:
         description="Idefics3 / SmolVLM-style (transformers Idefics3ForConditionalGeneration, one global image per "
                     "<image>): a local folder or a tiny model",
     ))
+    register(ComponentSpec(
+        name="llava-onevision", impl="mllm_models.adapter:LlavaOnevisionAdapter",
+        config="mllm_models.config:LlavaOnevisionModelConfig",
+        description="LLaVA-OneVision (transformers LlavaOnevisionForConditionalGeneration, SigLIP tiles at one grid, "
+                    "ChatML; composed processor): a local folder or a tiny model",
+    ))

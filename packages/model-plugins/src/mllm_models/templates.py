@@ -9,9 +9,13 @@ transformers' ``apply_chat_template`` renders the very same text; the tests chec
 text and the token ids against the family's processor.
 
 ``llava-1.5`` and ``plain`` are the core's templates (LLaVA-NeXT's vicuna format is
-LLaVA-1.5's); this module adds their Jinja. ``idefics3`` is Idefics3 / SmolVLM's::
+LLaVA-1.5's). ``idefics3`` is Idefics3 / SmolVLM's::
 
     <s>User:<image>What is it?<end_of_utterance>\\nAssistant: A square.<end_of_utterance>\\n
+
+and ``chatml`` is Qwen2's, which LLaVA-OneVision uses::
+
+    <|im_start|>user\\n<image>\\nWhat is it?<|im_end|>\\n<|im_start|>assistant\\nA square.<|im_end|>\\n
 """
 
 from __future__ import annotations
@@ -89,7 +93,41 @@ class Idefics3Template:
         return "".join(segment.text for segment in self.segments(turns))
 
 
-FAMILY_TEMPLATES: dict[str, Any] = {"idefics3": Idefics3Template()}
+IM_START, IM_END = "<|im_start|>", "<|im_end|>"
+
+
+@dataclass(frozen=True)
+class ChatMLTemplate:
+    """ChatML (Qwen2's, used by LLaVA-OneVision): ``<|im_start|>user\\n...<|im_end|>\\n<|im_start|>assistant\\n``.
+
+    The learned segment of each answer is ``{answer}<|im_end|>``; the newline after it is not learned.
+    """
+
+    name: str = "chatml"
+
+    @property
+    def stop(self) -> str:
+        return IM_END
+
+    def segments(self, turns: Sequence[Any], *, add_generation_prompt: bool | None = None) -> list[Segment]:
+        pairs = _pairs(turns)
+        prompt = pairs[-1][1] is None
+        if add_generation_prompt is not None and add_generation_prompt != prompt:
+            last = "user" if prompt else "assistant"
+            raise ValueError(f"the turns end with a {last} turn, so add_generation_prompt={add_generation_prompt} does not fit")
+        out: list[Segment] = []
+        for question, answer in pairs:
+            out.append(Segment(f"{IM_START}user\n{question}{IM_END}\n{IM_START}assistant\n"))
+            if answer is not None:
+                out.append(Segment(f"{answer}{IM_END}", learned=True))
+                out.append(Segment("\n"))
+        return out
+
+    def render(self, turns: Sequence[Any]) -> str:
+        return "".join(segment.text for segment in self.segments(turns))
+
+
+FAMILY_TEMPLATES: dict[str, Any] = {"idefics3": Idefics3Template(), "chatml": ChatMLTemplate()}
 
 
 def template_of(name: str) -> Any:
@@ -120,6 +158,21 @@ _IDEFICS3_JINJA = (
 )
 
 
+_CHATML_JINJA = (
+    "{{- bos_token if bos_token else '' -}}"
+    "{%- for message in messages -%}"
+    "{%- set ns = namespace(text='') -%}"
+    "{%- if message['content'] is string -%}{%- set ns.text = message['content'] -%}"
+    "{%- else -%}{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'image' -%}{%- set ns.text = ns.text + '<image>\\n' -%}"
+    "{%- elif part['type'] == 'text' -%}{%- set ns.text = ns.text + part['text'] -%}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + ns.text + '<|im_end|>\\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"
+)
+
+
 def chat_template_jinja(name: str) -> str:
     """The Jinja ``chat_template`` rendering what template ``name``'s segments render (``<s>`` in front).
 
@@ -129,4 +182,6 @@ def chat_template_jinja(name: str) -> str:
     """
     if name == "idefics3":
         return _IDEFICS3_JINJA
+    if name == "chatml":
+        return _CHATML_JINJA
     return get_template(name).jinja
