@@ -17,6 +17,7 @@ from mllm.records import Conversation, Preference, Turn  # noqa: E402
 from mllm.training.packing import layout_support, model_inputs, padding_share  # noqa: E402
 from mllm.training.trainer import TrainSettings, train_method  # noqa: E402
 from mllm_align.dpo import DPO, DPOConfig  # noqa: E402
+from mllm_align.hadpo import HADPO, HADPOConfig  # noqa: E402
 from mllm_align.layout import Layout, choose_layout  # noqa: E402
 from mllm_align.sft import SFT  # noqa: E402
 
@@ -127,21 +128,22 @@ def _context(records, tmp_path, train):
     return SimpleNamespace(records=records, stage_dir=tmp_path, fingerprint="fp", logger=None, train=train)
 
 
-@pytest.mark.parametrize("kind", ["dpo", "sft"])
+@pytest.mark.parametrize("kind", ["dpo", "hadpo", "sft"])
 def test_a_short_training_run_with_packing_on(adapter, tmp_path, kind):
     train = TrainSettings(max_steps=2, lr=1e-2, batch_size=4, warmup_ratio=0.0, lr_scheduler="constant",
                           logging_steps=1, save_steps=1000, group_by_length=False, packing=True,
                           shared_prompt=True)
-    records = preference_records(8) if kind == "dpo" else conversations(8)
-    method = DPO(DPOConfig()) if kind == "dpo" else SFT()
+    records = conversations(8) if kind == "sft" else preference_records(8)
+    method = {"dpo": lambda: DPO(DPOConfig()), "hadpo": lambda: HADPO(HADPOConfig(lora_r=8, lora_alpha=16)),
+              "sft": SFT}[kind]()
     model = method.setup(adapter)
     method.prepare(_context(records, tmp_path, train))
-    assert method.layout.packing and method.layout.shared_prompt == (kind == "dpo")
+    assert method.layout.packing and method.layout.shared_prompt == (kind != "sft")
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     trainer, metrics = train_method(method, model, records, train, tmp_path, seed=0)
     assert trainer.state.global_step == 2 and torch.isfinite(torch.tensor(metrics["loss"]))
     assert any(not torch.equal(before[n], p) for n, p in model.named_parameters() if n in before)
-    if kind == "dpo":
+    if kind != "sft":
         assert method.stats["reference_forward_passes"] == 0 and method.stats["reference_computed"] == 8
 
 
