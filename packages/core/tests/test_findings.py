@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -104,3 +105,16 @@ def test_judge_findings_and_markdown():
 def test_bad_findings_are_refused(data, message):
     with pytest.raises(ValidationError, match=message):
         FindingConfig.model_validate(data)
+
+
+def test_findings_table_from_report_files(tmp_path):
+    from mllm.reporting.findings import findings_table
+
+    finding = FindingConfig(claim="LoRA keeps more", metric="easyvqa.accuracy", arms=["lora", "full"],
+                            direction="higher", paper="+3.1 points")
+    path = tmp_path / "personalization_lora" / "report" / "report.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"findings": judge_findings(REPORT, ARMS, [finding])}))
+    table = findings_table([path])
+    assert ("| personalization_lora | LoRA keeps more | +3.1 points | lora 0.8200 ± 0.0200 vs full 0.6200 ± 0.0200 "
+            "(easyvqa.accuracy) | 3 / 3 | holds |") in table

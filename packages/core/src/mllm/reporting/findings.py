@@ -179,3 +179,30 @@ def aggregate_markdown(aggregated: dict[str, Any]) -> list[str]:
             lines.append(f"| {arm} | " + " | ".join(cells) + " |")
         lines.append("")
     return lines
+
+
+def _arm_text(name: str, summary: dict[str, Any]) -> str:
+    spread = f" ± {summary['std']:.4f}" if summary.get("std") is not None else ""
+    return f"{name} {_number(summary.get('mean'))}{spread}"
+
+
+def findings_table(reports: list[Any]) -> str:
+    """A markdown table (study, claim, paper, mllm's figure, verdict) of the findings of
+    ``report.json`` files (``runs/<study>/<report stage>/report.json``): the README's table."""
+    import json
+    from pathlib import Path
+
+    rows = ["| study | claim | paper | mllm (CPU scale, mean ± std) | n | verdict |", "|---|---|---|---|---|---|"]
+    for path in map(Path, reports):
+        for finding in json.loads(path.read_text()).get("findings") or []:
+            (first, a), (second, b) = finding["arms"].items()
+            rows.append(f"| {path.parent.parent.name} | {finding['claim']} | {finding.get('paper') or '-'} | "
+                        f"{_arm_text(first, a)} vs {_arm_text(second, b)} ({finding['metric']}) | "
+                        f"{a['n']} / {b['n']} | {finding['verdict']} |")
+    return "\n".join(rows) + f"\n\nRule: {RULE}.\n"
+
+
+if __name__ == "__main__":  # python -m mllm.reporting.findings runs/*/report/report.json
+    import sys
+
+    print(findings_table(sys.argv[1:]), end="")
