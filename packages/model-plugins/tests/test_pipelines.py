@@ -1,0 +1,25 @@
+"""pipelines/examples/: one ready pipeline per model family, each passing ``mllm validate``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from mllm.pipeline.validation import validate_file
+from mllm.plugins.registry import Registry
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "pipelines" / "examples"
+FAMILIES = ("llava-next", "idefics3", "llava-onevision")
+
+
+def test_every_family_has_an_example_pipeline():
+    named = {yaml.safe_load(path.read_text())["model"]["name"] for path in EXAMPLES.glob("*.yaml")}
+    assert set(FAMILIES) <= named
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.stem)
+def test_example_pipeline_validates(path):
+    assert path.read_text().startswith(f"# mllm run pipelines/examples/{path.name}")
+    pipeline = validate_file(path, Registry(autoload=True))
+    assert pipeline.model.spec.distribution == "mllm-models"
