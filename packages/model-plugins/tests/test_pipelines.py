@@ -23,3 +23,14 @@ def test_example_pipeline_validates(path):
     assert path.read_text().startswith(f"# mllm run pipelines/examples/{path.name}")
     pipeline = validate_file(path, Registry(autoload=True))
     assert pipeline.model.spec.distribution == "mllm-models"
+
+
+def test_docs_models_lists_every_family_and_key():
+    from mllm_models.config import Idefics3ModelConfig, LlavaNextModelConfig, LlavaOnevisionModelConfig
+
+    text = (EXAMPLES.parents[1] / "docs" / "models.md").read_text()
+    for family in FAMILIES:
+        assert f"| `{family}` |" in text, family
+    for config in (LlavaNextModelConfig, Idefics3ModelConfig, LlavaOnevisionModelConfig):
+        for key in config.model_fields:
+            assert f"`{key}`" in text, (config.__name__, key)
