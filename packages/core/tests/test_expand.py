@@ -138,3 +138,17 @@ def test_validate_and_dry_run_show_the_expansion(testplug_registry, write_pipeli
     result = CliRunner().invoke(main, ["run", "--dry-run", "--runs-dir", str(tmp_path / "runs"), str(path), "seeds=[4]"])
     assert result.exit_code == 0, result.output
     assert "base -> base-s4" in result.output and "check-quiet-s4" in result.output
+
+
+def test_a_problem_of_every_copy_is_said_once(testplug_registry, write_pipeline, tmp_path):
+    from mllm.pipeline.validation import validate_file
+
+    with pytest.raises(ConfigError) as caught:  # the stage as written is checked first: once
+        load(testplug_registry, write_pipeline, overrides=["stages.arm.mesage=x"])
+    (line,) = str(caught.value).splitlines()
+    assert "stages.arm.mesage: unknown key 'mesage'; did you mean 'message'?" in line
+    path = write_pipeline(PIPELINE.replace("SEEDS", "seeds: [0, 1, 2]").replace("SWEEP", ""))
+    with pytest.raises(ConfigError) as caught:  # the pre-flight finds it in each copy: said once
+        validate_file(path, testplug_registry, [f"stages.base.data={{name: lines, path: {tmp_path / 'absent.txt'}}}"])
+    (line,) = str(caught.value).splitlines()
+    assert "stages.base-s0" in line and "absent.txt" in line and line.endswith("(also base-s1, base-s2)")

@@ -156,8 +156,10 @@ def _print_plan(console, runner) -> None:
         action = f"{plan.action} [red](would fail)[/red]" if plan.stage_id in failing else plan.action
         table.add_row(plan.stage_id, plan.kind, action, escape(plan.reason), plan.fingerprint[:12])
     console.print(table)
-    for problem in problems:  # the model's (stage init) too, which has no row when it is a folder
-        console.print(f"[red]would fail:[/red] {escape(str(problem))}")
+    from mllm.pipeline.expand import collapse_copies
+
+    for line in collapse_copies(problems, runner.pipeline.copies):  # the model's (stage init) too
+        console.print(f"[red]would fail:[/red] {escape(line)}")
 
 
 def _print_last_results(runner) -> None:

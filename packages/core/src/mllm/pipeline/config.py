@@ -433,7 +433,10 @@ def collect_pipeline(path: Path | None, registry: Registry, overrides: list[str]
         raw = {**{k: v for k, v in raw.items() if k not in (expand.SEEDS, expand.SWEEP, "findings")},
                "stages": expanded}
         config = config.model_copy(update={"stages": expanded})
+    before = len(problems)
     stages = _collect_stages(registry, config.stages, where_file, problems)
+    if copies:  # a problem of a stage as written shows in each copy: said once
+        problems[before:] = expand.collapse_copies(problems[before:], copies)
     problems += _unknown_arms(config, copies, stages, where_file)
     return Pipeline(Path(path) if path else None, config, model, stages, raw, copies)
 

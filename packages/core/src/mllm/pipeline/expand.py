@@ -249,21 +249,26 @@ def expansion_lines(copies: dict[str, StageCopy]) -> list[str]:
     return [f"{template} -> {', '.join(ids)}" for template, ids in by_template.items()]
 
 
+_STAGE_REF = re.compile(r"\bstages\.([A-Za-z][A-Za-z0-9_-]*)")
+
+
 def collapse_copies(problems: list[Any], copies: dict[str, StageCopy]) -> list[str]:
-    """Pre-flight problems as lines, a problem that every copy of a stage shares said once
-    (``... (also eval-s1, eval-s2)``) instead of once per seed."""
-    seen: dict[tuple[str, str], int] = {}
+    """Problems (pre-flight :class:`Problem` objects or error lines) as lines, one that every copy
+    of a stage shares said once (``... (also eval-s1, eval-s2)``) instead of once per seed."""
+    seen: dict[str, int] = {}
     lines: list[str] = []
     also: dict[int, list[str]] = {}
     for problem in problems:
-        origin = copies.get(problem.stage)
+        line = str(problem)
+        match = _STAGE_REF.search(line)
+        origin = copies.get(match.group(1)) if match else None
         if origin is None:
-            lines.append(str(problem))
+            lines.append(line)
             continue
-        key = (re.sub(rf"\b{re.escape(problem.stage)}\b", origin.arm, problem.where), problem.message)
+        key = line[:match.start(1)] + origin.arm + line[match.end(1):]
         if key in seen:
-            also.setdefault(seen[key], []).append(problem.stage)
+            also.setdefault(seen[key], []).append(match.group(1))
             continue
         seen[key] = len(lines)
-        lines.append(str(problem))
+        lines.append(line)
     return [f"{line} (also {', '.join(also[i])})" if i in also else line for i, line in enumerate(lines)]
