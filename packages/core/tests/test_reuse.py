@@ -80,6 +80,14 @@ def test_never_from_a_locked_run_history_or_an_unfinished_stage(setup):
     assert actions(runner("name=b"))["first-s0"] == "run"
 
 
+def test_a_forced_stage_and_what_follows_it_are_recomputed(setup, testplug_registry):
+    runner, runs = setup
+    runner().run()
+    pipeline = load_pipeline(runner().pipeline.path, testplug_registry, ["name=b"])
+    forced = PipelineRunner(pipeline, testplug_registry, runs, force=("first-s0",))
+    assert actions(forced) == {"first-s0": "run", "second-s0": "run", "report": "run"}
+
+
 def test_a_changed_stage_is_not_reused(setup):
     runner, runs = setup
     runner().run()

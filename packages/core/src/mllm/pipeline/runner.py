@@ -296,7 +296,8 @@ class PipelineRunner:
         if done is None and folder.started_fingerprint() == fingerprint:
             return StagePlan(stage_id, kind, fingerprint, "resume", "interrupted; resuming")
         # a report names its run (title, links) and costs little: always written by its own run
-        source = None if kind == "report" else find_finished_stage(self.run_dir.parent, stage_id, fingerprint,
+        # (a forced stage, and what follows it, is recomputed: never copied from another run)
+        source = None if kind == "report" or forced else find_finished_stage(self.run_dir.parent, stage_id, fingerprint,
                                                                     exclude=self.run_dir)
         if source is not None:  # the same stage, finished by another run: copied, not recomputed
             self._reuse_sources[stage_id] = source
