@@ -14,7 +14,7 @@ easy_vqa = pytest.importorskip("easy_vqa")
 
 from mllm.models.llava.adapter import LlavaAdapter, LlavaModelConfig  # noqa: E402
 from mllm.records import Conversation, Preference, Turn  # noqa: E402
-from mllm.training.packing import layout_support, model_inputs, padding_share  # noqa: E402
+from mllm.training.packing import layout_support, packed_model_inputs, padding_share  # noqa: E402
 from mllm.training.trainer import TrainSettings, train_method  # noqa: E402
 from mllm_align.dpo import DPO, DPOConfig  # noqa: E402
 from mllm_align.hadpo import HADPO, HADPOConfig  # noqa: E402
@@ -148,11 +148,11 @@ def test_a_short_training_run_with_packing_on(adapter, tmp_path, kind):
 
 
 def test_the_layout_falls_back_with_its_reason(adapter, caplog):
-    assert layout_support(adapter, shared_prompt=True, packing=True) == (True, True, "")
+    assert layout_support(adapter, shared_prompt=True, packing=True) == (True, True, False, "")
     adapter.model.config._attn_implementation = "flash_attention_2"
     adapter.model.config.text_config._attn_implementation = "flash_attention_2"
-    shared, packing, reason = layout_support(adapter, shared_prompt=True, packing=True)
-    assert (shared, packing) == (False, True) and "takes no block mask" in reason
+    shared, packing, one_row, reason = layout_support(adapter, shared_prompt=True, packing=True)
+    assert (shared, packing, one_row) == (False, True, True) and "takes no block mask" in reason
     with caplog.at_level("WARNING"):
         layout = choose_layout(adapter, packing=True, shared_prompt=True)
     assert layout == Layout(packing=True, shared_prompt=False, one_row=True) and "shared_prompt is off" in caplog.text
@@ -161,7 +161,7 @@ def test_the_layout_falls_back_with_its_reason(adapter, caplog):
     method.layout = layout
     batch = method.collate(conversations(4))
     assert batch["input_ids"].shape[0] == 1 and padding_share(batch) == 0.0  # varlen: one row, no padding
-    assert model_inputs(adapter.model, batch)["attention_mask"] is None
+    assert packed_model_inputs(adapter.model, batch)["attention_mask"] is None
     other = SimpleNamespace(model=adapter.model)
     assert layout_support(other, shared_prompt=True)[:2] == (False, False)
-    assert "supports_packed_sequences" in layout_support(other, shared_prompt=True)[2]
+    assert "supports_packed_sequences" in layout_support(other, shared_prompt=True)[3]

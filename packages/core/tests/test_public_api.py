@@ -13,7 +13,8 @@ import pytest
 
 API_DOC = Path(__file__).resolve().parents[3] / "docs" / "api.md"
 # the helpers that run models: they may import torch when touched (docs/api.md marks them "(torch)")
-TORCH_HELPERS = {"answer_logprobs", "AnswerLogprobs", "train_method", "SampleGenerator", "Prompt"}
+TORCH_HELPERS = {"answer_logprobs", "AnswerLogprobs", "train_method", "SampleGenerator", "Prompt", "pack_sequences",
+                 "pack_pairs", "packed_model_inputs", "layout_support"}
 
 
 def documented_names() -> list[str]:

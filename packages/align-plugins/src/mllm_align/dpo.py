@@ -79,7 +79,7 @@ from mllm_align.common import (
     pad_encoded,
     prepare_trainable,
 )
-from mllm_align.layout import Layout, layout_from_context, pair_units
+from mllm_align.layout import Layout, layout_from_context
 
 REFERENCE_CACHE = "reference_logps.json"
 LossType = Literal["sigmoid", "ipo", "hinge", "robust"]
@@ -309,13 +309,12 @@ class DPO:
         adapter = self._require_adapter()
         pairs = [self.encode(r) for r in records]
         if self.layout.active:
-            from mllm.training.packing import collate_units
+            from mllm import pack_pairs
 
-            units = pair_units(pairs, [len(r.images) for r in records],
-                               [len(adapter.encode_prompt(r.prompt)) for r in records],
-                               shared_prompt=self.layout.shared_prompt)
-            batch = collate_units(units, adapter.pad_token_id, pack=self.layout.packing,
-                                  one_row=self.layout.one_row, num_sequences=2 * len(records))
+            batch = pack_pairs(pairs, [len(r.images) for r in records], adapter.pad_token_id,
+                               prompt_lengths=[len(adapter.encode_prompt(r.prompt)) for r in records],
+                               shared_prompt=self.layout.shared_prompt, packing=self.layout.packing,
+                               one_row=self.layout.one_row)
         else:
             batch = pad_encoded([c for c, _ in pairs] + [r for _, r in pairs], adapter.pad_token_id)
         pixel_values = load_batch_images(adapter, records)

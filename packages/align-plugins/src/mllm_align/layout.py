@@ -2,13 +2,13 @@
 
 The ``train:`` keys ``packing`` and ``shared_prompt`` ask for them; :func:`choose_layout`
 keeps what the adapter's model can do (:func:`mllm.training.packing.layout_support`) and
-logs why a part is off. The row machinery itself is :mod:`mllm.training.packing`.
+logs why a part is off. The rows themselves come from ``mllm.pack_sequences`` /
+``mllm.pack_pairs`` (the core's ``mllm.training.packing``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,12 +31,11 @@ class Layout:
 
 def choose_layout(adapter: Any, *, packing: bool, shared_prompt: bool, logger: Any = None) -> Layout:
     """The layout asked for, less what the adapter's model cannot do (logged with the reason)."""
-    from mllm.training.packing import VARLEN_IMPLEMENTATIONS, attention_implementation, layout_support
+    from mllm import layout_support
 
-    shared, packed, reason = layout_support(adapter, shared_prompt=shared_prompt, packing=packing)
+    shared, packed, one_row, reason = layout_support(adapter, shared_prompt=shared_prompt, packing=packing)
     if reason:
         (logger or _LOG).warning("train layout: %s", reason)
-    one_row = packed and attention_implementation(getattr(adapter, "model", None)) in VARLEN_IMPLEMENTATIONS
     layout = Layout(packing=packed, shared_prompt=shared, one_row=one_row)
     if layout.active:
         (logger or _LOG).info("train layout: packing %s, shared prompt %s%s", "on" if packed else "off",
@@ -53,31 +52,3 @@ def layout_from_context(adapter: Any, context: Any, *, preference: bool) -> Layo
     return choose_layout(adapter, packing=bool(getattr(train, "packing", False)),
                          shared_prompt=preference and bool(getattr(train, "shared_prompt", False)),
                          logger=getattr(context, "logger", None))
-
-
-def sequence_units(encoded: Sequence[dict[str, Sequence[int]]], image_counts: Sequence[int]) -> list[Any]:
-    """One unit per sequence (SFT); images numbered in record order."""
-    from mllm.training.packing import single_unit
-
-    units, first = [], 0
-    for i, (item, count) in enumerate(zip(encoded, image_counts, strict=True)):
-        units.append(single_unit(item, i, range(first, first + count)))
-        first += count
-    return units
-
-
-def pair_units(pairs: Sequence[tuple[dict[str, Sequence[int]], dict[str, Sequence[int]]]],
-               image_counts: Sequence[int], prompt_lengths: Sequence[int], *, shared_prompt: bool) -> list[Any]:
-    """One unit per pair: output rows ``i`` (chosen) and ``n + i`` (rejected)."""
-    from mllm.training.packing import pair_unit, shared_prompt_unit
-
-    n, units, first = len(pairs), [], 0
-    for i, ((chosen, rejected), count, prompt_length) in enumerate(
-            zip(pairs, image_counts, prompt_lengths, strict=True)):
-        images = range(first, first + count)
-        if shared_prompt:
-            units.append(shared_prompt_unit(chosen, rejected, (i, n + i), images, prompt_length=prompt_length))
-        else:
-            units.append(pair_unit(chosen, rejected, (i, n + i), images))
-        first += count
-    return units

@@ -32,7 +32,7 @@ from mllm_align.common import (
     prepare_trainable,
     token_accuracy,
 )
-from mllm_align.layout import Layout, layout_from_context, sequence_units
+from mllm_align.layout import Layout, layout_from_context
 
 # Length grouping weighs an image like this many text characters when there is no adapter
 # to say how many tokens an image becomes.
@@ -96,11 +96,10 @@ class SFT:
         adapter = self._require_adapter()
         encoded = [self.encode(r) for r in records]
         if self.layout.packing:
-            from mllm.training.packing import collate_units
+            from mllm import pack_sequences
 
-            units = sequence_units(encoded, [len(r.images) for r in records])
-            batch = collate_units(units, adapter.pad_token_id, pack=True, one_row=self.layout.one_row,
-                                  num_sequences=len(records))
+            batch = pack_sequences(encoded, [len(r.images) for r in records], adapter.pad_token_id,
+                                   one_row=self.layout.one_row)
         else:
             batch = pad_encoded(encoded, adapter.pad_token_id)
         pixel_values = load_batch_images(adapter, records)
@@ -111,10 +110,9 @@ class SFT:
     def loss(self, model: Any, batch: dict[str, Any]) -> tuple[Any, dict[str, float]]:
         """The model's LM loss over answer tokens, and token accuracy on them."""
         if "sequence_index" in batch:  # packed rows: per-sequence positions, block attention
-            from mllm.training.packing import batch_pixel_values, model_inputs
+            from mllm import packed_model_inputs
 
-            outputs = model(input_ids=batch["input_ids"], labels=batch["labels"],
-                            pixel_values=batch_pixel_values(batch), **model_inputs(model, batch))
+            outputs = model(input_ids=batch["input_ids"], labels=batch["labels"], **packed_model_inputs(model, batch))
         else:
             outputs = model(**batch)
         accuracy, count = token_accuracy(outputs.logits, batch["labels"])

@@ -29,6 +29,10 @@ What keeps the rows equal to separate sequences:
 
 Which model families can take this is their adapter's say: ``supports_packed_sequences``
 (the LLaVA adapter sets it). :func:`layout_support` gives the reason when it is off.
+
+Plugins use it through ``mllm``: :func:`pack_sequences` and :func:`pack_pairs` build the
+rows, :func:`packed_model_inputs` gives a model its mask, position ids and images, and
+:func:`mllm.answer_logprobs` scores packed rows per sequence.
 """
 
 from __future__ import annotations
@@ -220,6 +224,35 @@ def collate_units(units: Sequence[Unit], pad_token_id: int, *, pack: bool, one_r
     return batch
 
 
+def pack_sequences(encoded: Sequence[dict[str, Sequence[int]]], image_counts: Sequence[int], pad_token_id: int, *,
+                   one_row: bool = False) -> dict[str, Any]:
+    """Packed rows of sequences (SFT): output sequence ``i`` is ``encoded[i]``, whose images
+    are the ``image_counts[i]`` next ones of the batch's ``pixel_values``."""
+    units, first = [], 0
+    for i, (item, count) in enumerate(zip(encoded, image_counts, strict=True)):
+        units.append(single_unit(item, i, range(first, first + count)))
+        first += count
+    return collate_units(units, pad_token_id, pack=True, one_row=one_row, num_sequences=len(units))
+
+
+def pack_pairs(pairs: Sequence[tuple[dict[str, Sequence[int]], dict[str, Sequence[int]]]],
+               image_counts: Sequence[int], pad_token_id: int, *, prompt_lengths: Sequence[int] | None = None,
+               shared_prompt: bool = True, packing: bool = False, one_row: bool = False) -> dict[str, Any]:
+    """Rows of preference pairs (chosen, rejected encodings): output sequences ``i`` (chosen)
+    and ``n + i`` (rejected); with ``shared_prompt`` each pair is one sequence (its prompt,
+    at most ``prompt_lengths[i]`` tokens, once), with ``packing`` several pairs per row."""
+    n, units, first = len(pairs), [], 0
+    lengths = prompt_lengths if prompt_lengths is not None else [None] * n
+    for i, ((chosen, rejected), count, prompt_length) in enumerate(zip(pairs, image_counts, lengths, strict=True)):
+        images = range(first, first + count)
+        if shared_prompt:
+            units.append(shared_prompt_unit(chosen, rejected, (i, n + i), images, prompt_length=prompt_length))
+        else:
+            units.append(pair_unit(chosen, rejected, (i, n + i), images))
+        first += count
+    return collate_units(units, pad_token_id, pack=packing, one_row=one_row, num_sequences=2 * n)
+
+
 def padding_share(batch: dict[str, Any]) -> float:
     """Share of a batch's positions that are padding."""
     mask = batch["attention_mask"]
@@ -239,19 +272,21 @@ def attention_implementation(model: Any) -> str:
     return "sdpa"
 
 
-def layout_support(adapter: Any, *, shared_prompt: bool = False, packing: bool = False) -> tuple[bool, bool, str]:
-    """``(shared_prompt, packing, reason)``: what ``adapter``'s model can do of what was asked;
+def layout_support(adapter: Any, *, shared_prompt: bool = False, packing: bool = False
+                   ) -> tuple[bool, bool, bool, str]:
+    """``(shared_prompt, packing, one_row, reason)``: what ``adapter``'s model can do of what
+    was asked; ``one_row``: packed batches go in one row (flash-attention's varlen path);
     ``reason`` says why a part is off (empty when all asked for is on)."""
     if not (shared_prompt or packing):
-        return False, False, ""
+        return False, False, False, ""
     name = type(adapter).__name__
     if not getattr(adapter, "supports_packed_sequences", False):
-        return False, False, (f"{name} does not declare supports_packed_sequences (its model has not been "
-                              "checked with per-sequence position ids and block masks)")
+        return False, False, False, (f"{name} does not declare supports_packed_sequences (its model has not been "
+                                     "checked with per-sequence position ids and block masks)")
     implementation = attention_implementation(getattr(adapter, "model", None))
-    reasons = []
     if implementation in MASK_IMPLEMENTATIONS:
-        return shared_prompt, packing, ""
+        return shared_prompt, packing, False, ""
+    reasons = []
     if shared_prompt:
         reasons.append(f"shared_prompt is off: attention {implementation!r} takes no block mask "
                        f"(use {' or '.join(MASK_IMPLEMENTATIONS)}, e.g. MLLM_ATTN_IMPLEMENTATION=sdpa)")
@@ -259,7 +294,7 @@ def layout_support(adapter: Any, *, shared_prompt: bool = False, packing: bool =
         reasons.append(f"packing is off: attention {implementation!r} takes neither a block mask nor "
                        "varlen position ids")
         packing = False
-    return False, packing, "; ".join(reasons)
+    return False, packing, packing, "; ".join(reasons)
 
 
 def block_attention_mask(doc_ids: torch.Tensor, branch_ids: torch.Tensor, *, implementation: str = "sdpa",
@@ -285,21 +320,26 @@ def is_packed(batch: Any) -> bool:
     return isinstance(batch, dict) and "sequence_index" in batch
 
 
-def model_inputs(model: Any, batch: dict[str, Any]) -> dict[str, Any]:
-    """``attention_mask`` (4D, or ``None`` for flash-attention's varlen path) and
-    ``position_ids`` for ``model`` and a packed batch."""
+def packed_model_inputs(model: Any, batch: dict[str, Any], *, pixel_values: bool = True) -> dict[str, Any]:
+    """``attention_mask`` (4D, or ``None`` for flash-attention's varlen path),
+    ``position_ids`` and (with ``pixel_values``) the batch's ``pixel_values`` in the order
+    of their image tokens, for ``model(input_ids=..., **packed_model_inputs(model, batch))``."""
     implementation = attention_implementation(model)
     if implementation in VARLEN_IMPLEMENTATIONS:
         if batch["input_ids"].shape[0] != 1 or bool((batch["branch_ids"] != 0).any()):
             raise ValueError(f"{implementation}: packed batches must be one row without shared prompts")
-        return {"attention_mask": None, "position_ids": batch["position_ids"]}
-    dtype = next(model.parameters()).dtype
-    mask = block_attention_mask(batch["doc_ids"], batch["branch_ids"], implementation=implementation, dtype=dtype)
-    return {"attention_mask": mask, "position_ids": batch["position_ids"]}
+        out = {"attention_mask": None, "position_ids": batch["position_ids"]}
+    else:
+        dtype = next(model.parameters()).dtype
+        out = {"attention_mask": block_attention_mask(batch["doc_ids"], batch["branch_ids"],
+                                                      implementation=implementation, dtype=dtype),
+               "position_ids": batch["position_ids"]}
+    if pixel_values:
+        out["pixel_values"] = _ordered_pixel_values(batch)
+    return out
 
 
-def batch_pixel_values(batch: dict[str, Any]) -> Any:
-    """The batch's ``pixel_values`` in the order of the image tokens (``None`` without images)."""
+def _ordered_pixel_values(batch: dict[str, Any]) -> Any:
     pixel_values = batch.get("pixel_values")
     if pixel_values is None:
         return None
@@ -317,7 +357,8 @@ def packed_answer_logprobs(model: Any, batch: dict[str, Any], *, adapter: Any = 
     predictors, labels, sequences = batch["predictors"], batch["labels"], batch["sequence_index"]
     selected = (predictors >= 0) & (labels != IGNORE_INDEX) & (sequences >= 0)
     start = int(predictors[selected].min()) if bool(selected.any()) else 0
-    kwargs = dict(model_inputs(model, batch), use_cache=False, logits_to_keep=input_ids.shape[1] - start)
+    kwargs = dict(packed_model_inputs(model, batch, pixel_values=False), use_cache=False,
+                  logits_to_keep=input_ids.shape[1] - start)
     pixel_values = batch.get("pixel_values")
     if pixel_values is None:
         outputs = model(input_ids=input_ids, **kwargs)
@@ -330,7 +371,7 @@ def packed_answer_logprobs(model: Any, batch: dict[str, Any], *, adapter: Any = 
             features = features[index.to(features.device)]
         outputs = model(inputs_embeds=adapter.embed_inputs(input_ids, features), **kwargs)
     else:
-        outputs = model(input_ids=input_ids, pixel_values=batch_pixel_values(batch), **kwargs)
+        outputs = model(input_ids=input_ids, pixel_values=_ordered_pixel_values(batch), **kwargs)
     logits = outputs.logits
     rows = torch.arange(input_ids.shape[0], device=logits.device).unsqueeze(1).expand_as(input_ids)
     selected = selected.to(logits.device)
