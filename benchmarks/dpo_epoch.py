@@ -31,8 +31,8 @@ epoch / ours with all speed-ups), ``epoch_speedup_vs_trl_lora``, ``shared_prompt
 (all but the shared prompt / all), ``<speed-up>_alone_speedup`` (plain / that one alone),
 ``plain_vs_trl``, ``seconds`` and ``peak_mib`` per variant.
 
-    python benchmarks/dpo_epoch.py [--pairs 256] [--batch 8] [--size tiny] [--repeats 1]
-    python benchmarks/dpo_epoch.py --pairs 8 --batch 4 --variants ours-all,trl   # a smoke run
+    python benchmarks/dpo_epoch.py [--pairs 256] [--batch 8] [--size tiny] [--repeats 3]
+    python benchmarks/dpo_epoch.py --pairs 8 --batch 4 --repeats 1 --variants ours-all,trl   # a smoke run
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=256)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", choices=tuple(_speed.SIZES), default="tiny")
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3, help="runs per variant (median kept; the machine is noisy)")
     parser.add_argument("--variants", default="", help="comma-separated subset (full fine-tuning and LoRA)")
     parser.add_argument("--no-lora", action="store_true")
     parser.add_argument("--child", help=argparse.SUPPRESS)
