@@ -2,6 +2,8 @@
 and :func:`rewrite_answers`, the loop every answer-rewriting op shares.
 
 - ``subsample``: ``n`` rows or a ``fraction``, seeded, file order kept.
+- ``downsample-answer``: keep only a share (``keep``) of the rows whose final answer is
+  ``answer``, seeded (imbalanced data on purpose: a yes-biased model).
 - ``shorten``: every assistant turn becomes only its final answer: the last match of
   ``pattern`` (default ``The answer is (.+?)\\.``), written with ``template`` (default
   ``The answer is {answer}.``): the seed studies' "short" ScienceQA variant. A turn
@@ -88,6 +90,38 @@ class Subsample:
         seed = config.seed if config.seed is not None else ctx.seed
         keep = sorted(random.Random(seed).sample(range(len(records)), size))
         return [records[i] for i in keep]
+
+
+class DownsampleAnswerConfig(ComponentConfig):
+    """Keys of ``{op: downsample-answer}``: keep only a share of the rows whose final answer is ``answer``."""
+
+    answer: str = Field(description="the answer to make rarer (compared with the last assistant turn, "
+                                    "case and surrounding space ignored), e.g. 'no'")
+    keep: float = Field(ge=0.0, le=1.0, description="share of those rows kept (0.1: one in ten); every other row is kept")
+    seed: int | None = Field(None, description="default: the stage's seed")
+
+
+class DownsampleAnswer:
+    """The ``downsample-answer`` op: data made imbalanced on purpose (e.g. a yes-biased model:
+    ``{op: downsample-answer, answer: "no", keep: 0.1}``); file order kept, seeded."""
+
+    def __init__(self, config: DownsampleAnswerConfig) -> None:
+        self.config = config
+
+    @classmethod
+    def example_config(cls, tmp_path: Any) -> dict[str, Any]:
+        """For the conformance kit: drop every row answered 'no'."""
+        return {"answer": "no", "keep": 0.0}
+
+    def apply(self, records: list[Record], ctx: ComponentContext) -> list[Record]:
+        config = self.config
+        wanted = config.answer.strip().lower()
+        matching = [i for i, r in enumerate(records) if isinstance(r, Conversation) and r.turns
+                    and r.turns[-1].role == "assistant" and r.turns[-1].content.strip().lower() == wanted]
+        seed = config.seed if config.seed is not None else ctx.seed
+        kept = set(random.Random(seed).sample(matching, round(config.keep * len(matching))))
+        dropped = set(matching) - kept
+        return [r for i, r in enumerate(records) if i not in dropped]
 
 
 class ShortenConfig(ComponentConfig):

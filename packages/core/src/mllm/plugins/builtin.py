@@ -62,6 +62,9 @@ def mllm_register_transform_ops(register: Register) -> None:
                            description="keep n rows or a fraction of them, seeded, in file order"))
     register(ComponentSpec(name="shorten", impl="mllm.data.ops:Shorten", config="mllm.data.ops:ShortenConfig",
                            description="keep only the final answer of each assistant turn ('The answer is B.')"))
+    register(ComponentSpec(name="downsample-answer", impl="mllm.data.ops:DownsampleAnswer",
+                           config="mllm.data.ops:DownsampleAnswerConfig",
+                           description="keep a share of the rows whose final answer is one answer (imbalanced data)"))
 
 
 @hookimpl
