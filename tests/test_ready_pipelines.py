@@ -240,15 +240,15 @@ def run(registry, tmp_path, name, overrides):
 def test_scienceqa_sft_end_to_end(registry, standin, tmp_path):
     judge = save_tiny_lm(tmp_path / "judge")
     small = scienceqa_paths(standin) + [f"model={TINY}"] + [
-        f"stages.{s}.train={FEW_STEPS}" for s in ("sft-full", "sft-short", "sft-realigned", "sft-mini")] + [
-        "stages.mini.ops=[{op: subsample, n: 4, seed: 0}]",
-        f"stages.realigned.ops=[{{op: realign, judge: {{name: hf-local, path: {judge}, max_new_tokens: 6}}, "
-        "instruction: Explain step by step.}]",
-    ]
+        f"stages.{s}.train={FEW_STEPS}" for s in ("sft-full", "sft-short", "sft-realigned", "sft-mini", "sft-mini-short",
+                                                  "sft-mini-realigned")] + [
+        "stages.mini.ops=[{op: subsample, n: 4, seed: 0}]"] + [
+        f"stages.{s}.ops=[{{op: realign, judge: {{name: hf-local, path: {judge}, max_new_tokens: 6}}, "
+        "instruction: Explain step by step.}]" for s in ("realigned", "mini-realigned")]
     # the study as written, at one seed: the transforms (their own seed) run once, the rest once per seed
     run_dir = run(registry, tmp_path, "scienceqa_sft", small + ["seeds=[0]"])
     report = json.loads((run_dir / "report" / "report.json").read_text())
-    arms = ["sft-full", "sft-short", "sft-realigned", "sft-mini"]
+    arms = ["sft-full", "sft-short", "sft-realigned", "sft-mini", "sft-mini-short", "sft-mini-realigned"]
     models = ["init"] + [f"{arm}-s0" for arm in arms]
     assert set(report["models"]) == set(models)
     for model in models:
@@ -256,7 +256,9 @@ def test_scienceqa_sft_end_to_end(registry, standin, tmp_path):
         assert report["models"][model]["scienceqa"]["count"] == 4
     assert {f"{arm}-s0" for arm in arms} <= set(report["training"])
     assert all(report["aggregate"]["models"][arm]["scienceqa"]["accuracy"]["n"] == 1 for arm in arms)
-    assert [f["verdict"] for f in report["findings"]] == ["too few seeds"] * 3  # one seed: no spread to judge by
+    assert [f["verdict"] for f in report["findings"]] == ["too few seeds"] * 5  # one seed: no spread to judge by
+    mini_short = [json.loads(line) for line in (run_dir / "mini-short" / "records.jsonl").read_text().splitlines()]
+    assert len(mini_short) == 4 and all(r["turns"][-1]["content"].startswith("The answer is ") for r in mini_short)
     short = [json.loads(line) for line in (run_dir / "short" / "records.jsonl").read_text().splitlines()]
     assert len(short) == 8 and all(r["turns"][-1]["content"].startswith("The answer is ") for r in short)
     mini = (run_dir / "mini" / "records.jsonl").read_text().splitlines()
