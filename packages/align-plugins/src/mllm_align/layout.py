@@ -29,13 +29,15 @@ class Layout:
         return self.packing or self.shared_prompt
 
 
-def choose_layout(adapter: Any, *, packing: bool, shared_prompt: bool, logger: Any = None) -> Layout:
-    """The layout asked for, less what the adapter's model cannot do (logged with the reason)."""
+def choose_layout(adapter: Any, *, packing: bool, shared_prompt: bool, logger: Any = None,
+                  asked: bool = True) -> Layout:
+    """The layout asked for, less what the adapter's model cannot do (logged with the reason:
+    a warning when the settings asked for it, an info line when it was only the default)."""
     from mllm import layout_support
 
     shared, packed, one_row, reason = layout_support(adapter, shared_prompt=shared_prompt, packing=packing)
     if reason:
-        (logger or _LOG).warning("train layout: %s", reason)
+        (logger or _LOG).log(logging.WARNING if asked else logging.INFO, "train layout: %s", reason)
     layout = Layout(packing=packed, shared_prompt=shared, one_row=one_row)
     if layout.active:
         (logger or _LOG).info("train layout: packing %s, shared prompt %s%s", "on" if packed else "off",
@@ -49,6 +51,11 @@ def layout_from_context(adapter: Any, context: Any, *, preference: bool) -> Layo
     train = getattr(context, "train", None)
     if train is None:
         return Layout()
-    return choose_layout(adapter, packing=bool(getattr(train, "packing", False)),
-                         shared_prompt=preference and bool(getattr(train, "shared_prompt", False)),
-                         logger=getattr(context, "logger", None))
+    packing = bool(getattr(train, "packing", False))
+    shared_prompt = preference and bool(getattr(train, "shared_prompt", False))
+    # shared_prompt is on by default: where a model cannot take it, say so without alarm
+    # unless the pipeline asked for it (or for packing) itself
+    given = getattr(train, "model_fields_set", set())
+    asked = packing or "shared_prompt" in given
+    return choose_layout(adapter, packing=packing, shared_prompt=shared_prompt,
+                         logger=getattr(context, "logger", None), asked=asked)
