@@ -86,6 +86,12 @@ def test_a_forced_stage_and_what_follows_it_are_recomputed(setup, testplug_regis
     pipeline = load_pipeline(runner().pipeline.path, testplug_registry, ["name=b"])
     forced = PipelineRunner(pipeline, testplug_registry, runs, force=("first-s0",))
     assert actions(forced) == {"first-s0": "run", "second-s0": "run", "report": "run"}
+    # --force with the stage as written forces every copy of it
+    pipeline = load_pipeline(runner().pipeline.path, testplug_registry, ["seeds=[0, 1]"])
+    runner("seeds=[0, 1]").run()
+    forced = PipelineRunner(pipeline, testplug_registry, runs, force=("second",))
+    assert actions(forced) == {"first-s0": "skip", "first-s1": "skip", "second-s0": "force", "second-s1": "force",
+                               "report": "force"}
 
 
 def test_a_changed_stage_is_not_reused(setup):

@@ -165,7 +165,10 @@ class PipelineRunner:
         self.launch = launch
         self.registry = registry
         self.run_dir = Path(runs_dir) / pipeline.name
-        self.force = set(force)
+        # with seeds:/sweep:, a stage as written (or an arm) names all its copies: --force sft forces sft-s0, sft-s1, ...
+        copies = getattr(pipeline, "copies", {}) or {}
+        self.force = {c for f in force for c in ([f] if f not in {o.template for o in copies.values()} | {
+            o.arm for o in copies.values()} else [c for c, o in copies.items() if f in (o.template, o.arm)])}
         self.on_event = on_event or (lambda plan, event: None)
         unknown = self.force - {s.id for s in pipeline.stages} - {INIT}
         if unknown:
