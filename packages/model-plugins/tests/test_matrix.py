@@ -117,3 +117,9 @@ def test_llava_next_runs_every_stage_kind_and_method(tmp_path):
 @pytest.mark.families
 def test_llava_onevision_runs_every_stage_kind_and_method(tmp_path):
     check_matrix(run_matrix("llava-onevision", tmp_path), "llava-onevision")
+
+
+@pytest.mark.slow
+@pytest.mark.families
+def test_smolvlm_runs_every_stage_kind_and_method(tmp_path):
+    check_matrix(run_matrix("smolvlm", tmp_path), "smolvlm")

@@ -10,7 +10,7 @@ from mllm.pipeline.validation import validate_file
 from mllm.plugins.registry import Registry
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "pipelines" / "examples"
-FAMILIES = ("llava-next", "idefics3", "llava-onevision")
+FAMILIES = ("llava-next", "idefics3", "llava-onevision", "smolvlm")
 
 
 def test_every_family_has_an_example_pipeline():

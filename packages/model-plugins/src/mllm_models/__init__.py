@@ -2,8 +2,8 @@
 
 One generic adapter over transformers' vision-language classes
 (:mod:`mllm_models.adapter`) with a small spec per family (:mod:`mllm_models.families`):
-LLaVA-NeXT (``llava-next``), Idefics3 / SmolVLM (``idefics3``) and LLaVA-OneVision
-(``llava-onevision``). What other
+LLaVA-NeXT (``llava-next``), Idefics3 (``idefics3``), SmolVLM (``smolvlm``) and
+LLaVA-OneVision (``llava-onevision``). What other
 distributions may import is ``__all__`` (loaded on first use, so the plugin stays light).
 """
 
@@ -17,6 +17,7 @@ _PUBLIC = {
     "LlavaNextAdapter": "mllm_models.adapter",
     "Idefics3Adapter": "mllm_models.adapter",
     "LlavaOnevisionAdapter": "mllm_models.adapter",
+    "SmolVLMAdapter": "mllm_models.adapter",
     "LlavaOnevisionModelConfig": "mllm_models.config",
     "VisionLanguageModelConfig": "mllm_models.config",
     "LlavaNextModelConfig": "mllm_models.config",

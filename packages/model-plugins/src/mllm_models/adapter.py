@@ -482,3 +482,10 @@ class LlavaOnevisionAdapter(VisionLanguageAdapter):
 
     family = FAMILIES["llava-onevision"]
     config_class = LlavaOnevisionModelConfig
+
+
+class SmolVLMAdapter(VisionLanguageAdapter):
+    """SmolVLM (``SmolVLMForConditionalGeneration``; composed processor: PIL image processor + tokenizer)."""
+
+    family = FAMILIES["smolvlm"]
+    config_class = Idefics3ModelConfig

@@ -385,4 +385,58 @@ class LlavaOnevision(LlavaNext):
         return torch.stack(list(out.pooler_output))
 
 
-FAMILIES: dict[str, Family] = {family.name: family for family in (LlavaNext(), Idefics3(), LlavaOnevision())}
+# -- SmolVLM ----------------------------------------------------------------------------------------
+
+
+class SmolVLM(Idefics3):
+    """``SmolVLMForConditionalGeneration``: Idefics3's layout; the processor is composed
+    (``SmolVLMProcessor`` needs a video processor, which needs torchvision)."""
+
+    name = "smolvlm"
+    model_type = "smolvlm"
+    template = "smolvlm"
+    processor_path = "composed"
+
+    def model_class(self) -> type:
+        from transformers import SmolVLMForConditionalGeneration
+
+        return SmolVLMForConditionalGeneration
+
+    def _image_processor_class(self) -> type:
+        from transformers.models.smolvlm.image_processing_pil_smolvlm import SmolVLMImageProcessorPil
+
+        return SmolVLMImageProcessorPil
+
+    def _image_processor(self, side: int) -> Any:
+        return self._image_processor_class()(do_image_splitting=False, size={"longest_edge": side},
+                                             max_image_size={"longest_edge": side})
+
+    def load_processor(self, path: Any, trust_remote_code: bool) -> Any:
+        return ComposedProcessor.from_pretrained(path, self._image_processor_class(), trust_remote_code)
+
+    def build_tiny(self, config: Any, seed: int) -> tuple[Any, Any, dict[str, Any]]:
+        from transformers import SmolVLMConfig
+
+        texts = [f"{IM_START}User:<image>What is in the image?<end_of_utterance>\nAssistant: A shape.<end_of_utterance>\n"]
+        tokenizer = _tokenizer(config, texts, [*self.markers, END_OF_UTTERANCE, IM_START])
+        side = config.image_size
+        model_config = SmolVLMConfig(
+            vision_config=dict(hidden_size=config.vision_hidden_size, intermediate_size=config.vision_intermediate_size,
+                               num_hidden_layers=config.vision_layers, num_attention_heads=config.heads,
+                               image_size=side, patch_size=config.patch_size),
+            text_config=dict(model_type="llama", vocab_size=len(tokenizer), hidden_size=config.text_hidden_size,
+                             intermediate_size=config.text_intermediate_size, num_hidden_layers=config.text_layers,
+                             num_attention_heads=config.heads, num_key_value_heads=config.heads,
+                             max_position_embeddings=config.max_length, pad_token_id=tokenizer.pad_token_id,
+                             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                             tie_word_embeddings=False),
+            image_token_id=tokenizer.convert_tokens_to_ids(IMAGE), scale_factor=config.scale_factor,
+            tie_word_embeddings=False, pad_token_id=tokenizer.pad_token_id)
+        model_config._attn_implementation = _attn(config.dtype)
+        torch.manual_seed(seed)
+        model = self.model_class()(model_config)
+        processor = ComposedProcessor(self._image_processor(side), tokenizer, chat_template_jinja(self.template))
+        return model, processor, {}
+
+
+FAMILIES: dict[str, Family] = {family.name: family for family in (LlavaNext(), Idefics3(), LlavaOnevision(), SmolVLM())}

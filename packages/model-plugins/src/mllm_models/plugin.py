@@ -23,3 +23,8 @@ def mllm_register_models(register: Register) -> None:
         description="LLaVA-OneVision (transformers LlavaOnevisionForConditionalGeneration, SigLIP tiles at one grid, "
                     "ChatML; composed processor): a local folder or a tiny model",
     ))
+    register(ComponentSpec(
+        name="smolvlm", impl="mllm_models.adapter:SmolVLMAdapter", config="mllm_models.config:Idefics3ModelConfig",
+        description="SmolVLM (transformers SmolVLMForConditionalGeneration, Idefics3's layout, one global image per "
+                    "<image>; composed processor): a local folder or a tiny model",
+    ))

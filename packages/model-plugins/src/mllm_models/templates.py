@@ -13,7 +13,7 @@ LLaVA-1.5's). ``idefics3`` is Idefics3 / SmolVLM's::
 
     <s>User:<image>What is it?<end_of_utterance>\\nAssistant: A square.<end_of_utterance>\\n
 
-and ``chatml`` is Qwen2's, which LLaVA-OneVision uses::
+``smolvlm`` is the same opened once by ``<|im_start|>``, and ``chatml`` is Qwen2's, which LLaVA-OneVision uses::
 
     <|im_start|>user\\n<image>\\nWhat is it?<|im_end|>\\n<|im_start|>assistant\\nA square.<|im_end|>\\n
 """
@@ -97,6 +97,17 @@ IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 
 
 @dataclass(frozen=True)
+class SmolVLMTemplate(Idefics3Template):
+    """SmolVLM's chat format: Idefics3's, opened once by ``<|im_start|>``."""
+
+    name: str = "smolvlm"
+
+    def segments(self, turns: Sequence[Any], *, add_generation_prompt: bool | None = None) -> list[Segment]:
+        out = super().segments(turns, add_generation_prompt=add_generation_prompt)
+        return [Segment(IM_START + out[0].text, out[0].learned), *out[1:]]
+
+
+@dataclass(frozen=True)
 class ChatMLTemplate:
     """ChatML (Qwen2's, used by LLaVA-OneVision): ``<|im_start|>user\\n...<|im_end|>\\n<|im_start|>assistant\\n``.
 
@@ -127,7 +138,8 @@ class ChatMLTemplate:
         return "".join(segment.text for segment in self.segments(turns))
 
 
-FAMILY_TEMPLATES: dict[str, Any] = {"idefics3": Idefics3Template(), "chatml": ChatMLTemplate()}
+FAMILY_TEMPLATES: dict[str, Any] = {"idefics3": Idefics3Template(), "smolvlm": SmolVLMTemplate(),
+                                    "chatml": ChatMLTemplate()}
 
 
 def template_of(name: str) -> Any:
@@ -182,6 +194,8 @@ def chat_template_jinja(name: str) -> str:
     """
     if name == "idefics3":
         return _IDEFICS3_JINJA
+    if name == "smolvlm":  # Idefics3's, opened once by <|im_start|>
+        return _IDEFICS3_JINJA.replace("{{- bos_token -}}", "{{- bos_token -}}{{- '<|im_start|>' -}}", 1)
     if name == "chatml":
         return _CHATML_JINJA
     return get_template(name).jinja
