@@ -20,10 +20,19 @@ FAMILIES = {"llava-next": LlavaNextAdapter, "idefics3": Idefics3Adapter, "llava-
 QUESTION = "<image>\nWhat colour is the square?"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: on a small shared CPU, more threads spin against other processes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
-def adapter(request):
+def adapter(request, tmp_path_factory):
     cls = FAMILIES[request.param]
-    return cls.from_config(cls.config_class(), seed=0)
+    return cls.from_config(cls.config_class(**cls.example_config(tmp_path_factory.getbasetemp())), seed=0)
 
 
 def _image(adapter, colour=(200, 30, 30), size=None):
@@ -186,7 +195,7 @@ def trained(adapter):
     torch.manual_seed(0)
     optimizer = torch.optim.AdamW(adapter.model.parameters(), lr=3e-3)
     adapter.model.train()
-    for _ in range(40):
+    for _ in range(120):
         adapter.model(**batch).loss.backward()
         optimizer.step()
         optimizer.zero_grad()
