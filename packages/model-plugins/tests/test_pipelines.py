@@ -34,3 +34,15 @@ def test_docs_models_lists_every_family_and_key():
     for config in (LlavaNextModelConfig, Idefics3ModelConfig, LlavaOnevisionModelConfig):
         for key in config.model_fields:
             assert f"`{key}`" in text, (config.__name__, key)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_kit_names_a_missing_adapter_member(family, monkeypatch):
+    from mllm.testing.checks import check_protocol, specs_of
+    from mllm_models.adapter import VisionLanguageAdapter
+
+    spec = next(s for s in specs_of("mllm_models.plugin", "mllm-models") if s.name == family)
+    check_protocol(spec)
+    monkeypatch.delattr(VisionLanguageAdapter, "embed_inputs")
+    with pytest.raises(Exception, match="does not satisfy mllm.interfaces.ModelAdapter: missing embed_inputs"):
+        check_protocol(spec)
