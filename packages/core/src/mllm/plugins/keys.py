@@ -24,7 +24,7 @@ from mllm.plugins.specs import ComponentSpec
 BEGIN = "<!-- BEGIN GENERATED: component keys -->"
 END = "<!-- END GENERATED: component keys -->"
 #: the distributions docs/keys.md documents (plugins of other projects document their own)
-FIRST_PARTY = ("mllm-core", "mllm-data", "mllm-align", "mllm-eval")
+FIRST_PARTY = ("mllm-core", "mllm-data", "mllm-align", "mllm-models", "mllm-eval")
 
 
 @dataclass(frozen=True)
