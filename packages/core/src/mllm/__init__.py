@@ -79,6 +79,7 @@ _EXPORTS: dict[str, str] = {
     "HasDataFiles": "mllm.interfaces",
     "HasExampleConfig": "mllm.interfaces",
     "HasExampleRecords": "mllm.interfaces",
+    "HasPositionCaches": "mllm.interfaces",
     "HasProjectorLr": "mllm.interfaces",
     "HasSourcePath": "mllm.interfaces",
     "HasTrainCallbacks": "mllm.interfaces",

@@ -329,6 +329,18 @@ class RunsDistributed(Protocol):
     distributed: ClassVar[bool]
 
 
+@runtime_checkable
+class HasPositionCaches(Protocol):
+    """A model adapter saying whether the answer engine may reuse prompt-start keys/values.
+
+    ``uses_position_caches = False``: the model's position ids depend on the whole prompt
+    (Qwen2-VL's M-RoPE), so the engine's shared-prefix and prompt-through-the-image caches
+    and its tree-masked choice pass (1-D position ids) would be wrong; the engine then runs
+    plain full-prompt forwards and ``generate`` for it. Without the capability: caches on."""
+
+    uses_position_caches: ClassVar[bool]
+
+
 def capability(obj: Any, protocol: type, name: str, default: Any = None) -> Any:
     """``getattr(obj, name)`` when ``obj`` has the capability ``protocol``, else ``default``."""
     return getattr(obj, name) if isinstance(obj, protocol) else default

@@ -10,7 +10,8 @@ laid out as a tree, with a 4-D attention mask (each choice sees the prompt and i
 earlier tokens, never another choice's) and position ids that continue the prompt's for
 every choice (:meth:`ChoiceScorer.scores_tree`). With flash-attention, which takes no
 custom masks, each choice becomes its own left-padded row instead
-(:meth:`ChoiceScorer.scores_rows`).
+(:meth:`ChoiceScorer.scores_rows`), and so does a model whose adapter has
+``uses_position_caches = False`` (its position ids are computed from each full row).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class ChoiceScorer:
     def tree_masks_supported(self) -> bool:
         config = getattr(self.adapter.model, "config", None)
         implementation = str(getattr(getattr(config, "text_config", config), "_attn_implementation", "") or "")
-        return "flash" not in implementation
+        return "flash" not in implementation and self.caches.enabled
 
     def answers(self, jobs: list[Job]) -> list[str]:
         """The chosen choice's text per job."""

@@ -12,7 +12,10 @@ Three levels, all inside one answer engine's lifetime (:class:`PromptCaches`):
 
 Rows of a batch have one cached length, so the cache is a plain ``DynamicCache`` and
 padding sits between the cached start and the rest (:meth:`PromptCaches.prompt_batch`).
-Choice trees use no cache (their 4-D masks cover the whole row).
+Choice trees use no cache (their 4-D masks cover the whole row). An adapter with
+``uses_position_caches = False`` (:class:`mllm.interfaces.HasPositionCaches`: position
+ids computed from the whole prompt, as M-RoPE) gets no prompt-start cache at all: every
+batch runs its full prompts (encoded images are still reused).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from mllm.generation.decoding import device_of, image_inputs, left_pad
 from mllm.generation.planning import Job, lcp
+from mllm.interfaces import HasPositionCaches, capability
 
 if TYPE_CHECKING:
     import torch
@@ -51,6 +55,8 @@ class PromptCaches:
         self._prefix_kv: list[tuple[Any, Any]] | None = None
         self._kv: OrderedDict[tuple, list[tuple[Any, Any]]] = OrderedDict()
         self._kv_bytes = 0
+        # False: keys/values of a prompt start depend on the rest of the prompt (M-RoPE)
+        self.enabled = bool(capability(adapter, HasPositionCaches, "uses_position_caches", True))
 
     @property
     def device(self) -> torch.device:
@@ -90,6 +96,9 @@ class PromptCaches:
         cache, so no batch recomputes them, and every row, whatever batch it is in,
         attends to the very same numbers.
         """
+        if not self.enabled:
+            self.shared_prefix, self._prefix_kv = (), None
+            return
         shared = min(len(p) for p in prompts) - 1  # every row keeps at least one token to compute
         first = prompts[0]
         for prompt in prompts[1:]:
@@ -123,7 +132,7 @@ class PromptCaches:
         """How many leading prompt tokens come from caches: through the last image token
         (the shared prefix, then the image: the same for every question about that
         image), or just the shared prefix. Choice trees use no cache."""
-        if job.choices is not None and not job.first_token_only:
+        if not self.enabled or (job.choices is not None and not job.first_token_only):
             return 0
         shared = len(self.shared_prefix)
         image_token = getattr(self.adapter, "image_token_id", None)

@@ -112,7 +112,7 @@ CAPABILITIES: dict[str, tuple[type, ...]] = {
                interfaces.HasExampleConfig, interfaces.ChecksRows),
     "benchmark": (interfaces.HasDataFiles, interfaces.ScoresFromFiles, interfaces.RecordsProvenance,
                   interfaces.HasExampleConfig),
-    "model": (interfaces.HasSourcePath, interfaces.HasExampleConfig),
+    "model": (interfaces.HasSourcePath, interfaces.HasExampleConfig, interfaces.HasPositionCaches),
     "judge": (interfaces.HasExampleConfig,),
     "stage_kind": (interfaces.HasExampleConfig,),
 }
