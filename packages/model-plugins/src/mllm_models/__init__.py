@@ -3,7 +3,7 @@
 One generic adapter over transformers' vision-language classes
 (:mod:`mllm_models.adapter`) with a small spec per family (:mod:`mllm_models.families`):
 LLaVA-NeXT (``llava-next``), Idefics3 (``idefics3``), SmolVLM (``smolvlm``) and
-LLaVA-OneVision (``llava-onevision``). What other
+LLaVA-OneVision (``llava-onevision``), Qwen2-VL (``qwen2-vl``) and Qwen2.5-VL (``qwen2.5-vl``). What other
 distributions may import is ``__all__`` (loaded on first use, so the plugin stays light).
 """
 
@@ -18,6 +18,9 @@ _PUBLIC = {
     "Idefics3Adapter": "mllm_models.adapter",
     "LlavaOnevisionAdapter": "mllm_models.adapter",
     "SmolVLMAdapter": "mllm_models.adapter",
+    "Qwen2VLAdapter": "mllm_models.adapter",
+    "Qwen25VLAdapter": "mllm_models.adapter",
+    "Qwen2VLModelConfig": "mllm_models.config",
     "LlavaOnevisionModelConfig": "mllm_models.config",
     "VisionLanguageModelConfig": "mllm_models.config",
     "LlavaNextModelConfig": "mllm_models.config",

@@ -39,6 +39,7 @@ from mllm_models.config import (
     Idefics3ModelConfig,
     LlavaNextModelConfig,
     LlavaOnevisionModelConfig,
+    Qwen2VLModelConfig,
     VisionLanguageModelConfig,
     hub_id_problem,
 )
@@ -88,6 +89,7 @@ def _install_hook(model: Any, family: Family, options: dict[str, Any]) -> None:
             for key, value in family.forward_defaults(pixel_values, defaults).items():
                 if kwargs.get(key) is None:
                     kwargs[key] = value
+        family.fill_inputs(module, kwargs, defaults)
         return args, kwargs
 
     inner._mllm_hook = inner.register_forward_pre_hook(fill, with_kwargs=True)
@@ -395,6 +397,11 @@ class VisionLanguageAdapter:
         flat = flat.to(embeddings.device, embeddings.dtype)
         return embeddings.masked_scatter(mask.unsqueeze(-1).expand_as(embeddings), flat)
 
+    def _tag(self, embeddings: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        # families whose position ids depend on the tokens (M-RoPE) read them back in their forward hook
+        embeddings._mllm_input_ids = input_ids
+        return embeddings
+
     # -- text ---------------------------------------------------------------------------------
 
     def _tokenize_segments(self, texts: list[str]) -> list[list[int]]:
@@ -489,3 +496,52 @@ class SmolVLMAdapter(VisionLanguageAdapter):
 
     family = FAMILIES["smolvlm"]
     config_class = Idefics3ModelConfig
+
+
+def _mrope_generation_positions(self: Any, inputs_tensor: Any, model_kwargs: dict[str, Any]) -> Any:
+    """Qwen2-VL's ``_prepare_position_ids_for_generation`` given the image inputs it needs.
+
+    ``generate`` computes M-RoPE ids of the prompt only when ``mm_token_type_ids`` and
+    ``image_grid_thw`` are among its kwargs; the core passes encoded images
+    (``mm_encoder_outputs``) instead, so they are derived here from the prompt's tokens."""
+    kwargs = dict(model_kwargs)
+    ids = kwargs.get("input_ids") if kwargs.get("input_ids") is not None else inputs_tensor
+    if kwargs.get("image_grid_thw") is None and ids is not None and ids.dim() == 2:
+        probe = {"input_ids": ids, "position_ids": None}
+        self._mllm_family.fill_inputs(self.model, probe, self._mllm_options)
+        for key in ("image_grid_thw", "mm_token_type_ids"):
+            if probe.get(key) is not None:
+                kwargs[key] = probe[key]
+    return type(self)._prepare_position_ids_for_generation(self, inputs_tensor, kwargs)
+
+
+class Qwen2VLAdapter(VisionLanguageAdapter):
+    """Qwen2-VL (``Qwen2VLForConditionalGeneration``; composed processor: ``Qwen2VLImageProcessorPil`` +
+    tokenizer). M-RoPE position ids depend on the whole prompt, so the answer engine's prompt caches
+    and choice trees are off for it (``uses_position_caches = False``)."""
+
+    family = FAMILIES["qwen2-vl"]
+    config_class = Qwen2VLModelConfig
+    uses_position_caches = False
+
+    @classmethod
+    def example_config(cls, tmp_path: Path) -> dict[str, Any]:
+        """As the other families', with a 4x4 patch grid: 4 image tokens whose M-RoPE ids differ from 1-D ones."""
+        return {**super().example_config(tmp_path), "image_size": 32}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        import types
+
+        inner = self._inner
+        inner._mllm_family, inner._mllm_options = self.family, self.options
+        inner._prepare_position_ids_for_generation = types.MethodType(_mrope_generation_positions, inner)
+
+    def embed_inputs(self, input_ids: torch.Tensor, image_features: Any = None) -> torch.Tensor:
+        return self._tag(super().embed_inputs(input_ids, image_features), input_ids)
+
+
+class Qwen25VLAdapter(Qwen2VLAdapter):
+    """Qwen2.5-VL (``Qwen2_5_VLForConditionalGeneration``; as Qwen2-VL, composed processor)."""
+
+    family = FAMILIES["qwen2.5-vl"]

@@ -138,3 +138,20 @@ class LlavaOnevisionModelConfig(LlavaNextModelConfig):
             raise ValueError(f"grid {list(value)} has {value[0] * value[1]} tiles; llava-onevision keeps at most 9 "
                              "(anyres_max_9 downsamples more)")
         return value
+
+
+class Qwen2VLModelConfig(VisionLanguageModelConfig):
+    """Qwen2-VL / Qwen2.5-VL: every image resized to one square (constant token count), ChatML.
+
+    Tiny: ``image_size`` is the side (a multiple of ``patch_size`` x 2, the 2x2 merge); with
+    ``path:`` the side is the saved one, else the folder image processor's smallest area."""
+
+    template: Literal["qwen2-vl"] = Field("qwen2-vl", description="chat template: qwen2-vl (ChatML; each <image> "
+                                          "is <|vision_start|><|image_pad|><|vision_end|>)")
+
+    @model_validator(mode="after")
+    def _size_fits(self) -> Qwen2VLModelConfig:
+        if self.init == "tiny" and self.image_size % (self.patch_size * 2):
+            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size x 2 = "
+                             f"{self.patch_size * 2} (Qwen2-VL merges 2x2 patches)")
+        return self

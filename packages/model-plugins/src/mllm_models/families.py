@@ -92,6 +92,10 @@ class Family:
         """``pixel_values`` as the model's forward takes them (from ``load_images``' layout)."""
         return pixel_values
 
+    def fill_inputs(self, module: Any, kwargs: dict[str, Any], options: dict[str, Any]) -> None:
+        """Further inputs the inner model's forward needs, from the whole call (``kwargs``, edited in
+        place; run after ``forward_defaults``). Qwen2-VL's M-RoPE position ids are filled here."""
+
 
 # -- LLaVA-NeXT ----------------------------------------------------------------------------------
 
@@ -439,4 +443,186 @@ class SmolVLM(Idefics3):
         return model, processor, {}
 
 
-FAMILIES: dict[str, Family] = {family.name: family for family in (LlavaNext(), Idefics3(), LlavaOnevision(), SmolVLM())}
+# -- Qwen2-VL / Qwen2.5-VL ----------------------------------------------------------------------------
+
+META_NAME = "mllm_model.json"
+VISION_START, VISION_END, IMAGE_PAD = "<|vision_start|>", "<|vision_end|>", "<|image_pad|>"
+
+
+class Qwen2VL(Family):
+    """``Qwen2VLForConditionalGeneration``: patches flattened with ``image_grid_thw``, merged 2x2,
+    M-RoPE position ids (3 per token: time, height, width); ChatML with
+    ``<|vision_start|><|image_pad|><|vision_end|>`` per image. The processor is composed
+    (``Qwen2VLProcessor`` needs a video processor, which needs torchvision).
+
+    ``load_images`` gives ``[n, patches, channels * temporal * patch^2]`` (one image per row;
+    the model takes them flattened, as its image processor gives them). Position ids: the
+    model computes M-RoPE itself from ``input_ids``, ``mm_token_type_ids`` and
+    ``image_grid_thw`` (filled in here); 1-D position ids handed in (the core's left-padded
+    forwards) and an ``inputs_embeds`` made by the adapter's ``embed_inputs`` (which remembers
+    its ``input_ids``) get exact M-RoPE ids from ``get_rope_index``; ``generate`` gets them
+    at the prompt (``_prepare_position_ids_for_generation``, see the adapter)."""
+
+    name = "qwen2-vl"
+    model_type = "qwen2_vl"
+    template = "qwen2-vl"
+    processor_path = "composed"
+
+    def model_class(self) -> type:
+        from transformers import Qwen2VLForConditionalGeneration
+
+        return Qwen2VLForConditionalGeneration
+
+    def _image_processor_class(self) -> type:
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+        return Qwen2VLImageProcessorPil
+
+    def load_processor(self, path: Any, trust_remote_code: bool) -> Any:
+        return ComposedProcessor.from_pretrained(path, self._image_processor_class(), trust_remote_code)
+
+    def _configs(self, config: Any, tokenizer: Any) -> dict[str, Any]:
+        from transformers import Qwen2VLConfig
+
+        half = config.text_hidden_size // config.heads // 2  # rotary pairs per head, split over t / h / w
+        section = [half - 2 * (half // 3), half // 3, half // 3]
+        text = dict(vocab_size=len(tokenizer), hidden_size=config.text_hidden_size,
+                    intermediate_size=config.text_intermediate_size, num_hidden_layers=config.text_layers,
+                    num_attention_heads=config.heads, num_key_value_heads=config.heads,
+                    max_position_embeddings=config.max_length, bos_token_id=tokenizer.bos_token_id,
+                    eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                    rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": section})
+        vision = dict(depth=config.vision_layers, embed_dim=config.vision_hidden_size,
+                      hidden_size=config.text_hidden_size, mlp_ratio=config.vision_intermediate_size // config.vision_hidden_size,
+                      num_heads=config.heads, patch_size=config.patch_size, spatial_merge_size=2, temporal_patch_size=2)
+        return {"class": Qwen2VLConfig, "text": text, "vision": vision}
+
+    def build_tiny(self, config: Any, seed: int) -> tuple[Any, Any, dict[str, Any]]:
+        tokenizer = _tokenizer(config, [f"{IM_START}user\n{VISION_START}{IMAGE_PAD}{VISION_END}What is it?{IM_END}\n"
+                                        f"{IM_START}assistant\nA shape.{IM_END}"],
+                               [IM_START, IM_END, VISION_START, VISION_END, IMAGE_PAD, "<|video_pad|>"])
+        parts = self._configs(config, tokenizer)
+        ids = {t: tokenizer.convert_tokens_to_ids(t) for t in (VISION_START, VISION_END, IMAGE_PAD, "<|video_pad|>")}
+        model_config = parts["class"](
+            text_config=parts["text"], vision_config=parts["vision"], image_token_id=ids[IMAGE_PAD],
+            video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids[VISION_START],
+            vision_end_token_id=ids[VISION_END], tie_word_embeddings=False)
+        model_config._attn_implementation = _attn(config.dtype)
+        torch.manual_seed(seed)
+        model = self.model_class()(model_config)
+        side = config.image_size
+        image_processor = self._image_processor_class()(
+            size={"shortest_edge": side * side, "longest_edge": side * side}, patch_size=config.patch_size,
+            merge_size=2, temporal_patch_size=2)
+        processor = ComposedProcessor(image_processor, tokenizer, chat_template_jinja(self.template))
+        return model, processor, {"image_size": [side, side]}
+
+    def options_for(self, model: Any, processor: Any, config: Any, saved: dict[str, Any]) -> dict[str, Any]:
+        factor = self._factor(model)
+        size = saved.get("image_size")
+        if size is None:  # the folder's smallest allowed area, as a square on the merged-patch grid
+            least = processor.image_processor.size["shortest_edge"]
+            side = max(factor, round(least ** 0.5 / factor) * factor)
+            size = [side, side]
+        size = [int(size[0]), int(size[1])]
+        if size[0] % factor or size[1] % factor:
+            raise InputFileError(f"{META_NAME}: image_size {size}: height and width must be multiples of "
+                                 f"patch_size x spatial_merge_size = {factor}")
+        return {**saved, "image_size": size}
+
+    @staticmethod
+    def _factor(model: Any) -> int:
+        vision = model.config.vision_config
+        return int(vision.patch_size) * int(vision.spatial_merge_size)
+
+    def parts(self, model: Any) -> dict[str, Any]:
+        return {"vision_tower": model.model.visual, "projector": model.model.visual.merger,
+                "language_model": model.model.language_model, "lm_head": model.lm_head}
+
+    def image_size(self, model: Any, options: dict[str, Any]) -> tuple[int, int]:
+        height, width = options["image_size"]
+        return height, width
+
+    def _grid(self, model_config: Any, options: dict[str, Any]) -> tuple[int, int, int]:
+        patch = int(model_config.vision_config.patch_size)
+        height, width = options["size"]
+        return 1, height // patch, width // patch
+
+    def num_image_tokens(self, model: Any, processor: Any, options: dict[str, Any]) -> int:
+        _, rows, cols = self._grid(model.config, {"size": self.image_size(model, options)})
+        merge = int(model.config.vision_config.spatial_merge_size)
+        return rows * cols // merge ** 2
+
+    def pixel_values(self, processor: Any, images: list[Any], options: dict[str, Any]) -> torch.Tensor:
+        height, width = options["size"]
+        out = processor.image_processor(images=images, size={"shortest_edge": height * width,
+                                                             "longest_edge": height * width}, return_tensors="pt")
+        flat = out["pixel_values"]
+        return flat.reshape(len(images), flat.shape[0] // len(images), flat.shape[-1])
+
+    def adapt_pixel_values(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return pixel_values.reshape(-1, pixel_values.shape[-1]) if pixel_values.dim() == 3 else pixel_values
+
+    def _grid_thw(self, module: Any, count: int, options: dict[str, Any], device: Any) -> torch.Tensor:
+        return torch.tensor([list(self._grid(module.config, options))] * count, dtype=torch.long, device=device)
+
+    def features(self, model: Any, pixel_values: torch.Tensor, options: dict[str, Any]) -> torch.Tensor:
+        grid = self._grid_thw(model, pixel_values.shape[0], options, pixel_values.device)
+        out = model.model.get_image_features(pixel_values=self.adapt_pixel_values(pixel_values), image_grid_thw=grid,
+                                             return_dict=True)
+        return torch.stack(list(out.pooler_output))
+
+    def fill_inputs(self, module: Any, kwargs: dict[str, Any], options: dict[str, Any]) -> None:
+        input_ids = kwargs.get("input_ids")
+        embeds = kwargs.get("inputs_embeds")
+        if input_ids is None and embeds is not None:
+            input_ids = getattr(embeds, "_mllm_input_ids", None)  # set by the adapter's embed_inputs
+        if input_ids is None:
+            return
+        image_id = int(module.config.image_token_id)
+        n_tokens = int((input_ids == image_id).sum())
+        if kwargs.get("image_grid_thw") is None and n_tokens:
+            per_image = self.num_image_tokens(module, None, options)
+            kwargs["image_grid_thw"] = self._grid_thw(module, n_tokens // per_image, options, input_ids.device)
+        if kwargs.get("image_grid_thw") is None:
+            return
+        if kwargs.get("mm_token_type_ids") is None:
+            kwargs["mm_token_type_ids"] = (input_ids == image_id).int()
+        position_ids = kwargs.get("position_ids")
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        cached = cache is not None and cache.get_seq_length() > 0
+        mask = kwargs.get("attention_mask")
+        if cached or (position_ids is not None and position_ids.dim() != 2) or (mask is not None and mask.dim() != 2):
+            return  # M-RoPE ids given, or a continuation: the model's own rope_deltas apply
+        if position_ids is None and kwargs.get("input_ids") is not None:
+            return  # the model computes them itself from input_ids
+        positions, deltas = module.get_rope_index(input_ids, mm_token_type_ids=kwargs["mm_token_type_ids"],
+                                                  image_grid_thw=kwargs["image_grid_thw"], attention_mask=mask)
+        module.rope_deltas = deltas
+        kwargs["position_ids"] = positions
+
+
+class Qwen25VL(Qwen2VL):
+    """``Qwen2_5_VLForConditionalGeneration``: Qwen2-VL's layout with a windowed RMSNorm/SwiGLU vision tower."""
+
+    name = "qwen2.5-vl"
+    model_type = "qwen2_5_vl"
+
+    def model_class(self) -> type:
+        from transformers import Qwen2_5_VLForConditionalGeneration
+
+        return Qwen2_5_VLForConditionalGeneration
+
+    def _configs(self, config: Any, tokenizer: Any) -> dict[str, Any]:
+        from transformers import Qwen2_5_VLConfig
+
+        parts = super()._configs(config, tokenizer)
+        vision = dict(depth=config.vision_layers, hidden_size=config.vision_hidden_size,
+                      intermediate_size=config.vision_intermediate_size, out_hidden_size=config.text_hidden_size,
+                      num_heads=config.heads, patch_size=config.patch_size, spatial_merge_size=2,
+                      temporal_patch_size=2, window_size=config.image_size, fullatt_block_indexes=[0])
+        return {**parts, "class": Qwen2_5_VLConfig, "vision": vision}
+
+
+FAMILIES: dict[str, Family] = {family.name: family for family in (LlavaNext(), Idefics3(), LlavaOnevision(), SmolVLM(),
+                                                                  Qwen2VL(), Qwen25VL())}

@@ -28,3 +28,13 @@ def mllm_register_models(register: Register) -> None:
         description="SmolVLM (transformers SmolVLMForConditionalGeneration, Idefics3's layout, one global image per "
                     "<image>; composed processor): a local folder or a tiny model",
     ))
+    register(ComponentSpec(
+        name="qwen2-vl", impl="mllm_models.adapter:Qwen2VLAdapter", config="mllm_models.config:Qwen2VLModelConfig",
+        description="Qwen2-VL (transformers Qwen2VLForConditionalGeneration, one resolution per model, "
+                    "image_grid_thw, M-RoPE; composed processor): a local folder or a tiny model",
+    ))
+    register(ComponentSpec(
+        name="qwen2.5-vl", impl="mllm_models.adapter:Qwen25VLAdapter", config="mllm_models.config:Qwen2VLModelConfig",
+        description="Qwen2.5-VL (transformers Qwen2_5_VLForConditionalGeneration, one resolution per model, "
+                    "image_grid_thw, M-RoPE; composed processor): a local folder or a tiny model",
+    ))

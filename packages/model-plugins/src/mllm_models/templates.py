@@ -138,8 +138,24 @@ class ChatMLTemplate:
         return "".join(segment.text for segment in self.segments(turns))
 
 
+QWEN_IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
+
+
+@dataclass(frozen=True)
+class QwenVLTemplate(ChatMLTemplate):
+    """Qwen2-VL / Qwen2.5-VL's ChatML: each ``<image>`` is ``<|vision_start|><|image_pad|><|vision_end|>``
+    (the adapter expands ``<|image_pad|>`` to the image's tokens, as Qwen2-VL's processor does).
+    No default system prompt is added (Qwen's hub template adds one when none is given)."""
+
+    name: str = "qwen2-vl"
+
+    def segments(self, turns: Sequence[Any], *, add_generation_prompt: bool | None = None) -> list[Segment]:
+        return [Segment(s.text.replace(IMAGE_TOKEN, QWEN_IMAGE), s.learned)
+                for s in super().segments(turns, add_generation_prompt=add_generation_prompt)]
+
+
 FAMILY_TEMPLATES: dict[str, Any] = {"idefics3": Idefics3Template(), "smolvlm": SmolVLMTemplate(),
-                                    "chatml": ChatMLTemplate()}
+                                    "chatml": ChatMLTemplate(), "qwen2-vl": QwenVLTemplate()}
 
 
 def template_of(name: str) -> Any:
@@ -198,4 +214,7 @@ def chat_template_jinja(name: str) -> str:
         return _IDEFICS3_JINJA.replace("{{- bos_token -}}", "{{- bos_token -}}{{- '<|im_start|>' -}}", 1)
     if name == "chatml":
         return _CHATML_JINJA
+    if name == "qwen2-vl":  # ChatML; <image> (in text or as an image part) is Qwen's vision markers
+        return (_CHATML_JINJA.replace("ns.text + '<image>\\n'", "ns.text + '" + QWEN_IMAGE + "'")
+                .replace("ns.text + '<|im_end|>", "ns.text | replace('<image>', '" + QWEN_IMAGE + "') + '<|im_end|>"))
     return get_template(name).jinja
