@@ -10,7 +10,7 @@ from mllm.pipeline.validation import validate_file
 from mllm.plugins.registry import Registry
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "pipelines" / "examples"
-FAMILIES = ("llava-next", "idefics3", "llava-onevision", "smolvlm")
+FAMILIES = ("llava-next", "idefics3", "llava-onevision", "smolvlm", "qwen2-vl", "qwen2.5-vl")
 
 
 def test_every_family_has_an_example_pipeline():
@@ -26,12 +26,17 @@ def test_example_pipeline_validates(path):
 
 
 def test_docs_models_lists_every_family_and_key():
-    from mllm_models.config import Idefics3ModelConfig, LlavaNextModelConfig, LlavaOnevisionModelConfig
+    from mllm_models.config import (
+        Idefics3ModelConfig,
+        LlavaNextModelConfig,
+        LlavaOnevisionModelConfig,
+        Qwen2VLModelConfig,
+    )
 
     text = (EXAMPLES.parents[1] / "docs" / "models.md").read_text()
     for family in FAMILIES:
         assert f"| `{family}` |" in text, family
-    for config in (LlavaNextModelConfig, Idefics3ModelConfig, LlavaOnevisionModelConfig):
+    for config in (LlavaNextModelConfig, Idefics3ModelConfig, LlavaOnevisionModelConfig, Qwen2VLModelConfig):
         for key in config.model_fields:
             assert f"`{key}`" in text, (config.__name__, key)
 

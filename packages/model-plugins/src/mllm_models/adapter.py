@@ -389,15 +389,16 @@ class VisionLanguageAdapter:
         if image_features is None:
             if n_tokens:
                 raise ValueError(f"input_ids hold {n_tokens} image tokens but no image features were given")
-            return embeddings
+            return self._tag(embeddings, input_ids)
         flat = image_features.reshape(-1, image_features.shape[-1])
         if flat.shape[0] != n_tokens:
             raise ValueError(f"input_ids hold {n_tokens} image tokens but the image features cover {flat.shape[0]} "
                              f"({self.num_image_tokens} per image)")
         flat = flat.to(embeddings.device, embeddings.dtype)
-        return embeddings.masked_scatter(mask.unsqueeze(-1).expand_as(embeddings), flat)
+        return self._tag(embeddings.masked_scatter(mask.unsqueeze(-1).expand_as(embeddings), flat), input_ids)
 
-    def _tag(self, embeddings: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _tag(embeddings: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         # families whose position ids depend on the tokens (M-RoPE) read them back in their forward hook
         embeddings._mllm_input_ids = input_ids
         return embeddings
@@ -536,9 +537,6 @@ class Qwen2VLAdapter(VisionLanguageAdapter):
         inner = self._inner
         inner._mllm_family, inner._mllm_options = self.family, self.options
         inner._prepare_position_ids_for_generation = types.MethodType(_mrope_generation_positions, inner)
-
-    def embed_inputs(self, input_ids: torch.Tensor, image_features: Any = None) -> torch.Tensor:
-        return self._tag(super().embed_inputs(input_ids, image_features), input_ids)
 
 
 class Qwen25VLAdapter(Qwen2VLAdapter):

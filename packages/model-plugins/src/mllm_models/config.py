@@ -143,15 +143,19 @@ class LlavaOnevisionModelConfig(LlavaNextModelConfig):
 class Qwen2VLModelConfig(VisionLanguageModelConfig):
     """Qwen2-VL / Qwen2.5-VL: every image resized to one square (constant token count), ChatML.
 
-    Tiny: ``image_size`` is the side (a multiple of ``patch_size`` x 2, the 2x2 merge); with
-    ``path:`` the side is the saved one, else the folder image processor's smallest area."""
+    ``image_size`` is the side (a multiple of patch size x 2, the 2x2 merge); with ``path:`` it
+    may be given too (checked against the folder's patch size), else the saved one, else the
+    folder image processor's smallest area as a square."""
+
+    # with path: image_size picks the resolution (a downloaded folder has no single one)
+    tiny_fields: ClassVar[tuple[str, ...]] = tuple(f for f in TINY_FIELDS if f != "image_size")
 
     template: Literal["qwen2-vl"] = Field("qwen2-vl", description="chat template: qwen2-vl (ChatML; each <image> "
                                           "is <|vision_start|><|image_pad|><|vision_end|>)")
 
     @model_validator(mode="after")
     def _size_fits(self) -> Qwen2VLModelConfig:
-        if self.init == "tiny" and self.image_size % (self.patch_size * 2):
+        if "image_size" in self.model_fields_set and self.image_size % (self.patch_size * 2) and self.init == "tiny":
             raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size x 2 = "
                              f"{self.patch_size * 2} (Qwen2-VL merges 2x2 patches)")
         return self

@@ -445,7 +445,6 @@ class SmolVLM(Idefics3):
 
 # -- Qwen2-VL / Qwen2.5-VL ----------------------------------------------------------------------------
 
-META_NAME = "mllm_model.json"
 VISION_START, VISION_END, IMAGE_PAD = "<|vision_start|>", "<|vision_end|>", "<|image_pad|>"
 
 
@@ -519,14 +518,15 @@ class Qwen2VL(Family):
 
     def options_for(self, model: Any, processor: Any, config: Any, saved: dict[str, Any]) -> dict[str, Any]:
         factor = self._factor(model)
-        size = saved.get("image_size")
+        chosen = config is not None and config.path is not None and "image_size" in config.model_fields_set
+        size = [config.image_size] * 2 if chosen else saved.get("image_size")
         if size is None:  # the folder's smallest allowed area, as a square on the merged-patch grid
             least = processor.image_processor.size["shortest_edge"]
             side = max(factor, round(least ** 0.5 / factor) * factor)
             size = [side, side]
         size = [int(size[0]), int(size[1])]
         if size[0] % factor or size[1] % factor:
-            raise InputFileError(f"{META_NAME}: image_size {size}: height and width must be multiples of "
+            raise InputFileError(f"model.image_size {size}: height and width must be multiples of "
                                  f"patch_size x spatial_merge_size = {factor}")
         return {**saved, "image_size": size}
 
