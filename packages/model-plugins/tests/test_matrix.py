@@ -3,7 +3,7 @@
 One pipeline per family runs sft (full), sft with LoRA, projector-only sft, dpo, hadpo,
 a scored generate stage with rejection sampling and steerlm on its candidates, and an
 eval stage answering by generation and by choice scoring. Idefics3 runs in the default
-test set; the other families are marked ``slow`` and ``families`` (run them with
+test set; the other families (Qwen2-VL and Qwen2.5-VL included) are marked ``slow`` and ``families`` (run them with
 ``MLLM_FAMILIES=1``).
 """
 
@@ -88,7 +88,7 @@ def check_matrix(run_dir: Path, family: str) -> None:
     init = load_file(str(run_dir / "init" / "model" / "model.safetensors"))
     projector = load_file(str(run_dir / "projector" / "model" / "model.safetensors"))
     changed = {k for k in init if not (init[k] == projector[k]).all()}
-    assert changed and all(any(part in k for part in ("projector", "connector")) for k in changed), sorted(changed)[:4]
+    assert changed and all(any(part in k for part in ("projector", "connector", "merger")) for k in changed), sorted(changed)[:4]
     candidates = (run_dir / "candidates" / "records.jsonl").read_text().splitlines()
     assert len(candidates) == 4
     metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
@@ -123,3 +123,15 @@ def test_llava_onevision_runs_every_stage_kind_and_method(tmp_path):
 @pytest.mark.families
 def test_smolvlm_runs_every_stage_kind_and_method(tmp_path):
     check_matrix(run_matrix("smolvlm", tmp_path), "smolvlm")
+
+
+@pytest.mark.slow
+@pytest.mark.families
+def test_qwen2_vl_runs_every_stage_kind_and_method(tmp_path):
+    check_matrix(run_matrix("qwen2-vl", tmp_path), "qwen2-vl")
+
+
+@pytest.mark.slow
+@pytest.mark.families
+def test_qwen2_5_vl_runs_every_stage_kind_and_method(tmp_path):
+    check_matrix(run_matrix("qwen2.5-vl", tmp_path), "qwen2.5-vl")

@@ -72,11 +72,12 @@ def _under(name: str, prefix: str) -> bool:
 def part_of(name: str, names: dict[str, str]) -> str:
     """``vision_tower``, ``projector`` or ``language_model`` for a parameter name of the
     unwrapped model; everything outside the first two (``lm_head`` included) is the
-    language model."""
-    if _under(name, names["vision_tower"]):
-        return "vision_tower"
+    language model. The projector is checked first: it may sit inside the vision tower
+    (Qwen2-VL's ``model.visual.merger``)."""
     if _under(name, names["projector"]):
         return "projector"
+    if _under(name, names["vision_tower"]):
+        return "vision_tower"
     return "language_model"
 
 
