@@ -247,3 +247,28 @@ def test_dpo_shared_vision_logprobs_equal_the_plain_forward(trained):
         shared = answer_logprobs(adapter.model, batch, adapter=adapter, image_repeats=2)
         plain = answer_logprobs(adapter.model, batch, adapter=adapter, image_repeats=2, share_image_features=False)
     torch.testing.assert_close(shared.sums, plain.sums, rtol=0, atol=1e-5)
+
+
+def test_multi_image_conversation_gets_each_images_m_rope_ids(adapter):
+    turns = [Turn("user", "<image>\n<image>\nAre these the same colour?"), Turn("assistant", "no")]
+    ids = torch.tensor([adapter.encode_conversation(turns)["input_ids"]])
+    pixel_values = adapter.load_images([_image(adapter), _image(adapter, (30, 30, 200))])
+    grid = adapter.family._grid_thw(adapter._inner, 2, adapter.options, ids.device)
+    with torch.inference_mode():
+        theirs, _ = _reference(adapter, ids, pixel_values.reshape(-1, pixel_values.shape[-1]), grid)
+        plain = adapter.model(input_ids=ids, pixel_values=pixel_values).logits
+        shared = adapter.model(inputs_embeds=adapter.embed_inputs(ids, adapter.encode_images(pixel_values))).logits
+    torch.testing.assert_close(plain, theirs, rtol=0, atol=1e-6)
+    torch.testing.assert_close(shared, theirs, rtol=0, atol=1e-5)
+
+
+def test_a_hub_id_gets_the_download_hint(adapter, tmp_path, monkeypatch):
+    from mllm import MissingFileError
+    from pydantic import ValidationError
+
+    monkeypatch.chdir(tmp_path)
+    cls = type(adapter)
+    with pytest.raises(ValidationError, match="hf download Qwen/Qwen2-VL-2B-Instruct --local-dir"):
+        cls.config_class(path="Qwen/Qwen2-VL-2B-Instruct")
+    with pytest.raises(MissingFileError, match="hf download Qwen/Qwen2.5-VL-3B-Instruct"):
+        cls.load("Qwen/Qwen2.5-VL-3B-Instruct")
