@@ -29,7 +29,7 @@ SIZES: dict[str, dict[str, Any]] = {
     "tiny": {},  # today's: Llama 128 wide, 2 layers (~1M parameters)
     "s": dict(text_hidden_size=256, text_layers=4, text_intermediate_size=704, heads=4),
     "m": dict(text_hidden_size=512, text_layers=8, text_intermediate_size=1408, heads=8),
-    "l": dict(text_hidden_size=768, text_layers=12, text_intermediate_size=2048, heads=12),
+    "l": dict(text_hidden_size=768, text_layers=12, text_intermediate_size=2048, heads=16),  # heads divide both towers (vision 64 wide)
     "xl": dict(text_hidden_size=1024, text_layers=16, text_intermediate_size=2816, heads=16),
 }
 EXPLANATION = ("The picture shows one coloured shape on a plain background, so the question can be answered by "
