@@ -272,8 +272,7 @@ class DPO:
         adapter = self._require_adapter()
         prompt_length = len(adapter.encode_prompt(record.prompt))
         out = []
-        for answer in (record.chosen, record.rejected):
-            encoded = adapter.encode_conversation(tuple(record.prompt) + (Turn("assistant", answer),))
+        for encoded in self._encode_answers(record).values():
             labels = list(encoded["labels"])
             labels[:prompt_length] = [IGNORE_INDEX] * min(prompt_length, len(labels))
             if all(label == IGNORE_INDEX for label in labels):
@@ -285,17 +284,21 @@ class DPO:
     def row_problem(self, record: Preference) -> str | None:
         """A pair whose prompt + chosen or prompt + rejected is longer than the model's
         ``max_length`` is a bad row (the train stage applies ``on_bad_row``), not cut."""
-        adapter = self._require_adapter()
-        record = self.resolve(record)
-        for side, answer in (("chosen", record.chosen), ("rejected", record.rejected)):
-            try:
-                encoded = adapter.encode_conversation(tuple(record.prompt) + (Turn("assistant", answer),))
-            except ValueError as error:
-                return f"{side}: {error}"
-            problem = cut_problem(adapter, encoded)
+        try:
+            encoded = self._encode_answers(self.resolve(record))
+        except ValueError as error:
+            return str(error)
+        for side, conversation in encoded.items():
+            problem = cut_problem(self._require_adapter(), conversation)
             if problem is not None:
                 return f"{side}: {problem}"
         return None
+
+    def _encode_answers(self, record: Preference) -> dict[str, dict[str, Any]]:
+        """The adapter's encoding of prompt + chosen and prompt + rejected (``cut_from`` kept)."""
+        adapter = self._require_adapter()
+        return {side: adapter.encode_conversation(tuple(record.prompt) + (Turn("assistant", answer),))
+                for side, answer in (("chosen", record.chosen), ("rejected", record.rejected))}
 
     def collate(self, records: Sequence[Preference]) -> dict[str, Any]:
         """``input_ids``/``labels``/``attention_mask`` ``[2n, T]`` (chosen rows, then rejected
