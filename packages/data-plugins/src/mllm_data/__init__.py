@@ -7,6 +7,9 @@ module and name is internal. It offers:
 - the easy-VQA helpers a benchmark or a dataset built on easy-VQA shares:
   ``format_prompt`` (the question as the model sees it), ``select_rows``, ``split_files``
   and ``package_data_dir`` (the installed ``easy_vqa`` package's data);
+- ``EasyVQANamed`` / ``EasyVQANamedConfig``: easy-VQA's named individuals ("who is
+  this?"), whose test split the ``easyvqa-named`` benchmark asks, and ``check_names``
+  (the rule its ``names`` key follows);
 - the datasets a benchmark reuses to build its items: ``ScienceQA`` / ``ScienceQAConfig``
   (LLaVA's ScienceQA files) and ``ImageQAFolder`` / ``ImageQAFolderConfig``.
 """
@@ -18,10 +21,13 @@ from typing import Any
 
 #: public name -> the module that defines it
 _PUBLIC = {
+    "EasyVQANamed": "mllm_data.easyvqa_named",
+    "EasyVQANamedConfig": "mllm_data.easyvqa_named",
     "ImageQAFolder": "mllm_data.image_qa_folder",
     "ImageQAFolderConfig": "mllm_data.image_qa_folder",
     "ScienceQA": "mllm_data.scienceqa",
     "ScienceQAConfig": "mllm_data.scienceqa",
+    "check_names": "mllm_data.easyvqa_named",
     "format_prompt": "mllm_data.easyvqa",
     "package_data_dir": "mllm_data.easyvqa",
     "select_rows": "mllm_data.easyvqa",

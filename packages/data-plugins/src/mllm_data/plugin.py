@@ -19,6 +19,14 @@ def register_easyvqa_corpus(register: Register) -> None:
 
 
 @hookimpl(specname="mllm_register_datasets")
+def register_easyvqa_named_dataset(register: Register) -> None:
+    register(ComponentSpec(name="easyvqa-named", impl="mllm_data.easyvqa_named:EasyVQANamed",
+                           config="mllm_data.easyvqa_named:EasyVQANamedConfig",
+                           description="easy-VQA images of named individuals (a colour+shape given an invented "
+                                       "name): 'who is this?' -> the name"))
+
+
+@hookimpl(specname="mllm_register_datasets")
 def register_file_datasets(register: Register) -> None:
     """Datasets that read upstream files as they are (LLaVA JSON, ScienceQA, HF datasets, QA folders)."""
     for name, module, cls, description in (

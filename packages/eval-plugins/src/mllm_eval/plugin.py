@@ -13,6 +13,14 @@ def register_easyvqa_benchmark(register: Register) -> None:
 
 
 @hookimpl(specname="mllm_register_benchmarks")
+def register_easyvqa_named_benchmark(register: Register) -> None:
+    register(ComponentSpec(name="easyvqa-named", impl="mllm_eval.easyvqa_named:EasyVQANamedBenchmark",
+                           config="mllm_eval.easyvqa_named:EasyVQANamedBenchConfig",
+                           description="named easy-VQA individuals on new (test) images: 'who is this?' "
+                                       "exact-match accuracy (the personal-knowledge study's facts)"))
+
+
+@hookimpl(specname="mllm_register_benchmarks")
 def register_score_benchmarks(register: Register) -> None:
     """Benchmarks that reproduce published figures (issue 5); `mllm eval score BENCH`."""
     for name, module, cls, description in (
