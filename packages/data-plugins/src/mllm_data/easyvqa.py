@@ -11,12 +11,35 @@ answers (8 colours, 3 shapes, yes, no). Each question becomes one single-turn
 The ``easyvqa`` benchmark (mllm-eval) asks exactly the same prompt, so training and
 evaluation see one format. ``limit`` takes a seeded random subsample (the same ``seed``
 and ``limit`` always give the same rows, kept in file order).
+
+``answer_style`` gives the same questions two longer answer formats, a CPU-scale stand-in
+for ScienceQA's data-quality study (full vs shortened vs reformatted answers):
+
+* ``short`` (default): the format above, byte for byte.
+* ``explained``, like ScienceQA's QCM-LEA: the prompt asks ``Explain, then give the
+  answer.`` and the answer is ``Lecture: <1 to 4 generic sentences about colours and
+  shapes>. Explanation: The image shows a {colour} {shape}. <a sentence tying it to the
+  question>. The answer is {answer}.`` The lecture is drawn per row by a seeded RNG (the
+  row's index and ``seed``), so answer lengths vary widely and a row's answer does not depend
+  on ``limit``. The last sentence is always exactly ``The answer is {answer}.``, so the core
+  ``shorten`` op turns an answer into ``The answer is {answer}.``
+* ``realigned``: the same facts in one fixed concise structure, no lecture:
+  ``The image shows a {colour} {shape}. The question asks about its color. The answer is
+  {answer}.`` It is **made by rule**, not by a judge model: a stand-in for ReAlign's
+  judge rewrite where no generator model runs. Same prompt as ``explained``.
+
+An image's facts (colour, shape) come from the split's own open questions about that
+image (those answered by a colour or a shape); a fact the split never asks about is left
+out of the sentence. Record ids are the same in every style: a record is one question row
+whichever answer it carries (as ScienceQA's problem ids do across prompt formats), so the
+styles' rows line up by id.
 """
 
 from __future__ import annotations
 
 import json
 import random
+from functools import lru_cache
 from pathlib import Path
 from typing import ClassVar, Iterator, Literal
 
@@ -25,12 +48,91 @@ from pydantic import Field
 
 #: LLaVA-1.5's short-answer instruction, appended to every easy-VQA question.
 SHORT_ANSWER = "Answer the question using a single word or phrase."
+#: the instruction of the explained and realigned styles (an answer that reasons, then answers)
+EXPLAIN_ANSWER = "Explain, then give the answer."
 SPLITS = ("train", "test")
+ANSWER_STYLES = ("short", "explained", "realigned")
+COLOURS = ("black", "blue", "brown", "gray", "green", "red", "teal", "yellow")
+SHAPES = ("circle", "rectangle", "triangle")
+
+#: the explained style's lecture: generic sentences about colours and shapes (1 to 4 per row,
+#: drawn by a seeded RNG); plain words the easy-VQA questions also use, so a tiny tokenizer
+#: trained on those questions spells them in few tokens
+LECTURE = (
+    "A shape in an image has a color and a form.",
+    "A circle is round and has no corners.",
+    "A rectangle has four sides and four corners.",
+    "A triangle has three sides and three corners.",
+    "Red, blue, green and yellow are colors.",
+    "Black, gray and brown are dark colors.",
+    "Teal is a color between blue and green.",
+    "To answer, look at the shape in the image and at its color.",
+    "The color of a shape does not change its form.",
+    "An image can show a shape of any color.",
+)
 
 
-def format_prompt(question: str) -> str:
-    """The user turn of one question: ``<image>\\n{question}\\nAnswer the question using a single word or phrase.``"""
-    return f"{IMAGE_TOKEN}\n{question}\n{SHORT_ANSWER}"
+def format_prompt(question: str, answer_style: str = "short") -> str:
+    """The user turn of one question: ``<image>\\n{question}\\nAnswer the question using a single word or phrase.``
+    (``answer_style`` explained or realigned: ``<image>\\n{question}\\nExplain, then give the answer.``)"""
+    if answer_style not in ANSWER_STYLES:
+        raise ValueError(f"answer_style {answer_style!r} is not one of {list(ANSWER_STYLES)}")
+    return f"{IMAGE_TOKEN}\n{question}\n{SHORT_ANSWER if answer_style == 'short' else EXPLAIN_ANSWER}"
+
+
+@lru_cache(maxsize=4)
+def image_facts(questions_file: Path) -> dict[int, dict[str, str]]:
+    """``{image id: {"colour": ..., "shape": ...}}`` from a split's open questions: those whose
+    answer is a colour give the image's colour, those answered by a shape its shape (built once)."""
+    facts: dict[int, dict[str, str]] = {}
+    for row in json.loads(Path(questions_file).read_text()):
+        if len(row) != 3 or not isinstance(row[1], str):
+            continue  # malformed rows are the bad-row policy's, when records() reaches them
+        answer, image_id = row[1], row[2]
+        kind = "colour" if answer in COLOURS else "shape" if answer in SHAPES else None
+        if kind is not None:
+            facts.setdefault(int(image_id), {})[kind] = answer
+    return facts
+
+
+def _sees(facts: dict[str, str]) -> str:
+    """``The image shows a red circle.`` with what is known of the image ('' when nothing is)."""
+    colour, shape = facts.get("colour"), facts.get("shape")
+    if colour is None and shape is None:
+        return ""
+    return f"The image shows a {' '.join(w for w in (colour, shape or 'shape') if w)}. "
+
+
+def _asked_about(question: str) -> str | None:
+    """The thing a yes/no question asks about: ``a red shape`` or ``a circle`` (None if neither is named)."""
+    words = question.lower().rstrip("?").split()
+    colour = next((w for w in words if w in COLOURS), None)
+    if colour is not None:
+        return f"a {colour} shape"
+    shape = next((w for w in words if w in SHAPES), None)
+    return f"a {shape}" if shape is not None else None
+
+
+def explain_answer(question: str, answer: str, facts: dict[str, str], rng: random.Random | None,
+                   style: str) -> str:
+    """The ``explained`` (``rng`` draws the lecture) or ``realigned`` answer of one question;
+    both end with exactly ``The answer is {answer}.``"""
+    if answer in COLOURS:
+        focus, tie = "about its color", "The question asks what color the shape is."
+    elif answer in SHAPES:
+        focus, tie = "about its shape", "The question asks what shape is in the image."
+    else:
+        thing = _asked_about(question)
+        negated = " not " in f" {question.lower()} " or question.lower().startswith("is no ")
+        has = (answer == "yes") != negated  # what the gold answer says of the image
+        focus = f"whether the image has {thing}" if thing else "about the image"
+        tie = (f"The question asks about {thing}, and the image {'has' if has else 'does not have'} one."
+               if thing else "The question asks about the image.")
+    final = f"The answer is {answer}."
+    if style == "realigned":
+        return f"{_sees(facts)}The question asks {focus}. {final}"
+    lecture = " ".join(rng.sample(LECTURE, rng.randint(1, 4)))
+    return f"Lecture: {lecture} Explanation: {_sees(facts)}{tie} {final}"
 
 
 def package_data_dir() -> Path:
@@ -66,6 +168,12 @@ class EasyVQAConfig(DatasetConfig):
     questions: Literal["all", "open", "yesno"] = Field(
         "all", description="all questions, only the open ones (what colour / what shape: every answer needs the "
                            "image), or only the yes/no ones; `open` suits a first stage that aligns the vision path")
+    answer_style: Literal["short", "explained", "realigned"] = Field(
+        "short", description="short: one word (LLaVA-1.5's short-answer prompt); explained: ScienceQA QCM-LEA-like "
+                             "'Lecture: ... Explanation: The image shows a red circle. ... The answer is red.' (lecture "
+                             "of 1-4 seeded generic sentences) to the prompt 'Explain, then give the answer.'; realigned: "
+                             "the same facts in one fixed concise structure, no lecture, made by rule (not by a judge "
+                             "model): a stand-in for ReAlign's rewrite; ids are the same in every style")
 
 
 class EasyVQA:
@@ -91,6 +199,8 @@ class EasyVQA:
         questions_file, images_dir = split_files(self.config.split)
         rows = json.loads(questions_file.read_text())
         kept = [i for i, row in enumerate(rows) if self._wanted(row)]
+        style = self.config.answer_style
+        facts = image_facts(questions_file) if style != "short" else {}
         for index in (kept[i] for i in select_rows(len(kept), self.config.limit, self.config.seed)):
             record = None
             with report.row(file=questions_file, row=index, index=index):
@@ -98,9 +208,14 @@ class EasyVQA:
                 if not isinstance(question, str) or not isinstance(answer, str):
                     raise TypeError(f"expected [question, answer, image id], got {rows[index]!r}")
                 image = images_dir / f"{int(image_id)}.png"
+                reply = answer
+                if style != "short":
+                    # the row's own RNG: its lecture is the same whatever limit picked it
+                    rng = random.Random(f"easyvqa-lecture-{self.config.seed}-{index}")
+                    reply = explain_answer(question, answer, facts.get(int(image_id), {}), rng, style)
                 record = Conversation(
                     id=f"easyvqa-{self.config.split}-{index}",
-                    turns=(Turn("user", format_prompt(question)), Turn("assistant", answer)),
+                    turns=(Turn("user", format_prompt(question, style)), Turn("assistant", reply)),
                     images=(str(image),),
                     metadata={"question": question, "answer": answer, "image_id": int(image_id),
                               "question_type": "yes/no" if answer in ("yes", "no") else "open"},

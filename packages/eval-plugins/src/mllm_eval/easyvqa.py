@@ -25,6 +25,14 @@ collapsed):
   answer ("blue") counts as "yes" here, as in POPE, while ``yesno_accuracy`` counts it
   wrong.
 
+``answer_style: explained`` asks as the ``easyvqa`` dataset's explained (and realigned) style
+teaches (``<image>\\n{question}\\nExplain, then give the answer.``) and parses each
+generated answer as LLaVA's ScienceQA script does: the answer is what follows the last
+``The answer is `` up to the next period (or the end of the text); an answer without that
+sentence is unparsed and counts wrong (on the yes/no questions it is "yes" to POPE's rule,
+as an off-topic answer is). ``parsed_rate`` (explained only) is the share of answers that
+had the sentence. ``answer_mode: choice`` scores single words, so it takes only the short style.
+
 ``score`` needs no model: released answers can be re-scored.
 """
 
@@ -39,7 +47,7 @@ from typing import ClassVar, Literal, Sequence
 
 from mllm import ComponentConfig, EvalItem
 from mllm_data import format_prompt, package_data_dir, split_files
-from pydantic import Field
+from pydantic import Field, model_validator
 
 YES_NO = ("yes", "no")
 
@@ -57,6 +65,20 @@ def normalize_answer(text: str) -> str:
     return " ".join(_PUNCT.sub(" ", text.lower()).split())
 
 
+#: LLaVA's ScienceQA final-answer sentence; the answer follows its last occurrence
+FINAL_ANSWER = "The answer is "
+
+
+def parse_final_answer(text: str) -> str | None:
+    """The answer of an explained reply: what follows the last ``The answer is `` up to the next
+    period (or the text's end); None when there is no such sentence or it is empty."""
+    at = text.rfind(FINAL_ANSWER)
+    if at < 0:
+        return None
+    answer = text[at + len(FINAL_ANSWER):].split(".", 1)[0].strip()
+    return answer or None
+
+
 def all_answers() -> list[str]:
     """The 13 easy-VQA answers, in the package's order."""
     return [a.strip() for a in (package_data_dir() / "answers.txt").read_text().splitlines() if a.strip()]
@@ -70,7 +92,19 @@ class EasyVQABenchConfig(ComponentConfig):
     seed: int = Field(0, description="seed of the subsample taken when limit is set")
     answer_mode: Literal["generate", "choice"] = Field(
         "generate", description="generate: greedy answers; choice: pick the likeliest of the closed answer set")
-    max_new_tokens: int = Field(8, ge=1, description="generation budget per answer (answers are one word)")
+    max_new_tokens: int = Field(8, ge=1, description="generation budget per answer (short answers are one word; "
+                                                      "explained ones need ~150 with a tiny model's tokenizer)")
+    answer_style: Literal["short", "explained"] = Field(
+        "short", description="short: the one-word prompt, answers compared as they are; explained: the easyvqa "
+                             "dataset's explained prompt ('Explain, then give the answer.'), the answer parsed from the "
+                             "last 'The answer is X.' (none: wrong), plus the metric parsed_rate")
+
+    @model_validator(mode="after")
+    def _choice_is_short(self) -> EasyVQABenchConfig:
+        if self.answer_mode == "choice" and self.answer_style == "explained":
+            raise ValueError("answer_mode: choice scores single words; use answer_style: short with it, "
+                             "or answer_mode: generate with answer_style: explained")
+        return self
 
 
 class EasyVQABenchmark:
@@ -83,6 +117,9 @@ class EasyVQABenchmark:
 
     def __init__(self, config: EasyVQABenchConfig | None = None) -> None:
         self.config = config or EasyVQABenchConfig()
+        # the class declares what every scoring returns; the explained style adds parsed_rate
+        if self.config.answer_style == "explained":
+            self.metric_keys = (*type(self).metric_keys, "parsed_rate")
         self.answer_mode = self.config.answer_mode
         self.max_new_tokens = self.config.max_new_tokens
 
@@ -106,7 +143,7 @@ class EasyVQABenchmark:
             open_question = is_open_question(question)
             items.append(EvalItem(
                 id=f"easyvqa-{self.config.split}-{index}",
-                prompt=format_prompt(question),
+                prompt=format_prompt(question, self.config.answer_style),
                 images=(str(images_dir / f"{int(image_id)}.png"),),
                 answer=answer,
                 choices=open_choices if open_question else YES_NO,
@@ -116,11 +153,13 @@ class EasyVQABenchmark:
         return items
 
     def score(self, items: Sequence[EvalItem], answers: dict[str, str]) -> dict[str, float]:
-        return score_answers(items, answers)
+        return score_answers(items, answers, self.config.answer_style)
 
 
-def score_answers(items: Sequence[EvalItem], answers: dict[str, str]) -> dict[str, float]:
-    """easy-VQA's metrics from answers keyed by item id (every item needs an answer)."""
+def score_answers(items: Sequence[EvalItem], answers: dict[str, str],
+                  answer_style: str = "short") -> dict[str, float]:
+    """easy-VQA's metrics from answers keyed by item id (every item needs an answer); with
+    ``answer_style="explained"`` each answer is first parsed (:func:`parse_final_answer`)."""
     from mllm_eval.pope_metrics import normalize_yes_no, pope_metrics
 
     missing = [item.id for item in items if item.id not in answers]
@@ -130,9 +169,15 @@ def score_answers(items: Sequence[EvalItem], answers: dict[str, str]) -> dict[st
         raise ValueError("easyvqa: no items to score")
     correct = {"all": [], "yes/no": [], "open": []}
     pope_predictions, pope_labels = [], []
+    parsed = 0
     for item in items:
         gold = normalize_answer(item.answer or "")
-        predicted = normalize_answer(answers[item.id])
+        text = answers[item.id]
+        if answer_style == "explained":
+            final = parse_final_answer(text)
+            parsed += final is not None
+            text = final if final is not None else ""  # unparsed: matches no gold answer
+        predicted = normalize_answer(text)
         kind = "yes/no" if gold in YES_NO else "open"
         hit = float(predicted == gold)
         correct["all"].append(hit)
@@ -152,4 +197,6 @@ def score_answers(items: Sequence[EvalItem], answers: dict[str, str]) -> dict[st
     pope = pope_metrics(pope_predictions, pope_labels) if pope_labels else {}
     for key in ("accuracy", "precision", "recall", "f1", "yes_ratio"):
         metrics[f"pope_{key}"] = float(pope.get(key, 0.0))
+    if answer_style == "explained":
+        metrics["parsed_rate"] = parsed / len(items)
     return metrics
