@@ -345,3 +345,36 @@ def test_hallucination_cpu_smoke(registry, tmp_path):
         assert {"pope_yes_ratio", "pope_f1"} <= set(report["models"][model]["easyvqa"])
     assert [(f["metric"], f["verdict"]) for f in report["findings"]] == [
         ("easyvqa.pope_yes_ratio", "too few seeds"), ("easyvqa.pope_f1", "too few seeds")]
+
+
+def test_scienceqa_cpu_smoke(registry, tmp_path):
+    """pipelines/studies/scienceqa_cpu.yaml at one seed and a few steps: the shortened, mini and
+    realigned sets made once (their own seed), the mini set's questions one subset of the full
+    set's in all three answer styles, six SFT arms from align, scored on parsed explained answers."""
+    path = pipeline_path("scienceqa_cpu")
+    assert path.read_text().startswith("# mllm run pipelines/studies/scienceqa_cpu.yaml")
+    arms = ["sft-full", "sft-short", "sft-realigned", "sft-mini", "sft-mini-short", "sft-mini-realigned"]
+    small = TINY_KEYS + ["seeds=[0]", "stages.align.data.limit=16"] + [
+        f"stages.{s}.data.limit=24" for s in ("short", "mini", "mini-realigned", "sft-full", "sft-realigned")] + [
+        f"stages.{s}.ops=[{{op: subsample, n: 8, seed: 0}}]" for s in ("mini", "mini-realigned")] + [
+        f"stages.{s}.train={FEW_STEPS}" for s in ["align", *arms]] + [
+        "stages.eval.benchmarks=[{name: easyvqa, split: test, limit: 8, answer_style: explained, max_new_tokens: 12}]"]
+    pipeline = load_pipeline(path, registry, small)
+    PipelineRunner(pipeline, registry, runs_dir=tmp_path).run()
+    run_dir = tmp_path / "scienceqa_cpu"
+
+    def rows(stage: str) -> list[dict]:
+        return [json.loads(line) for line in (run_dir / stage / "records.jsonl").read_text().splitlines()]
+
+    full, mini, mini_short, mini_realigned = rows("short"), rows("mini"), rows("mini-short"), rows("mini-realigned")
+    assert len(full) == 24 and len(mini) == 8
+    assert [r["id"] for r in mini] == [r["id"] for r in mini_short] == [r["id"] for r in mini_realigned]
+    assert {r["id"] for r in mini} < {r["id"] for r in full}
+    assert all(r["turns"][-1]["content"] == f"The answer is {r['metadata']['answer']}." for r in full + mini_short)
+    assert all(r["turns"][-1]["content"].startswith("Lecture: ") for r in mini)
+    assert not any("Lecture" in r["turns"][-1]["content"] for r in mini_realigned)
+    report = json.loads((run_dir / "report" / "report.json").read_text())
+    for arm in arms:
+        metrics = report["models"][f"{arm}-s0"]["easyvqa"]
+        assert 0.0 <= metrics["accuracy"] <= metrics["parsed_rate"] <= 1.0
+    assert [(f["metric"], f["verdict"]) for f in report["findings"]] == [("easyvqa.accuracy", "too few seeds")] * 5
