@@ -378,3 +378,33 @@ def test_scienceqa_cpu_smoke(registry, tmp_path):
         metrics = report["models"][f"{arm}-s0"]["easyvqa"]
         assert 0.0 <= metrics["accuracy"] <= metrics["parsed_rate"] <= 1.0
     assert [(f["metric"], f["verdict"]) for f in report["findings"]] == [("easyvqa.accuracy", "too few seeds")] * 5
+
+
+def test_personalization_cpu_smoke(registry, tmp_path):
+    """pipelines/studies/personalization_cpu.yaml at one seed and a few steps: align and base trained once
+    (their own seed), the named individuals taught by LoRA and by full fine-tuning, both benchmarks judged."""
+    path = pipeline_path("personalization_cpu")
+    assert path.read_text().startswith("# mllm run pipelines/studies/personalization_cpu.yaml")
+    small = TINY_KEYS + ["seeds=[0]", "stages.align.data.limit=16", "stages.base.data.limit=16",
+                         "stages.lora.data.limit=16", "stages.full.data.limit=16"] + [
+        f"stages.{s}.train={FEW_STEPS}" for s in ("align", "base", "lora", "full")] + [
+        "stages.eval.benchmarks=[{name: easyvqa-named, split: test, limit: 8, answer_mode: choice}, "
+        "{name: easyvqa, split: test, limit: 8, answer_mode: choice}]"]
+    pipeline = load_pipeline(path, registry, small)
+    PipelineRunner(pipeline, registry, runs_dir=tmp_path).run()
+    run_dir = tmp_path / "personalization_cpu"
+    import yaml
+
+    assert not (run_dir / "base-s0").exists() and not (run_dir / "align-s0").exists()  # trained once, shared
+    for stage in ("lora-s0", "full-s0"):
+        resolved = yaml.safe_load((run_dir / stage / "resolved_config.yaml").read_text())
+        assert resolved["data"]["name"] == "easyvqa-named"
+    report = json.loads((run_dir / "report" / "report.json").read_text())
+    for model in ("base", "lora-s0", "full-s0"):
+        assert report["models"][model]["easyvqa-named"]["count"] == 8
+        assert 0.0 <= report["models"][model]["easyvqa"]["accuracy"] <= 1.0
+    assert (run_dir / "lora-s0" / "model" / "adapter_config.json").is_file()
+    assert not (run_dir / "full-s0" / "model" / "adapter_config.json").exists()
+    assert [(f["metric"], f["verdict"]) for f in report["findings"]] == [
+        ("easyvqa-named.accuracy", "too few seeds"), ("easyvqa-named.accuracy", "too few seeds"),
+        ("easyvqa.accuracy", "too few seeds")]
