@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from mllm import Conversation
+from mllm import Conversation, ImageTokenCounts
 
 from mllm_align.common import (
     TrainableConfig,
@@ -71,6 +71,11 @@ class SFT:
         """Nothing to precompute for SFT; the batch layout ``context.train`` asks for
         (``packing``: several conversations per row, see :mod:`mllm.training.packing`)."""
         self.layout = layout_from_context(self._require_adapter(), context, preference=False)
+        if self.layout.packing and _dynamic(self.adapter):
+            from mllm import ConfigError
+
+            raise ConfigError("train.packing: the model's dynamic_resolution gives each image its own token count "
+                              "and grid, which packed rows do not carry; set train.packing off or dynamic_resolution off")
 
     def _require_adapter(self) -> Any:
         if self.adapter is None:
@@ -79,6 +84,8 @@ class SFT:
 
     def encode(self, record: Conversation) -> dict[str, list[int]]:
         adapter = self._require_adapter()
+        if isinstance(adapter, ImageTokenCounts):  # per-image token counts: the encoder needs the images
+            return adapter.encode_conversation(record.turns, images=record.images)
         return adapter.encode_conversation(record.turns)
 
     def row_problem(self, record: Conversation) -> str | None:
@@ -102,6 +109,13 @@ class SFT:
                                    one_row=self.layout.one_row)
         else:
             batch = pad_encoded(encoded, adapter.pad_token_id)
+        if isinstance(adapter, ImageTokenCounts):
+            from mllm_align.common import record_image_paths
+
+            paths = record_image_paths(records)
+            if paths:
+                batch.update(adapter.image_inputs(paths))  # pixel_values and e.g. image_grid_thw
+            return batch
         pixel_values = load_batch_images(adapter, records)
         if pixel_values is not None:
             batch["pixel_values"] = pixel_values
@@ -123,3 +137,8 @@ class SFT:
         characters of the text plus a fixed weight per image."""
         weight = getattr(self.adapter, "num_image_tokens", None) or _DEFAULT_IMAGE_WEIGHT
         return [sum(len(t.content) for t in r.turns) + weight * len(r.images) for r in records]
+
+
+def _dynamic(adapter: Any) -> bool:
+    """The adapter gives images different token counts (e.g. Qwen2-VL's dynamic_resolution)."""
+    return isinstance(adapter, ImageTokenCounts) and bool(getattr(adapter, "dynamic_resolution", False))

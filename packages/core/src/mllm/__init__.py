@@ -80,6 +80,7 @@ _EXPORTS: dict[str, str] = {
     "HasExampleConfig": "mllm.interfaces",
     "HasExampleRecords": "mllm.interfaces",
     "HasPositionCaches": "mllm.interfaces",
+    "ImageTokenCounts": "mllm.interfaces",
     "HasProjectorLr": "mllm.interfaces",
     "HasSourcePath": "mllm.interfaces",
     "HasTrainCallbacks": "mllm.interfaces",

@@ -341,6 +341,25 @@ class HasPositionCaches(Protocol):
     uses_position_caches: ClassVar[bool]
 
 
+@runtime_checkable
+class ImageTokenCounts(Protocol):
+    """A model adapter whose images may take different numbers of tokens (per-image resolution,
+    e.g. Qwen2-VL's ``dynamic_resolution``), so ``num_image_tokens`` is not one count for all.
+
+    Such an adapter's ``encode_prompt`` / ``encode_conversation`` take the turns' images as
+    ``images=`` (paths or PIL images, in order of their ``<image>``), and a batch's image
+    inputs come from ``image_inputs`` (``pixel_values`` plus what the forward needs with them,
+    e.g. ``image_grid_thw``), to pass to the model beside ``input_ids``. Code that assumes one
+    count per image (shared image features, prefix caches, packed layouts) must check
+    ``image_token_counts`` or stay off. Without the capability: ``num_image_tokens`` per image."""
+
+    def image_token_counts(self, images: Sequence[Any]) -> list[int]:
+        """Image tokens each image takes (its features; markers around them not counted)."""
+
+    def image_inputs(self, images: Sequence[Any]) -> dict[str, Any]:
+        """``{"pixel_values": ..., <other forward inputs>}`` of the images, batched in order."""
+
+
 def capability(obj: Any, protocol: type, name: str, default: Any = None) -> Any:
     """``getattr(obj, name)`` when ``obj`` has the capability ``protocol``, else ``default``."""
     return getattr(obj, name) if isinstance(obj, protocol) else default

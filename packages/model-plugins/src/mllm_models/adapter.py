@@ -62,6 +62,23 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise InputFileError(f"{path}: cannot read ({error})") from None
 
 
+def _open_images(paths: Sequence[Any]) -> list[Any]:
+    """RGB PIL images of image files (or PIL images); an unreadable file is an :class:`ImageReadError`."""
+    from PIL import Image
+
+    images = []
+    for item in paths:
+        if isinstance(item, Image.Image):
+            images.append(item.convert("RGB"))
+            continue
+        try:
+            with Image.open(item) as opened:
+                images.append(opened.convert("RGB"))
+        except (OSError, ValueError, Image.DecompressionBombError) as error:
+            raise ImageReadError(item, f"cannot read image {os.fspath(item)!r}: {error}") from None
+    return images
+
+
 def _is_peft(model: Any) -> bool:
     from peft import PeftModel
 
@@ -356,15 +373,7 @@ class VisionLanguageAdapter:
 
         height, width = self.options["size"]
         images = []
-        for item in paths:
-            if isinstance(item, Image.Image):
-                image = item.convert("RGB")
-            else:
-                try:
-                    with Image.open(item) as opened:
-                        image = opened.convert("RGB")
-                except (OSError, ValueError, Image.DecompressionBombError) as error:
-                    raise ImageReadError(item, f"cannot read image {os.fspath(item)!r}: {error}") from None
+        for image in _open_images(paths):
             if image.size != (width, height):
                 image = image.resize((width, height), Image.BICUBIC)
             images.append(image)
@@ -405,21 +414,36 @@ class VisionLanguageAdapter:
 
     # -- text ---------------------------------------------------------------------------------
 
-    def _tokenize_segments(self, texts: list[str]) -> list[list[int]]:
+    def _tokenize_segments(self, texts: list[str], counts: list[int] | None = None) -> list[list[int]]:
+        """Segments' ids with each ``<image>`` expanded: to ``self._expansion``, or with ``counts``
+        (dynamic resolution) to that image's own number of image tokens, in order."""
         if not texts:
             return []
         encoded = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         image_id = self.image_token_id
+        remaining = iter(counts) if counts is not None else None
         out = []
         for ids in encoded:
             expanded: list[int] = []
             for token in ids:
-                if token == image_id:
+                if token != image_id:
+                    expanded.append(token)
+                elif remaining is None:
                     expanded.extend(self._expansion)
                 else:
-                    expanded.append(token)
+                    count = next(remaining, None)
+                    if count is None:
+                        raise InputFileError(f"the turns hold more <image> than the {len(counts)} image(s) given; "
+                                             "with dynamic_resolution pass the turns' images (images=)")
+                    expanded.extend([image_id] * count)
             out.append(expanded)
+        if remaining is not None and next(remaining, None) is not None:
+            raise InputFileError(f"{len(counts)} image(s) given but the turns hold fewer <image>")
         return out
+
+    def _image_counts(self, turns: Any, images: Sequence[Any] | None) -> list[int] | None:
+        """Per-image token counts when they vary (dynamic resolution), else ``None``."""
+        return None
 
     def _start(self) -> list[int]:
         return [self.bos_token_id] if self.bos_token_id is not None else []
@@ -428,17 +452,18 @@ class VisionLanguageAdapter:
     def _image_part_ids(self) -> set[int]:
         return set(self._expansion)
 
-    def encode_conversation(self, turns: Any) -> dict[str, list[int]]:
+    def encode_conversation(self, turns: Any, images: Sequence[Any] | None = None) -> dict[str, list[int]]:
         """``{"input_ids", "labels"}``: ``<s>`` + the template's segments, each tokenized on its own;
         labels are ``-100`` except on the assistant answers and the stop closing each. A sequence
         longer than ``max_length`` is cut (``cut_from``: its length before); a cut through an
         image's tokens is an error."""
+        counts = self._image_counts(turns, images)
         turns = getattr(turns, "turns", turns)
         segments = self.template.segments(turns, add_generation_prompt=False)
         input_ids = self._start()
         labels = [IGNORE_INDEX] * len(input_ids)
         image_parts = self._image_part_ids
-        for segment, ids in zip(segments, self._tokenize_segments([s.text for s in segments]), strict=True):
+        for segment, ids in zip(segments, self._tokenize_segments([s.text for s in segments], counts), strict=True):
             input_ids.extend(ids)
             if segment.learned:
                 labels.extend(IGNORE_INDEX if token in image_parts else token for token in ids)
@@ -453,11 +478,12 @@ class VisionLanguageAdapter:
             return {"input_ids": input_ids[:cut], "labels": labels[:cut], "cut_from": len(input_ids)}
         return {"input_ids": input_ids, "labels": labels}
 
-    def encode_prompt(self, turns: Any) -> list[int]:
+    def encode_prompt(self, turns: Any, images: Sequence[Any] | None = None) -> list[int]:
         """Ids of prompt turns up to the assistant's cue: a true prefix of :meth:`encode_conversation`
         of the same turns plus an answer (turns, a record with ``.turns`` / ``.prompt``, or a string)."""
         from mllm import Turn
 
+        counts = self._image_counts(turns, images)
         if isinstance(turns, str):
             turns = [Turn("user", turns)]
         elif hasattr(turns, "turns") or (hasattr(turns, "prompt") and not isinstance(turns.prompt, str)):
@@ -466,7 +492,7 @@ class VisionLanguageAdapter:
             turns = [Turn("user", turns.prompt)]
         segments = self.template.segments(turns, add_generation_prompt=True)
         input_ids = self._start()
-        for ids in self._tokenize_segments([s.text for s in segments]):
+        for ids in self._tokenize_segments([s.text for s in segments], counts):
             input_ids.extend(ids)
         return input_ids
 
@@ -537,6 +563,76 @@ class Qwen2VLAdapter(VisionLanguageAdapter):
         inner = self._inner
         inner._mllm_family, inner._mllm_options = self.family, self.options
         inner._prepare_position_ids_for_generation = types.MethodType(_mrope_generation_positions, inner)
+
+
+    # -- dynamic resolution (model key dynamic_resolution; mllm.ImageTokenCounts) -------------------
+
+    @property
+    def dynamic_resolution(self) -> bool:
+        """Each image at its own resolution (``image_grid_thw`` and token count per image)."""
+        return bool(self.options.get("dynamic_resolution"))
+
+    def _dynamic(self, images: Sequence[Any]) -> dict[str, torch.Tensor]:
+        out = self.family.dynamic_inputs(self.processor, _open_images(images), self.options)
+        out["pixel_values"] = out["pixel_values"].to(self._vision_dtype())
+        # the forward hook reads the grid back when only pixel_values reach the model
+        out["pixel_values"]._mllm_image_grid_thw = out["image_grid_thw"]
+        return out
+
+    def image_inputs(self, images: Sequence[Any]) -> dict[str, torch.Tensor]:
+        """``pixel_values`` (and, with dynamic resolution, ``image_grid_thw``) of images, to pass to the model."""
+        if not self.dynamic_resolution:
+            return {"pixel_values": self.load_images(images)}
+        return self._dynamic(images)
+
+    def image_token_counts(self, images: Sequence[Any]) -> list[int]:
+        """Image tokens per image: ``t*h*w/merge^2`` of its grid, or ``num_image_tokens`` each when off."""
+        if not self.dynamic_resolution:
+            return [self.num_image_tokens] * len(images)
+        if not images:
+            return []
+        from mllm_models.families import Qwen2VL
+
+        # the grid alone decides the count: smart_resize of each image's size, no pixels processed
+        grids = []
+        for image in _open_images(images):
+            grids.append(self._grid_of(image.height, image.width))
+        return Qwen2VL.grid_token_counts(self._inner.config, torch.tensor(grids))
+
+    def _grid_of(self, height: int, width: int) -> list[int]:
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+        patch = int(self._inner.config.vision_config.patch_size)
+        merge = int(self._inner.config.vision_config.spatial_merge_size)
+        h, w = smart_resize(height, width, factor=patch * merge, min_pixels=self.options["min_pixels"],
+                            max_pixels=self.options["max_pixels"])
+        return [1, h // patch, w // patch]
+
+    def _image_counts(self, turns: Any, images: Sequence[Any] | None) -> list[int] | None:
+        if not self.dynamic_resolution:
+            return None
+        if images is None:
+            images = getattr(turns, "images", None) or []
+        return self.image_token_counts(list(images))
+
+    def load_images(self, paths: Sequence[Any]) -> torch.Tensor:
+        """As the other families'; with dynamic resolution the image processor's flattened patches of every
+        image at its own size, ``[patches, dim]`` concatenated (grid: :meth:`image_inputs`)."""
+        if not self.dynamic_resolution:
+            return super().load_images(paths)
+        return self._dynamic(paths)["pixel_values"]
+
+    def encode_images(self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor | None = None
+                      ) -> torch.Tensor | list[torch.Tensor]:
+        """As the other families'; with dynamic resolution a list of ``[tokens_i, hidden]``, one per image."""
+        if not self.dynamic_resolution:
+            return super().encode_images(pixel_values)
+        grid = image_grid_thw if image_grid_thw is not None else getattr(pixel_values, "_mllm_image_grid_thw", None)
+        if grid is None:
+            raise InputFileError("qwen2-vl dynamic_resolution: encode_images needs image_grid_thw "
+                                 "(from adapter.image_inputs(images))")
+        device = next(self._inner.parameters()).device
+        return self.family.dynamic_features(self._inner, pixel_values.to(device, self._vision_dtype()), grid)
 
 
 class Qwen25VLAdapter(Qwen2VLAdapter):

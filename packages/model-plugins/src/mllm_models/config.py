@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from mllm import ComponentConfig
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_serializer, model_validator
 
 # Options of the tiny model; with ``path:`` the folder's own sizes apply.
 TINY_FIELDS = (
@@ -152,6 +152,33 @@ class Qwen2VLModelConfig(VisionLanguageModelConfig):
 
     template: Literal["qwen2-vl"] = Field("qwen2-vl", description="chat template: qwen2-vl (ChatML; each <image> "
                                           "is <|vision_start|><|image_pad|><|vision_end|>)")
+
+    dynamic_resolution: bool = Field(False, description="keep each image near its own size (the image processor's "
+                                     "smart_resize between min_pixels and max_pixels): image_grid_thw and the token "
+                                     "count differ per image; off: every image resized to image_size")
+    min_pixels: int | None = Field(None, ge=1, description="dynamic_resolution: least pixels an image is resized to "
+                                   "(default: image_size^2 for tiny, else the folder's image processor)")
+    max_pixels: int | None = Field(None, ge=1, description="dynamic_resolution: most pixels an image is resized to "
+                                   "(default: 4 x image_size^2 for tiny, else the folder's image processor)")
+
+    @model_serializer(mode="wrap")
+    def _dump_without_unset_dynamic(self, handler: Any) -> dict[str, Any]:
+        # the dynamic keys appear in dumps (stage fingerprints) only when set, so pipelines
+        # written before they existed keep their fingerprints
+        out = handler(self)
+        for key in ("dynamic_resolution", "min_pixels", "max_pixels"):
+            if key not in self.model_fields_set:
+                out.pop(key, None)
+        return out
+
+    @model_validator(mode="after")
+    def _pixels_need_dynamic(self) -> Qwen2VLModelConfig:
+        stray = [k for k in ("min_pixels", "max_pixels") if getattr(self, k) is not None]
+        if stray and not self.dynamic_resolution:
+            raise ValueError(f"{', '.join(stray)} only apply with dynamic_resolution: true")
+        if self.min_pixels and self.max_pixels and self.min_pixels > self.max_pixels:
+            raise ValueError(f"min_pixels {self.min_pixels} is larger than max_pixels {self.max_pixels}")
+        return self
 
     @model_validator(mode="after")
     def _size_fits(self) -> Qwen2VLModelConfig:

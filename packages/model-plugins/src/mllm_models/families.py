@@ -514,7 +514,24 @@ class Qwen2VL(Family):
             size={"shortest_edge": side * side, "longest_edge": side * side}, patch_size=config.patch_size,
             merge_size=2, temporal_patch_size=2)
         processor = ComposedProcessor(image_processor, tokenizer, chat_template_jinja(self.template))
-        return model, processor, {"image_size": [side, side]}
+        options: dict[str, Any] = {"image_size": [side, side]}
+        if config.dynamic_resolution:
+            options.update(dynamic_resolution=True, min_pixels=int(config.min_pixels or side * side),
+                           max_pixels=int(config.max_pixels or 4 * side * side))
+        return model, processor, options
+
+    @staticmethod
+    def _dynamic_options(processor: Any, config: Any, saved: dict[str, Any]) -> dict[str, Any]:
+        """``dynamic_resolution`` / ``min_pixels`` / ``max_pixels``: the config's where set, else the saved ones,
+        else the folder image processor's size range; nothing when off (constant-size options unchanged)."""
+        chosen = config.model_fields_set if config is not None else set()
+        on = config.dynamic_resolution if "dynamic_resolution" in chosen else saved.get("dynamic_resolution", False)
+        if not on:
+            return {}
+        size = processor.image_processor.size
+        least = config.min_pixels if "min_pixels" in chosen else saved.get("min_pixels", size["shortest_edge"])
+        most = config.max_pixels if "max_pixels" in chosen else saved.get("max_pixels", size["longest_edge"])
+        return {"dynamic_resolution": True, "min_pixels": int(least), "max_pixels": int(most)}
 
     def options_for(self, model: Any, processor: Any, config: Any, saved: dict[str, Any]) -> dict[str, Any]:
         factor = self._factor(model)
@@ -528,7 +545,8 @@ class Qwen2VL(Family):
         if size[0] % factor or size[1] % factor:
             raise InputFileError(f"model.image_size {size}: height and width must be multiples of "
                                  f"patch_size x spatial_merge_size = {factor}")
-        return {**saved, "image_size": size}
+        out = {k: v for k, v in saved.items() if k not in ("dynamic_resolution", "min_pixels", "max_pixels")}
+        return {**out, "image_size": size, **self._dynamic_options(processor, config, saved)}
 
     @staticmethod
     def _factor(model: Any) -> int:
@@ -563,6 +581,34 @@ class Qwen2VL(Family):
     def adapt_pixel_values(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return pixel_values.reshape(-1, pixel_values.shape[-1]) if pixel_values.dim() == 3 else pixel_values
 
+    # -- dynamic resolution (options["dynamic_resolution"]): each image at its own size ----------
+
+    def dynamic_inputs(self, processor: Any, images: list[Any], options: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The image processor's own output for ``images`` at their own sizes (smart_resize between
+        ``min_pixels`` and ``max_pixels``): flattened patches concatenated over images and one
+        ``image_grid_thw`` row per image."""
+        out = processor.image_processor(images=images, size={"shortest_edge": options["min_pixels"],
+                                                             "longest_edge": options["max_pixels"]},
+                                        return_tensors="pt")
+        return {"pixel_values": out["pixel_values"], "image_grid_thw": out["image_grid_thw"]}
+
+    @staticmethod
+    def grid_token_counts(model_config: Any, grid: torch.Tensor) -> list[int]:
+        """Image tokens per image of an ``image_grid_thw``: t * h * w / merge^2."""
+        merge = int(model_config.vision_config.spatial_merge_size)
+        return [int(row.prod()) // merge ** 2 for row in grid]
+
+    def dynamic_features(self, model: Any, pixel_values: torch.Tensor, grid: torch.Tensor) -> list[torch.Tensor]:
+        out = model.model.get_image_features(pixel_values=pixel_values, image_grid_thw=grid.to(pixel_values.device),
+                                             return_dict=True)
+        return list(out.pooler_output)
+
+    def forward_defaults(self, pixel_values: torch.Tensor, options: dict[str, Any]) -> dict[str, Any]:
+        if not options.get("dynamic_resolution"):
+            return {}
+        grid = getattr(pixel_values, "_mllm_image_grid_thw", None)  # set by the adapter's load_images
+        return {} if grid is None else {"image_grid_thw": grid.to(pixel_values.device)}
+
     def _grid_thw(self, module: Any, count: int, options: dict[str, Any], device: Any) -> torch.Tensor:
         return torch.tensor([list(self._grid(module.config, options))] * count, dtype=torch.long, device=device)
 
@@ -581,6 +627,9 @@ class Qwen2VL(Family):
             return
         image_id = int(module.config.image_token_id)
         n_tokens = int((input_ids == image_id).sum())
+        if kwargs.get("image_grid_thw") is None and n_tokens and options.get("dynamic_resolution"):
+            raise InputFileError(f"{self.name} with dynamic_resolution: a forward with image tokens needs "
+                                 "image_grid_thw (pass adapter.image_inputs(images) beside input_ids)")
         if kwargs.get("image_grid_thw") is None and n_tokens:
             per_image = self.num_image_tokens(module, None, options)
             kwargs["image_grid_thw"] = self._grid_thw(module, n_tokens // per_image, options, input_ids.device)

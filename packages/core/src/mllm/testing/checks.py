@@ -112,7 +112,8 @@ CAPABILITIES: dict[str, tuple[type, ...]] = {
                interfaces.HasExampleConfig, interfaces.ChecksRows),
     "benchmark": (interfaces.HasDataFiles, interfaces.ScoresFromFiles, interfaces.RecordsProvenance,
                   interfaces.HasExampleConfig),
-    "model": (interfaces.HasSourcePath, interfaces.HasExampleConfig, interfaces.HasPositionCaches),
+    "model": (interfaces.HasSourcePath, interfaces.HasExampleConfig, interfaces.HasPositionCaches,
+              interfaces.ImageTokenCounts),
     "judge": (interfaces.HasExampleConfig,),
     "stage_kind": (interfaces.HasExampleConfig,),
 }
