@@ -161,3 +161,42 @@ def test_sft_trains_on_two_differently_sized_images_in_one_batch(adapter, tmp_pa
     trained.eval()
     model.load_state_dict(state)
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_dpo_runs_with_shared_vision_off_and_equals_the_constant_size_loss(name, tmp_path, caplog):
+    """Images all of the model's one size: dynamic (vision per row, grids in the batch) == constant
+    (one shared vision pass), log-probs and loss; the reason the speed-up is off is logged."""
+    from mllm import Preference
+    from mllm_align.dpo import DPO, DPOConfig
+
+    cls = FAMILIES[name]
+    base = cls.example_config(tmp_path)
+    side = base["image_size"]
+    constant = cls.from_config(cls.config_class(**base), seed=0)
+    dynamic = cls.from_config(cls.config_class(**base, dynamic_resolution=True, min_pixels=side * side,
+                                               max_pixels=side * side), seed=0)
+    paths = []
+    for index in range(2):
+        image = Image.new("RGB", (side, side), (250, 250, 250))
+        image.paste(Image.new("RGB", (side // 2, side // 2), (200, 90 * index, 30)), (side // 4, side // 4))
+        paths.append(str(tmp_path / f"{index}.png"))
+        image.save(paths[-1])
+    records = [Preference(id=str(i), images=(path,), prompt=(Turn("user", "<image>\nWhat colour?"),),
+                          chosen=good, rejected=bad)
+               for i, (path, good, bad) in enumerate(zip(paths, ("red", "orange"), ("blue", "green"), strict=True))]
+    results = {}
+    for key, adapter in (("constant", constant), ("dynamic", dynamic)):
+        method = DPO(DPOConfig(lora=True, precompute_reference=False))
+        with caplog.at_level("WARNING", logger="mllm_align.dpo"):
+            model = method.setup(adapter)
+        batch = method.collate(records)
+        with torch.no_grad():
+            sums, counts = method.sequence_logps(model, batch)
+            loss, _ = method.loss(model, batch)
+        results[key] = (sums, counts, loss, "image_forward_inputs" in batch)
+    assert "share_image_features off" in caplog.text
+    assert results["dynamic"][3] and not results["constant"][3]
+    torch.testing.assert_close(results["dynamic"][0], results["constant"][0], rtol=0, atol=1e-5)
+    assert torch.equal(results["dynamic"][1], results["constant"][1])
+    torch.testing.assert_close(results["dynamic"][2], results["constant"][2], rtol=0, atol=1e-6)

@@ -63,12 +63,13 @@ import contextlib
 import copy
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from mllm import Preference, TrainContext, Turn
+from mllm import ImageTokenCounts, Preference, TrainContext, Turn
 from pydantic import Field, model_validator
 
 from mllm_align.common import (
@@ -78,6 +79,7 @@ from mllm_align.common import (
     load_batch_images,
     pad_encoded,
     prepare_trainable,
+    record_image_paths,
 )
 from mllm_align.layout import Layout, layout_from_context
 
@@ -171,6 +173,11 @@ class DPO:
         """Freeze parts or wrap with LoRA; with full fine-tuning and no precomputation,
         keep a frozen copy of the starting model as the reference."""
         self.adapter = adapter
+        if _dynamic(adapter) and self.config.share_image_features:
+            # encode_images gives one count per image only at one resolution; per-image grids go
+            # through the model's own forward instead (same loss, one vision pass per row)
+            _LOG.warning("dpo: share_image_features off: the model's dynamic_resolution gives each image its own "
+                         "token count and grid; chosen and rejected rows each run the vision tower")
         if not self.config.lora and not self.config.precompute_reference:
             self.reference_model = self._frozen_copy(adapter.model)
         return prepare_trainable(adapter, self.config)
@@ -197,6 +204,12 @@ class DPO:
         ``context.records`` are the training records; ``context.stage_dir`` holds the cache,
         ``context.fingerprint`` validates it. First the batch layout ``context.train`` asks for."""
         self.layout = layout_from_context(self.adapter, context, preference=True)
+        if self.layout.active and _dynamic(self.adapter):
+            from mllm import ConfigError
+
+            raise ConfigError("train.packing / train.shared_prompt: the model's dynamic_resolution gives each image "
+                              "its own token count and grid, which packed or shared-prompt rows do not carry; "
+                              "turn them off or set dynamic_resolution off")
         if not self.config.precompute_reference:
             return
         cache = Path(context.stage_dir) / REFERENCE_CACHE
@@ -270,7 +283,7 @@ class DPO:
         """``input_ids`` / ``labels`` of prompt + chosen and prompt + rejected; labels only
         on the final answer (and its end-of-turn token)."""
         adapter = self._require_adapter()
-        prompt_length = len(adapter.encode_prompt(record.prompt))
+        prompt_length = len(adapter.encode_prompt(record.prompt, **_images_kwarg(adapter, record)))
         out = []
         for encoded in self._encode_answers(record).values():
             labels = list(encoded["labels"])
@@ -297,7 +310,8 @@ class DPO:
     def _encode_answers(self, record: Preference) -> dict[str, dict[str, Any]]:
         """The adapter's encoding of prompt + chosen and prompt + rejected (``cut_from`` kept)."""
         adapter = self._require_adapter()
-        return {side: adapter.encode_conversation(tuple(record.prompt) + (Turn("assistant", answer),))
+        return {side: adapter.encode_conversation(tuple(record.prompt) + (Turn("assistant", answer),),
+                                                  **_images_kwarg(adapter, record))
                 for side, answer in (("chosen", record.chosen), ("rejected", record.rejected))}
 
     def collate(self, records: Sequence[Preference]) -> dict[str, Any]:
@@ -320,9 +334,17 @@ class DPO:
                                one_row=self.layout.one_row)
         else:
             batch = pad_encoded([c for c, _ in pairs] + [r for _, r in pairs], adapter.pad_token_id)
-        pixel_values = load_batch_images(adapter, records)
-        if pixel_values is not None:
-            batch["pixel_values"] = pixel_values
+        if isinstance(adapter, ImageTokenCounts):
+            paths = record_image_paths(records)
+            if paths:
+                inputs = adapter.image_inputs(paths)
+                batch["pixel_values"] = inputs.pop("pixel_values")
+                if inputs:  # e.g. image_grid_thw: per-image rows, repeated with the pixels
+                    batch["image_forward_inputs"] = inputs
+        else:
+            pixel_values = load_batch_images(adapter, records)
+            if pixel_values is not None:
+                batch["pixel_values"] = pixel_values
         known, values = [], []
         for record in records:
             value = self.reference.get(record_key(record))
@@ -348,6 +370,7 @@ class DPO:
         from mllm import answer_logprobs
 
         share = self.config.share_image_features if share_image_features is None else share_image_features
+        share = share and not _dynamic(adapter or self.adapter)
         scored = answer_logprobs(model, batch, adapter=adapter or self.adapter, image_repeats=2,
                                  share_image_features=share)
         return scored.sums, scored.counts
@@ -423,3 +446,16 @@ class DPO:
         weight = getattr(self.adapter, "num_image_tokens", None) or _DEFAULT_IMAGE_WEIGHT
         return [sum(len(t.content) for t in r.prompt) + max(len(r.chosen), len(r.rejected)) + weight * len(r.images)
                 for r in records]
+
+
+_LOG = logging.getLogger("mllm_align.dpo")
+
+
+def _dynamic(adapter: Any) -> bool:
+    """The adapter gives images different token counts (e.g. Qwen2-VL's dynamic_resolution)."""
+    return isinstance(adapter, ImageTokenCounts) and bool(getattr(adapter, "dynamic_resolution", False))
+
+
+def _images_kwarg(adapter: Any, record: Any) -> dict[str, Any]:
+    """``images=`` for an adapter whose encoder needs them (per-image token counts), else nothing."""
+    return {"images": record.images} if isinstance(adapter, ImageTokenCounts) else {}

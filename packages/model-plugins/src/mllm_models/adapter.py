@@ -15,6 +15,8 @@
 - Images are resized to one resolution per model (see :mod:`mllm_models.families`), so
   every image has ``num_image_tokens`` tokens. ``load_images`` gives the family's
   ``pixel_values`` (first dimension: images; LLaVA-NeXT's are ``[n, tiles + 1, 3, H, W]``).
+  Qwen2-VL / Qwen2.5-VL with ``dynamic_resolution: true`` keep each image near its own size
+  instead (``image_inputs`` / ``image_token_counts``; ``encode_*`` take ``images=``).
 - Extra forward inputs a family needs (LLaVA-NeXT's ``image_sizes``, Idefics3's 5-D pixel
   layout) are filled in by a forward pre-hook on the inner model, so
   ``model(input_ids=..., pixel_values=..., labels=...)`` works as methods call it, peft-wrapped too.

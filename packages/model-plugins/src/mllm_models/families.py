@@ -8,8 +8,9 @@ where the vision tower, projector and language model sit, how images become
 the methods call it).
 
 Every image is resized to one configured resolution, so each family gives a constant
-number of image tokens per image (the core's contract: ``num_image_tokens``); true
-per-image any-resolution can come later.
+number of image tokens per image (the core's contract: ``num_image_tokens``). Qwen2-VL /
+Qwen2.5-VL also offer per-image resolution (``dynamic_resolution``: each image's own grid and
+token count, the core's ``ImageTokenCounts``); the other families' any-resolution can come later.
 """
 
 from __future__ import annotations

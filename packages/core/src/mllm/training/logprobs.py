@@ -116,9 +116,13 @@ def _forward(model: Any, batch: dict[str, Any], adapter: Any, image_repeats: int
             features = features[torch.cat([index] * image_repeats)]
         outputs = model(inputs_embeds=adapter.embed_inputs(input_ids, features), **kwargs)
     else:
+        # per-image forward inputs besides the pixels (an ImageTokenCounts adapter's image_inputs,
+        # e.g. image_grid_thw), repeated with them
+        extra = dict(batch.get("image_forward_inputs") or {})
         if image_repeats > 1:
             pixel_values = torch.cat([pixel_values] * image_repeats)
-        outputs = model(input_ids=input_ids, pixel_values=pixel_values, **kwargs)
+            extra = {key: torch.cat([value] * image_repeats) for key, value in extra.items()}
+        outputs = model(input_ids=input_ids, pixel_values=pixel_values, **extra, **kwargs)
     return outputs.logits, start
 
 
