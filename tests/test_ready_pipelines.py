@@ -330,9 +330,9 @@ def test_hallucination_cpu_smoke(registry, tmp_path):
     once (its own seed), SFT on it, DPO on the SFT model's own mistakes, POPE-style metrics judged."""
     path = pipeline_path("hallucination_cpu")
     assert path.read_text().startswith("# mllm run pipelines/studies/hallucination_cpu.yaml")
-    small = TINY_KEYS + ["seeds=[0]", "stages.align.data.limit=16", "stages.biased.data.limit=64",
-                         "stages.mistakes.data.limit=8"] + [
-        f"stages.{s}.train={FEW_STEPS}" for s in ("align", "sft", "dpo")] + [
+    small = TINY_KEYS + ["seeds=[0]", "stages.align.data.limit=16", "stages.base.data.limit=16",
+                         "stages.biased.data.limit=64", "stages.mistakes.data.limit=8"] + [
+        f"stages.{s}.train={FEW_STEPS}" for s in ("align", "base", "sft", "dpo")] + [
         "stages.eval.benchmarks=[{name: easyvqa, split: test, limit: 16}]"]
     pipeline = load_pipeline(path, registry, small)
     PipelineRunner(pipeline, registry, runs_dir=tmp_path).run()
@@ -341,10 +341,11 @@ def test_hallucination_cpu_smoke(registry, tmp_path):
     answers = [r["turns"][-1]["content"] for r in biased]
     assert 0 < len(biased) < 64 and answers.count("no") < answers.count("yes")
     report = json.loads((run_dir / "report" / "report.json").read_text())
-    for model in ("sft-s0", "dpo-s0"):
+    for model in ("base", "sft-s0", "dpo-s0"):
         assert {"pope_yes_ratio", "pope_f1"} <= set(report["models"][model]["easyvqa"])
     assert [(f["metric"], f["verdict"]) for f in report["findings"]] == [
-        ("easyvqa.pope_yes_ratio", "too few seeds"), ("easyvqa.pope_f1", "too few seeds")]
+        ("easyvqa.pope_yes_ratio", "too few seeds"), ("easyvqa.pope_f1", "too few seeds"),
+        ("easyvqa.yesno_accuracy", "too few seeds"), ("easyvqa.pope_yes_ratio", "too few seeds")]
 
 
 def test_scienceqa_cpu_smoke(registry, tmp_path):
