@@ -20,13 +20,7 @@ FAMILIES = {"llava-next": LlavaNextAdapter, "idefics3": Idefics3Adapter, "llava-
 QUESTION = "<image>\nWhat colour is the square?"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a small shared CPU, more threads spin against other processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: one intra-op thread
 
 
 @pytest.fixture(scope="module", params=sorted(FAMILIES))

@@ -21,12 +21,7 @@ FAMILIES = {"qwen2-vl": Qwen2VLAdapter, "qwen2.5-vl": Qwen25VLAdapter}
 SIZES = ((48, 32), (20, 70))  # (width, height): grids 4x6 and 8x2 patches (tiny patch 8, merge 2)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: one intra-op thread
 
 
 @pytest.fixture(scope="module", params=sorted(FAMILIES))

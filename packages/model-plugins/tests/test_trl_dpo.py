@@ -25,14 +25,7 @@ from mllm_align import DPO, DPOConfig  # noqa: E402
 from mllm_models.adapter import Idefics3Adapter  # noqa: E402
 from mllm_models.config import Idefics3ModelConfig  # noqa: E402
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a small shared CPU, more threads spin against other processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: one intra-op thread
 
 
 def _records(tmp_path):
