@@ -36,11 +36,8 @@ from typing import ClassVar, Iterator, Literal
 from mllm import Conversation, DataReport, DatasetConfig, Turn
 from pydantic import Field, field_validator
 
-from mllm_data.easyvqa import format_prompt, select_rows, split_files
+from mllm_data.easyvqa import COLOURS, SHAPES, format_prompt, select_rows, split_files
 
-#: easy-VQA's colour and shape answers (``easy_vqa.get_answers()`` less yes/no)
-COLOURS = ("black", "blue", "brown", "gray", "green", "red", "teal", "yellow")
-SHAPES = ("circle", "rectangle", "triangle")
 #: the individuals: "colour shape" -> name
 DEFAULT_NAMES = {
     "red circle": "zorp",
