@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from mllm.data.badrows import DataReport
 from mllm.pipeline.config import ConfigError
-from mllm.records import Conversation, Turn
+from mllm.records import Conversation, EvalItem, Turn
 from mllm_align.candidates import best_vs_worse, select_best
 from mllm_align.steerlm.attributes import (
     ATTRIBUTES,
@@ -20,7 +20,8 @@ from mllm_align.steerlm.attributes import (
     steer_text,
     strip_steer_text,
 )
-from mllm_align.steerlm.description import description_attributes
+from mllm_align.steerlm.describe_benchmark import EasyVQADescribeBenchmark, score_descriptions
+from mllm_align.steerlm.description import description_attributes, hallucinated_words
 from mllm_align.steerlm.rule import AttributeRule, AttributeRuleConfig, AttributeScorer, rate_records
 from mllm_align.steerlm.style import SteerLMStyle, SteerLMStyleConfig
 
@@ -151,6 +152,35 @@ def test_description_rules():
     rule = AttributeRuleConfig(rules="description")
     scores, reason = AttributeScorer(rule).rate("q", "The image shows a red circle.", None)
     assert scores is None and "gold" in reason  # no gold: unscored, not an error
+
+
+def test_hallucinated_words():
+    assert hallucinated_words("The image shows a red circle.", "red", "circle") == []
+    assert hallucinated_words("The image shows a blue circle.", "red", "circle") == ["blue"]
+    assert hallucinated_words("A Blue TRIANGLE, blue.", "red", "circle") == ["blue", "triangle"]  # case, once each
+    assert hallucinated_words("A grey square, reddish, circles.", "red", "circle") == []  # not easy-VQA's words
+    assert hallucinated_words("", "red", "circle") == []
+
+
+def _described(colour, shape, n):
+    return EvalItem(id=f"d{n}", prompt="<image>\nDescribe the image in one sentence.", images=("x.png",),
+                    answer=f"The image shows a {colour} {shape}.", metadata={"colour": colour, "shape": shape},
+                    check_files=False)
+
+
+def test_describe_benchmark_hallucination_rate():
+    items = [_described("red", "circle", 0), _described("teal", "triangle", 1), _described("gray", "rectangle", 2),
+             _described("yellow", "circle", 3)]
+    answers = {"d0": "The image shows a red circle.",            # right: no hallucination
+               "d1": "The image shows a teal rectangle.",        # a wrong shape
+               "d2": "The image shows a gray rectangle and a blue circle.",  # right, plus two wrong words: once
+               "d3": "The image shows a shape."}                 # names nothing: no hallucination
+    metrics = score_descriptions(items, answers)
+    assert set(metrics) == set(EasyVQADescribeBenchmark.metric_keys)
+    assert metrics["hallucination_rate"] == 0.5
+    assert metrics["both_accuracy"] == 0.5 and metrics["shape_accuracy"] == 0.5 and metrics["colour_accuracy"] == 0.75
+    assert EasyVQADescribeBenchmark.metric_keys[-1] == "hallucination_rate"  # added after the existing metrics
+    assert score_descriptions(items[:1], {"d0": "A green circle."})["hallucination_rate"] == 1.0
 
 
 def _scored(aggregates, source="p0", answers=None):

@@ -11,7 +11,15 @@ Metrics (no model needed, so saved answers can be re-scored):
 * ``helpfulness`` ... ``verbosity`` and ``aggregate``: the mean rule attributes
   (:func:`mllm_align.steerlm.description.description_attributes`; aggregate = Helpfulness +
   Correctness + Coherence, 0-12), the same rules a ``generate`` stage rates candidates with;
-* ``mean_words``: answer length in words.
+* ``mean_words``: answer length in words;
+* ``hallucination_rate`` (SHR's analogue, by rule, no judge): the share of answers that name a
+  colour or shape the image does not have, that is any of easy-VQA's eight colours (red, green,
+  blue, black, gray, teal, brown, yellow) or three shapes (circle, rectangle, triangle) other
+  than the image's own colour and shape, as a whole word, case ignored
+  (:func:`mllm_align.steerlm.description.hallucinated_words`). "The image shows a red circle."
+  of a blue circle counts, as does "a blue circle and a red one"; naming nothing, or only the
+  image's own colour and shape, does not; words outside that vocabulary ("grey", "square",
+  "dog") are not counted. One description counts once, however many wrong words it has.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from pydantic import Field
 
 from mllm_align.steerlm.attributes import ATTRIBUTES, aggregate
 from mllm_align.steerlm.describe_data import EasyVQADescribe, describe_prompt, described_images, gold_sentence
-from mllm_align.steerlm.description import description_attributes, words
+from mllm_align.steerlm.description import description_attributes, hallucinated_words, words
 
 
 class EasyVQADescribeBenchConfig(ComponentConfig):
@@ -41,7 +49,8 @@ class EasyVQADescribeBenchmark:
     """The ``easyvqa-describe`` benchmark (see the module docstring)."""
 
     metric_keys: ClassVar[tuple[str, ...]] = (
-        "shape_accuracy", "colour_accuracy", "both_accuracy", "exact_match", *ATTRIBUTES, "aggregate", "mean_words")
+        "shape_accuracy", "colour_accuracy", "both_accuracy", "exact_match", *ATTRIBUTES, "aggregate", "mean_words",
+        "hallucination_rate")
     answer_mode = "generate"
 
     def __init__(self, config: EasyVQADescribeBenchConfig | None = None) -> None:
@@ -89,4 +98,5 @@ def score_descriptions(items: Sequence[EvalItem], answers: dict[str, str]) -> di
             totals[name] += scores[name]
         totals["aggregate"] += aggregate(scores)
         totals["mean_words"] += len(tokens)
+        totals["hallucination_rate"] += bool(hallucinated_words(answer, colour, shape))
     return {key: value / len(items) for key, value in totals.items()}

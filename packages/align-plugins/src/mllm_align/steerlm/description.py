@@ -12,6 +12,10 @@ red circle." that is red, circle);
 - Helpfulness = Correctness, minus 1 when the answer rambles (Verbosity 4) or is a
   fragment (Verbosity 0), minus 1 when it names a keyword-like word the gold does not
   have (``distractors``: another colour or shape of easy-VQA), clipped to 0-4.
+
+:func:`hallucinated_words` is the description-hallucination rule of the ``easyvqa-describe``
+benchmark's ``hallucination_rate`` (SHR's analogue): the words of easy-VQA's colour and shape
+vocabulary (:data:`VOCABULARY`) an answer names other than the image's own colour and shape.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import re
 
 from mllm_align.steerlm.attributes import MAX_SCORE, MIN_SCORE
+from mllm_align.steerlm.describe_data import COLOURS, SHAPES
 
 TEMPLATE_WORDS = frozenset(
     "a an the this that it is are of in on with there image picture photo shows show showing depicts contains "
@@ -26,6 +31,8 @@ TEMPLATE_WORDS = frozenset(
 #: words that look like keywords of easy-VQA descriptions (colours and shapes)
 DISTRACTORS = frozenset("red green blue black gray grey teal brown yellow circle rectangle triangle square".split())
 _WORD = re.compile(r"[a-z0-9]+")
+#: easy-VQA's colour and shape answers: the only words a description can hallucinate by this rule
+VOCABULARY = frozenset(COLOURS) | frozenset(SHAPES)
 
 
 def words(text: str) -> list[str]:
@@ -35,6 +42,15 @@ def words(text: str) -> list[str]:
 def keywords(gold: str, ignore: frozenset[str] = TEMPLATE_WORDS) -> list[str]:
     """The content words of a templated gold sentence: its words minus ``ignore``."""
     return list(dict.fromkeys(w for w in words(gold) if w not in ignore))
+
+
+def hallucinated_words(answer: str, colour: str, shape: str) -> list[str]:
+    """The colour and shape words of easy-VQA's vocabulary (:data:`VOCABULARY`: its eight colours
+    and three shapes) that ``answer`` names although the image is a ``colour`` ``shape``, in the
+    order they first appear. Whole lowercased words only ("reddish", "squares" or "grey" are not
+    vocabulary words); a word of the image's own colour or shape never counts, wherever it stands."""
+    own = {colour.lower(), shape.lower()}
+    return list(dict.fromkeys(w for w in words(answer) if w in VOCABULARY and w not in own))
 
 
 def _bucket(value: int, bounds: tuple[int, int, int, int]) -> int:
