@@ -69,11 +69,15 @@ def _perturb(model) -> None:
             param.add_(0.05 * torch.randn_like(param))
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "eager"])
-def test_shared_prompt_and_packing_give_the_separate_sequences_log_probs(adapter, attention):
+@pytest.mark.parametrize("attention", ["sdpa", "sdpa-mask", "eager"])
+def test_shared_prompt_and_packing_give_the_separate_sequences_log_probs(adapter, attention, monkeypatch):
+    """sdpa: packed forwards go block by block (segmented attention); sdpa-mask: the 4D block
+    mask (MLLM_PACKED_ATTENTION=mask); eager: its additive mask."""
+    if attention == "sdpa-mask":
+        monkeypatch.setenv("MLLM_PACKED_ATTENTION", "mask")
     method = DPO(DPOConfig())
     model = method.setup(adapter)
-    model.set_attn_implementation(attention)
+    model.set_attn_implementation(attention.split("-")[0])
     _perturb(model)
     model.eval()
     records = preference_records(6)
@@ -91,6 +95,8 @@ def test_shared_prompt_and_packing_give_the_separate_sequences_log_probs(adapter
                 assert torch.allclose(logps, expected, atol=1e-5, rtol=1e-6), (packing, shared, share_images)
                 assert torch.allclose(logps / counts, expected / counts, atol=1e-6, rtol=0)
             results[(packing, shared)] = batch
+    used = model.config.text_config._attn_implementation
+    assert used == {"sdpa": "mllm_segmented_sdpa", "sdpa-mask": "sdpa", "eager": "eager"}[attention]
     n = len(records)
     assert results[(False, True)]["input_ids"].shape[0] == n  # one row per pair
     # the prompt (image tokens included) once per pair: fewer tokens than two sequences
@@ -103,7 +109,9 @@ def test_shared_prompt_and_packing_give_the_separate_sequences_log_probs(adapter
     assert results[(True, False)]["image_index"].numel() == 2 * sum(len(r.images) for r in records)
 
 
-def test_packed_sft_loss_and_gradients_equal_padded(adapter):
+@pytest.mark.parametrize("attention", ["segmented", "mask"])
+def test_packed_sft_loss_and_gradients_equal_padded(adapter, attention, monkeypatch):
+    monkeypatch.setenv("MLLM_PACKED_ATTENTION", attention)
     method = SFT()
     model = method.setup(adapter)
     _perturb(model)

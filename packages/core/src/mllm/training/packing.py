@@ -17,7 +17,9 @@ What keeps the rows equal to separate sequences:
   prompt (branch 0) and themselves (branch 2), never the chosen ones (branch 1). With
   ``sdpa`` and ``eager`` this is a 4D mask; with ``flash_attention_2`` (no arbitrary masks)
   packing puts everything in one row and flash-attention's varlen path finds the sequence
-  boundaries from the position ids, and the shared prompt is off;
+  boundaries from the position ids, and the shared prompt is off. On ``sdpa`` a packed
+  forward goes block by block instead (:mod:`mllm.training.segmented_attention`: each
+  sequence against its own keys only, so long rows do not pay for the full square);
 - the log-probs (:func:`packed_answer_logprobs`): each answer token is predicted by the
   position its own sequence has before it (``predictors``: for the first rejected token
   that is the prompt's last token, not the chosen answer's last), and summed into its own
@@ -43,9 +45,12 @@ from typing import Any
 
 import torch
 
+from mllm.training.segmented_attention import IMPLEMENTATION as SEGMENTED
+from mllm.training.segmented_attention import LAYOUT_KEYWORD, blocks_of, use_segmented_attention
+
 IGNORE_INDEX = -100
-#: attention implementations that take a 4D mask
-MASK_IMPLEMENTATIONS = ("sdpa", "eager")
+#: attention implementations that take a 4D mask (or, segmented, the block layout itself)
+MASK_IMPLEMENTATIONS = ("sdpa", "eager", SEGMENTED)
 VARLEN_IMPLEMENTATIONS = ("flash_attention_2", "flash_attention_3")
 
 
@@ -321,11 +326,19 @@ def is_packed(batch: Any) -> bool:
 
 
 def packed_model_inputs(model: Any, batch: dict[str, Any], *, pixel_values: bool = True) -> dict[str, Any]:
-    """``attention_mask`` (4D, or ``None`` for flash-attention's varlen path),
+    """``attention_mask`` (4D; ``None`` for flash-attention's varlen path and for segmented
+    attention, which gets the blocks instead: the first packed forward on ``sdpa`` switches
+    the model to it, see :mod:`mllm.training.segmented_attention`),
     ``position_ids`` and (with ``pixel_values``) the batch's ``pixel_values`` in the order
     of their image tokens, for ``model(input_ids=..., **packed_model_inputs(model, batch))``."""
     implementation = attention_implementation(model)
-    if implementation in VARLEN_IMPLEMENTATIONS:
+    if implementation == "sdpa" and use_segmented_attention(model):
+        implementation = SEGMENTED
+    if implementation == SEGMENTED:
+        # the attention layers read the blocks, not a mask: none is built for them
+        out = {"attention_mask": None, "position_ids": batch["position_ids"],
+               LAYOUT_KEYWORD: blocks_of(batch["doc_ids"], batch["branch_ids"])}
+    elif implementation in VARLEN_IMPLEMENTATIONS:
         if batch["input_ids"].shape[0] != 1 or bool((batch["branch_ids"] != 0).any()):
             raise ValueError(f"{implementation}: packed batches must be one row without shared prompts")
         out = {"attention_mask": None, "position_ids": batch["position_ids"]}
