@@ -532,11 +532,14 @@ def _mrope_generation_positions(self: Any, inputs_tensor: Any, model_kwargs: dic
 
     ``generate`` computes M-RoPE ids of the prompt only when ``mm_token_type_ids`` and
     ``image_grid_thw`` are among its kwargs; the core passes encoded images
-    (``mm_encoder_outputs``) instead, so they are derived here from the prompt's tokens."""
+    (``mm_encoder_outputs``, one grid per image: derived here from the prompt's tokens) or,
+    with dynamic resolution, ``image_inputs`` (the grid without ``mm_token_type_ids``: those
+    are derived here from the prompt's tokens)."""
     kwargs = dict(model_kwargs)
     ids = kwargs.get("input_ids") if kwargs.get("input_ids") is not None else inputs_tensor
-    if kwargs.get("image_grid_thw") is None and ids is not None and ids.dim() == 2:
-        probe = {"input_ids": ids, "position_ids": None}
+    missing = kwargs.get("image_grid_thw") is None or kwargs.get("mm_token_type_ids") is None
+    if missing and ids is not None and ids.dim() == 2:
+        probe = {"input_ids": ids, "position_ids": None, "image_grid_thw": kwargs.get("image_grid_thw")}
         self._mllm_family.fill_inputs(self.model, probe, self._mllm_options)
         for key in ("image_grid_thw", "mm_token_type_ids"):
             if probe.get(key) is not None:

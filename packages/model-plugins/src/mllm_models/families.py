@@ -629,6 +629,11 @@ class Qwen2VL(Family):
         image_id = int(module.config.image_token_id)
         n_tokens = int((input_ids == image_id).sum())
         if kwargs.get("image_grid_thw") is None and n_tokens and options.get("dynamic_resolution"):
+            given = kwargs.get("position_ids")
+            if given is not None and given.dim() == 3 and kwargs.get("mm_encoder_outputs") is not None:
+                # generate's prefill: M-RoPE ids were computed from the grid before generate
+                # encoded the pixels (mm_encoder_outputs) and dropped the grid
+                return
             raise InputFileError(f"{self.name} with dynamic_resolution: a forward with image tokens needs "
                                  "image_grid_thw (pass adapter.image_inputs(images) beside input_ids)")
         if kwargs.get("image_grid_thw") is None and n_tokens:

@@ -54,12 +54,10 @@ class ChoiceScorer:
         """``log P(first token of each choice | prompt)``: one pass over the prompts, last position only."""
         import torch
 
-        ids, mask, past, features = self.caches.prompt_batch(jobs)
+        ids, mask, past, images = self.caches.prompt_batch(jobs)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cached = jobs[0].cached
-        kwargs: dict[str, Any] = {}
-        if features is not None:
-            kwargs["mm_encoder_outputs"] = features
+        kwargs: dict[str, Any] = dict(images)
         if past is not None:
             kwargs.update(past_key_values=past, use_cache=True)
         else:
@@ -112,10 +110,7 @@ class ChoiceScorer:
         dtype = next(self.adapter.model.parameters()).dtype
         mask = torch.zeros((len(jobs), 1, width, width), dtype=dtype)
         mask.masked_fill_(~allowed.unsqueeze(1), torch.finfo(dtype).min)
-        kwargs: dict[str, Any] = {}
-        features = self.caches.image_features(jobs)
-        if features is not None:
-            kwargs["mm_encoder_outputs"] = features
+        kwargs: dict[str, Any] = self.caches.image_kwargs(jobs)
         keep = width - prompt_width + 1  # the last prompt position and every tail position
         output = self.adapter.model(input_ids=torch.tensor(id_rows, device=device), attention_mask=mask.to(device),
                                     position_ids=torch.tensor(position_rows, device=device), logits_to_keep=keep,
@@ -153,10 +148,7 @@ class ChoiceScorer:
             chunk, chunk_owners = rows[start:start + self.batch_size], owners[start:start + self.batch_size]
             ids, mask = left_pad(chunk, self.adapter.pad_token_id, self.caches.device)
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            kwargs: dict[str, Any] = {}
-            features = self.caches.image_features([jobs[index] for index, _ in chunk_owners])
-            if features is not None:
-                kwargs["mm_encoder_outputs"] = features
+            kwargs: dict[str, Any] = self.caches.image_kwargs([jobs[index] for index, _ in chunk_owners])
             output = self.adapter.model(input_ids=ids, attention_mask=mask, position_ids=positions,
                                         use_cache=False, **kwargs)
             logprobs = torch.log_softmax(output.logits.float(), dim=-1)

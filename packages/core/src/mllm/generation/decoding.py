@@ -10,6 +10,12 @@ turn (:func:`stop_ids`: EOS, or the chat template's one-token stop), and only th
 tokens up to the first stop are decoded (:func:`decode_new_tokens`). The model runs in
 eval and inference mode and is put back as it was (:func:`inference`); cache keys name
 images by path, size and modification time (:func:`image_stamps`).
+
+An adapter whose images take different numbers of tokens (the
+:class:`~mllm.interfaces.ImageTokenCounts` capability in force, :func:`per_image_tokens`:
+Qwen2-VL's ``dynamic_resolution``) is the one exception to "encoded features": each prompt
+is encoded with its own images (:func:`encode_prompt`) and the model gets the adapter's
+per-image inputs (:func:`per_image_inputs`: ``pixel_values`` and ``image_grid_thw``).
 """
 
 from __future__ import annotations
@@ -72,6 +78,34 @@ def image_inputs(features: Sequence[Any]) -> dict[str, Any]:
     from transformers.modeling_outputs import BaseModelOutputWithPooling
 
     return {"image": BaseModelOutputWithPooling(pooler_output=list(features))}
+
+
+def per_image_tokens(adapter: Any) -> bool:
+    """Whether the adapter's :class:`~mllm.interfaces.ImageTokenCounts` capability is in force: its
+    images take their own numbers of tokens, so prompts are encoded with their images and images
+    reach the model as ``adapter.image_inputs`` (never one count, or one feature shape, per image).
+
+    In force when the adapter has the capability and does not switch it off with a false
+    ``dynamic_resolution`` (Qwen2-VL's adapter has the methods either way)."""
+    from mllm.interfaces import ImageTokenCounts
+
+    return isinstance(adapter, ImageTokenCounts) and bool(getattr(adapter, "dynamic_resolution", True))
+
+
+def encode_prompt(adapter: Any, turns: Any, images: Sequence[Any], per_image: bool) -> list[int]:
+    """``adapter.encode_prompt(turns)``; with ``per_image`` (:func:`per_image_tokens`) the turns'
+    images go along (``images=``), as each ``<image>`` takes that image's own token count."""
+    if per_image:
+        return list(adapter.encode_prompt(turns, images=list(images)))
+    return list(adapter.encode_prompt(turns))
+
+
+def per_image_inputs(adapter: Any, images: Sequence[Any], device: Any) -> dict[str, Any]:
+    """The adapter's ``image_inputs`` of ``images`` (in prompt order over the batch) on ``device``:
+    the model's forward / ``generate`` kwargs beside ``input_ids`` (``{}`` without images)."""
+    if not images:
+        return {}
+    return {key: value.to(device) for key, value in adapter.image_inputs(list(images)).items()}
 
 
 def stop_ids(adapter: Any) -> list[int]:

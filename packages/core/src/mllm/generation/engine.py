@@ -179,13 +179,11 @@ class AnswerEngine:
 
     def _generate_batch(self, jobs: list[Job]) -> list[str]:
         """Greedy answers of a batch of generate jobs."""
-        ids, mask, past, features = self.caches.prompt_batch(jobs)
+        ids, mask, past, images = self.caches.prompt_batch(jobs)
         if self._stops is None:
             self._stops = stop_ids(self.adapter)
         config = generation_config(self.adapter, self._stops, max_new_tokens=self.max_new_tokens)
-        kwargs: dict[str, Any] = {}
-        if features is not None:
-            kwargs["mm_encoder_outputs"] = features
+        kwargs: dict[str, Any] = dict(images)
         if past is not None:
             kwargs["past_key_values"] = past
         output = self.adapter.model.generate(input_ids=ids, attention_mask=mask, generation_config=config, **kwargs)

@@ -10,11 +10,12 @@ batches of rows that share one cached prompt length (:func:`batches`).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
 from mllm.generation.cache import KeyedJsonlCache
-from mllm.generation.decoding import image_stamps
+from mllm.generation.decoding import encode_prompt, image_stamps, per_image_tokens
 from mllm.records import EvalItem, Turn
 
 AnswerMode = Literal["generate", "choice"]
@@ -85,22 +86,28 @@ class Planner:
     forward pass on small models, so a choice's answer tokens are remembered once they
     were seen to be the same after several different prompts (true of templates tokenized
     segment by segment, as LLaVA's); one mismatch turns the shortcut off for good.
+
+    With per-image token counts (:func:`~mllm.generation.decoding.per_image_tokens`) each
+    prompt is encoded with its item's images, and the prompt memo is keyed by the prompt and
+    the image paths (the same question about a larger image has more image tokens).
     """
 
     def __init__(self, adapter: Any) -> None:
         self.adapter = adapter
-        self._prompts: dict[str, list[int]] = {}
+        self.per_image = per_image_tokens(adapter)
+        self._prompts: dict[Any, list[int]] = {}
         self._answer_tokens: dict[str, tuple[list[int], list[bool]]] = {}
         self._answer_seen: dict[str, int] = {}
         self._reuse_answers = True
 
     def prompt_ids(self, item: EvalItem) -> list[int]:
         """The item's prompt under the chat template, ending with the assistant's cue."""
-        ids = self._prompts.get(item.prompt)
+        memo: Any = (item.prompt, tuple(os.fspath(p) for p in item.images)) if self.per_image else item.prompt
+        ids = self._prompts.get(memo)
         if ids is None:
-            ids = list(self.adapter.encode_prompt((Turn("user", item.prompt),)))
+            ids = encode_prompt(self.adapter, (Turn("user", item.prompt),), item.images, self.per_image)
             if len(self._prompts) < 100_000:
-                self._prompts[item.prompt] = ids
+                self._prompts[memo] = ids
         return ids
 
     def generate_job(self, key: str, item: EvalItem) -> Job:
@@ -113,8 +120,9 @@ class Planner:
             choices = [Choice(c, *self._answer_tokens[c]) for c in item.choices]
             return Job(key, item, prompt, choices)
         sequences = []
+        images = {"images": list(item.images)} if self.per_image else {}
         for choice in item.choices:
-            encoded = self.adapter.encode_conversation((Turn("user", item.prompt), Turn("assistant", choice)))
+            encoded = self.adapter.encode_conversation((Turn("user", item.prompt), Turn("assistant", choice)), **images)
             ids = list(encoded["input_ids"])
             learned = [label != -100 for label in encoded["labels"]]
             if not any(learned):

@@ -16,20 +16,30 @@ Choice trees use no cache (their 4-D masks cover the whole row). An adapter with
 ``uses_position_caches = False`` (:class:`mllm.interfaces.HasPositionCaches`: position
 ids computed from the whole prompt, as M-RoPE) gets no prompt-start cache at all: every
 batch runs its full prompts (encoded images are still reused).
+
+An adapter whose images take their own token counts
+(:func:`~mllm.generation.decoding.per_image_tokens`: Qwen2-VL's ``dynamic_resolution``) gets
+neither cache: its images reach the model as the adapter's per-image inputs
+(``image_inputs``: ``pixel_values`` + ``image_grid_thw``, the vision tower runs in each
+forward) and the prompt-start caches are off (logged), since their keys/values were built
+for one feature shape per image.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Sequence
 
-from mllm.generation.decoding import device_of, image_inputs, left_pad
+from mllm.generation.decoding import device_of, image_inputs, left_pad, per_image_inputs, per_image_tokens
 from mllm.generation.planning import Job, lcp
 from mllm.interfaces import HasPositionCaches, capability
 
 if TYPE_CHECKING:
     import torch
+
+logger = logging.getLogger("mllm.generation.prefix_cache")
 
 MIN_SHARED_PREFIX = 4  # shorter shared prompt starts are not worth a cache
 
@@ -57,6 +67,16 @@ class PromptCaches:
         self._kv_bytes = 0
         # False: keys/values of a prompt start depend on the rest of the prompt (M-RoPE)
         self.enabled = bool(capability(adapter, HasPositionCaches, "uses_position_caches", True))
+        # True: images take their own token counts; they go to the model as per-image inputs
+        self.per_image = per_image_tokens(adapter)
+        if self.per_image:
+            if self.enabled:
+                logger.info("prompt-start caches off: %s gives each image its own token count (ImageTokenCounts), "
+                            "so cached prompt starts and encoded-image features do not apply",
+                            type(adapter).__name__)
+            logger.info("images go to the model as per-image inputs (image_inputs: pixel_values with their grid); "
+                        "the encoded-image cache is off for %s", type(adapter).__name__)
+            self.enabled = False
 
     @property
     def device(self) -> torch.device:
@@ -86,6 +106,15 @@ class PromptCaches:
             _, old = self._features.popitem(last=False)
             self._feature_bytes -= old.numel() * old.element_size()
         return image_inputs(wanted)
+
+    def image_kwargs(self, jobs: Sequence[Job]) -> dict[str, Any]:
+        """The model's image kwargs for the images of ``jobs`` in order: ``mm_encoder_outputs``
+        (encoded once, cached), or with per-image token counts the adapter's ``image_inputs``;
+        ``{}`` without images."""
+        if self.per_image:
+            return per_image_inputs(self.adapter, [image for job in jobs for image in job.item.images], self.device)
+        features = self.image_features(jobs)
+        return {} if features is None else {"mm_encoder_outputs": features}
 
     # -- the shared prefix -------------------------------------------------------------------
 
@@ -189,10 +218,10 @@ class PromptCaches:
 
     # -- a batch's inputs -----------------------------------------------------------------------
 
-    def prompt_batch(self, jobs: list[Job]) -> tuple[torch.Tensor, torch.Tensor, Any, Any]:
+    def prompt_batch(self, jobs: list[Job]) -> tuple[torch.Tensor, torch.Tensor, Any, dict[str, Any]]:
         """``input_ids`` ``[cached start | left padding | rest]``, its 2-D attention mask, the cache
-        holding the cached start (``None``: plain left padding) and the ``mm_encoder_outputs``
-        the rest needs (``None`` when its images are inside the cache)."""
+        holding the cached start (``None``: plain left padding) and the image kwargs the rest
+        needs (:meth:`image_kwargs`; ``{}`` when its images are inside the cache)."""
         import torch
 
         cached = jobs[0].cached
@@ -203,5 +232,5 @@ class PromptCaches:
             ids = torch.cat([start, ids], dim=1)
             mask = torch.cat([torch.ones_like(start), mask], dim=1)
         if cached > len(self.shared_prefix):
-            return ids, mask, self.image_prefix_cache(jobs), None
-        return ids, mask, self.prefix_cache(len(jobs)) if cached else None, self.image_features(jobs)
+            return ids, mask, self.image_prefix_cache(jobs), {}
+        return ids, mask, self.prefix_cache(len(jobs)) if cached else None, self.image_kwargs(jobs)

@@ -23,11 +23,14 @@ from mllm.generation.cache import KeyedJsonlCache
 from mllm.generation.decoding import (
     decode_new_tokens,
     device_of,
+    encode_prompt,
     generation_config,
     image_inputs,
     image_stamps,
     inference,
     left_pad,
+    per_image_inputs,
+    per_image_tokens,
     stop_ids,
 )
 from mllm.pipeline.progress import track
@@ -58,7 +61,9 @@ class SampleGenerator:
     Each distinct image of a batch is encoded once; ``num_return_sequences`` answers per
     prompt; the batch's seed derives from ``seed`` and its prompts' keys. ``temperature``
     0 decodes greedily. ``cache_path``: the sample cache (``None``: no cache);
-    ``model_fingerprint`` identifies the weights and is part of every key.
+    ``model_fingerprint`` identifies the weights and is part of every key. With per-image
+    token counts (:func:`~mllm.generation.decoding.per_image_tokens`) prompts are encoded
+    with their images and the model gets the adapter's ``image_inputs`` instead.
     """
 
     def __init__(self, adapter: Any, *, num_samples: int = 1, temperature: float = 0.0, top_p: float = 1.0,
@@ -74,6 +79,7 @@ class SampleGenerator:
         self.cache_path = Path(cache_path) if cache_path is not None else None
         self.model_fingerprint = model_fingerprint
         self.label = label  # what the progress display calls the sampling
+        self.per_image = per_image_tokens(adapter)
 
     def _key(self, prompt: Prompt) -> str:
         payload = {"model": self.model_fingerprint, "turns": [[t.role, t.content] for t in prompt.turns],
@@ -86,12 +92,12 @@ class SampleGenerator:
         with KeyedJsonlCache(self.cache_path, value_field="answers") as cache:
             keys = {p.id: self._key(p) for p in prompts}
             todo = [p for p in prompts if keys[p.id] not in cache]
-            todo.sort(key=lambda p: -len(self.adapter.encode_prompt(p.turns)))
+            rows = {p.id: encode_prompt(self.adapter, p.turns, p.images, self.per_image) for p in todo}
+            todo.sort(key=lambda p: -len(rows[p.id]))
             with inference(self.adapter.model), track(self.label, len(todo), unit="prompt") as tracker:
                 for start in range(0, len(todo), self.batch_size):
                     batch = todo[start:start + self.batch_size]
-                    texts = self._generate([self.adapter.encode_prompt(p.turns) for p in batch], batch,
-                                           [keys[p.id] for p in batch])
+                    texts = self._generate([rows[p.id] for p in batch], batch, [keys[p.id] for p in batch])
                     for prompt, answers in zip(batch, texts):
                         cache.add(keys[prompt.id], answers, id=prompt.id)
                     cache.flush()
@@ -105,7 +111,9 @@ class SampleGenerator:
         ids, mask = left_pad(rows, self.adapter.pad_token_id, device)
         kwargs: dict[str, Any] = {}
         paths = [os.fspath(image) for p in prompts for image in p.images]
-        if paths:
+        if paths and self.per_image:
+            kwargs.update(per_image_inputs(self.adapter, paths, device))
+        elif paths:
             distinct = list(dict.fromkeys(paths))
             features = self.adapter.encode_images(self.adapter.load_images(distinct).to(device))
             by_path = dict(zip(distinct, features))

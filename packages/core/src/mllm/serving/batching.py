@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mllm.errors import MllmError
+from mllm.generation.decoding import encode_prompt, per_image_tokens
 from mllm.records import EvalItem
 from mllm.serving.prompts import ChatPrompt
 from mllm.serving.schema import ApiError
@@ -164,7 +165,8 @@ class Batcher:
 
     def _measure(self, pending: _Pending) -> None:
         """The prompt's length and the tokens left for the answer (an :class:`ApiError` when none are)."""
-        pending.prompt_tokens = len(self.adapter.encode_prompt(pending.prompt.turns))
+        pending.prompt_tokens = len(encode_prompt(self.adapter, pending.prompt.turns, pending.prompt.images,
+                                                  per_image_tokens(self.adapter)))
         room = self.context_length - pending.prompt_tokens
         if room < 1:
             raise ApiError(400, f"the prompt is {pending.prompt_tokens} tokens; this model takes at most "
