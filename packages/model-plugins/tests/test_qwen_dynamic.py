@@ -4,8 +4,9 @@ Pixel values and ``image_grid_thw`` equal ``Qwen2VLImageProcessorPil``'s for two
 different sizes; each ``<image>`` gets its own ``h*w/merge^2`` placeholders; logits of our
 encoded batch equal the model's forward on ids built as ``Qwen2VLProcessor`` builds them (its
 text expansion over the tokenizer, the image processor's pixels, ``get_rope_index`` M-RoPE ids);
-SFT trains real steps on a batch with two differently sized images; callers that do not pass
-images (answer engine, DPO today) fail loudly instead of using one count per image."""
+SFT trains real steps on a batch with two differently sized images; a caller that does not pass
+images fails loudly instead of using one count per image (the answer engine, sampling and
+serving pass them: test_qwen_dynamic_engine.py)."""
 
 from __future__ import annotations
 
