@@ -170,7 +170,9 @@ def trl_dpo_trainer(adapter: Any, records: list[Any], *, lora: bool, batch_size:
                          loss_type=["sigmoid"], max_length=None, use_cpu=not cuda, num_train_epochs=epochs,
                          max_steps=max_steps, learning_rate=lr, lr_scheduler_type="constant", warmup_steps=0,
                          logging_steps=10**6, save_strategy="no", disable_tqdm=True, dataloader_num_workers=0,
-                         bf16=cuda, seed=0)
+                         bf16=cuda, seed=0,
+                         # TRL turns it on by default; ours runs without: same work on both sides
+                         gradient_checkpointing=False)
     peft_config = None
     reference = None
     names = adapter.module_names()

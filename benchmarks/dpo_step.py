@@ -97,7 +97,8 @@ def make_step(variant: str, recs, tmp: str):
         rows = [{"images": [Image.open(r.images[0]).convert("RGB")], "prompt": r.prompt[0].content,
                  "chosen": r.chosen, "rejected": r.rejected} for r in recs]
         args = trl.DPOConfig(output_dir=f"{tmp}/trl", per_device_train_batch_size=BATCH, report_to=[], beta=0.1,
-                             loss_type=["sigmoid"], max_length=None, use_cpu=True)
+                             loss_type=["sigmoid"], max_length=None, use_cpu=True,
+                             gradient_checkpointing=False)  # TRL's default is on; ours is off
         trainer = trl.DPOTrainer(model=model, ref_model=reference, args=args,
                                  train_dataset=datasets.Dataset.from_list(rows), processing_class=adapter.processor)
 

@@ -97,7 +97,8 @@ def run(name: str, size: str, steps: int, warmup: int, batch: int) -> dict:
             args = trl.SFTConfig(output_dir=tmp, per_device_train_batch_size=batch, report_to=[], max_length=None,
                                  use_cpu=not cuda, bf16=cuda, max_steps=total, learning_rate=1e-5,
                                  lr_scheduler_type="constant", warmup_steps=0, save_strategy="no",
-                                 logging_steps=10**6, disable_tqdm=True, seed=0)
+                                 logging_steps=10**6, disable_tqdm=True, seed=0,
+                                 gradient_checkpointing=False)  # TRL's default is on; ours is off
             trainer = trl.SFTTrainer(model=adapter.model, args=args, train_dataset=datasets.Dataset.from_list(rows),
                                      processing_class=adapter.processor, callbacks=[timer])
             trainer.train()
