@@ -11,7 +11,8 @@ earlier tokens, never another choice's) and position ids that continue the promp
 every choice (:meth:`ChoiceScorer.scores_tree`). With flash-attention, which takes no
 custom masks, each choice becomes its own left-padded row instead
 (:meth:`ChoiceScorer.scores_rows`), and so does a model whose adapter has
-``uses_position_caches = False`` (its position ids are computed from each full row).
+``uses_position_caches = False`` (its position ids are computed from each full row) or
+per-image token counts (its images reach each row as ``image_inputs``).
 """
 
 from __future__ import annotations

@@ -14,7 +14,11 @@ The pieces, each in its own module:
 * **Same preprocessing for both modes.** A prompt is the model's chat template applied
   to one user turn (``adapter.encode_prompt``), ending with the assistant's cue; images
   are loaded with ``adapter.load_images`` and encoded once per distinct image with
-  ``adapter.encode_images`` (:mod:`~mllm.generation.prefix_cache`).
+  ``adapter.encode_images`` (:mod:`~mllm.generation.prefix_cache`). An adapter whose
+  images take their own token counts (``ImageTokenCounts`` in force,
+  :func:`~mllm.generation.decoding.per_image_tokens`) encodes each prompt with its
+  images and gets the adapter's ``image_inputs`` (``pixel_values`` + ``image_grid_thw``)
+  in every forward and ``generate`` instead; its prompt-start caches are off.
 * **Generate**: ``model.generate`` on left-padded batches, greedy, stopping at the end of
   the assistant turn (EOS, or the template's stop token); only the new tokens are
   decoded, then stripped -- the decoding helpers sampling uses too
