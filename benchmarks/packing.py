@@ -11,7 +11,10 @@ its own fresh process (time and peak memory), ``--repeats`` times (median time):
   do without grouping);
 - ``padded-grouped``: the same with ``group_by_length`` (transformers' LengthGroupedSampler);
 - ``packed``: random batches, ``train.packing: true``: the batch's sequences in as few rows
-  as fit (per-sequence position ids, a block-diagonal mask), same records per step.
+  as fit (per-sequence position ids), same records per step; attention block by block
+  (segmented attention, the default on sdpa);
+- ``packed-mask``: the same rows with sdpa and a 4D block-diagonal mask
+  (``MLLM_PACKED_ATTENTION=mask``: the full square of every row is computed).
 
 DPO runs with ``precompute_reference`` and ``share_image_features`` on and
 ``shared_prompt`` off in all three (packing alone is measured; benchmarks/dpo_epoch.py
@@ -24,7 +27,8 @@ DPO loss, packed vs padded (same records, same reference log-probs): at most 1e-
 
 The table comes first, then one JSON line with ``sft_packed_speedup`` and
 ``dpo_packed_speedup`` (padded-random time / packed time), ``sft_packed_vs_grouped``,
-``dpo_packed_vs_grouped``, ``max_loss_diff``, and per variant ``padding_share``,
+``dpo_packed_vs_grouped``, ``sft_packed_vs_mask``, ``dpo_packed_vs_mask`` (packed-mask time /
+packed time), ``max_loss_diff``, and per variant ``padding_share``,
 ``tokens_per_s``, ``peak_mib``.
 
     python benchmarks/packing.py [--records 512] [--pairs 256] [--batch 8] [--size tiny] [--repeats 3]
@@ -44,7 +48,7 @@ from types import SimpleNamespace
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _speed  # noqa: E402
 
-LAYOUTS = ("padded-random", "padded-grouped", "packed")
+LAYOUTS = ("padded-random", "padded-grouped", "packed", "packed-mask")
 LOSS_BATCHES = 4
 
 
@@ -68,7 +72,7 @@ def _settings(layout: str, batch: int):
 
     return TrainSettings(epochs=1, batch_size=batch, lr=1e-5, warmup_ratio=0.0, lr_scheduler="constant",
                          logging_steps=10**6, save_steps=10**6, group_by_length=layout == "padded-grouped",
-                         packing=layout == "packed", shared_prompt=False,
+                         packing=layout.startswith("packed"), shared_prompt=False,
                          precision="bf16" if torch.cuda.is_available() else "fp32", seed=0)
 
 
@@ -79,8 +83,12 @@ def real_tokens(method, records) -> int:
 
 
 def run_layout(kind: str, layout: str, n: int, batch: int, size: str) -> dict:
+    import os
+
     from mllm.training.trainer import train_method
 
+    if layout == "packed-mask":  # this process only (each variant runs in its own)
+        os.environ["MLLM_PACKED_ATTENTION"] = "mask"
     records = _records(kind, n)
     adapter = _speed.build_adapter(size)
     train = _settings(layout, batch)
@@ -197,6 +205,8 @@ def main() -> None:
         "dpo_packed_speedup": ratio("dpo", "padded-random"),
         "sft_packed_vs_grouped": ratio("sft", "padded-grouped"),
         "dpo_packed_vs_grouped": ratio("dpo", "padded-grouped"),
+        "sft_packed_vs_mask": ratio("sft", "packed-mask"),
+        "dpo_packed_vs_mask": ratio("dpo", "packed-mask"),
         "max_loss_diff": max(diffs.values()),
         "padding_share": {k: round(r["padding_share"], 4) for k, r in results.items()},
         "tokens_per_s": {k: round(r["tokens_per_s"], 1) for k, r in results.items()},
