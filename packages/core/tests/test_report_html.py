@@ -149,3 +149,30 @@ def test_the_report_works_in_headless_chromium(run_dir, tmp_path):
     assert sorted(_visible_rows(filtered)) == sorted(DISAGREE) and "2 of 4 items shown" in filtered
     wrong_init = _browser("--dump-dom", url + "#filter=wrong:init").stdout
     assert sorted(_visible_rows(wrong_init)) == ["q2", "q3"]
+
+
+def test_findings_and_the_seeds_aggregate_are_on_the_page(run_dir):
+    """A study's report.json (arms over seeds, findings judged by the Welch rule) shows each
+    verdict beside its rule, and each arm's mean ± std (n) with whiskers in its bar chart."""
+    from mllm.reporting.findings import FindingConfig, aggregate, judge_findings
+
+    models = {f"dpo-s{seed}": {"easyvqa": {"accuracy": value}} for seed, value in enumerate((0.80, 0.82, 0.81))}
+    models |= {f"sft-s{seed}": {"easyvqa": {"accuracy": value}} for seed, value in enumerate((0.70, 0.71, 0.69))}
+    arms = {"dpo": ["dpo-s0", "dpo-s1", "dpo-s2"], "sft": ["sft-s0", "sft-s1", "sft-s2"]}
+    report = {"models": models, "training": {}, "arms": arms}
+    report["aggregate"] = aggregate(report, arms)
+    claims = [FindingConfig(claim="DPO beats SFT", metric="easyvqa.accuracy", arms=["dpo", "sft"], direction="higher",
+                            paper="+2 points"),
+              FindingConfig(claim="SFT beats DPO", metric="easyvqa.accuracy", arms=["sft", "dpo"], direction="higher")]
+    report["findings"] = judge_findings(report, arms, claims)
+    _write(run_dir / "report" / "report.json", json.dumps(report))
+    html = rebuild(run_dir).read_text()
+    assert '<a href="#findings">Findings</a><a href="#arms">Across seeds</a>' in html
+    findings = html[html.index('<table class="findings">'):html.index("</table>", html.index('<table class="findings">'))]
+    assert findings.count("<tr>") == 3
+    assert '<td class="verdict-holds">holds</td>' in findings and "+2 points" in findings
+    assert '<td class="verdict-does-not-hold">does not hold</td>' in findings
+    assert "dpo: 0.8100 ± 0.0100 (n=3)" in findings and "sft: 0.7000 ± 0.0100 (n=3)" in findings
+    assert html.count("Rule: Welch two standard errors") == 1  # the rule once, not per claim
+    assert '<table class="aggregate" data-benchmark="easyvqa">' in html
+    assert "easyvqa: accuracy (mean ± std)" in html and html.count('class="whisker"') == 2

@@ -1,7 +1,11 @@
 """report.html: one self-contained page to read a run by (no network needed to open it).
 
-Sections: the metrics side by side (a table per benchmark), a bar chart per benchmark of
-its headline metric per model, the training curves (loss; reward margins and accuracies
+Sections: with ``findings:`` in the pipeline, each claim with its arms' mean, std and n,
+the difference, its standard error and the verdict, beside the rule that gave it; with
+``seeds:``/``sweep:``, each arm's metrics over its seeds (mean ± std, n) and a bar chart of
+the headline metric with the standard deviation as whiskers; the metrics side by side (a
+table per benchmark, one row per model), a bar chart per benchmark of its headline metric
+per model, the training curves (loss; reward margins and accuracies
 for preference stages), and an answer browser per benchmark: each item's image (a small
 embedded thumbnail), question, gold answer and every model's answer, wrong answers
 marked, with a filter to the items where the models disagree or one is wrong and a text
@@ -41,6 +45,8 @@ td.headline{font-weight:600}.charts{display:flex;flex-wrap:wrap;gap:12px}.chart{
 .chart .grid{stroke:#e3e7ee}.answers td.q{white-space:pre-wrap;max-width:380px}
 .answers img{width:64px;height:64px;object-fit:contain;image-rendering:pixelated;background:#eee}
 td.right{background:#eaf6ec}td.wrong{background:#fbe9e9}td.missing{color:#999}
+td.verdict-holds{background:#eaf6ec;font-weight:600}td.verdict-does-not-hold{background:#fbe9e9;font-weight:600}
+td.verdict-within-noise,td.verdict-too-few-seeds,td.verdict-not-measured{background:#f3f0e4}
 .controls{margin:6px 0}.controls select,.controls input{margin-right:10px;padding:3px}.note{color:#5a6577}
 """
 
@@ -118,6 +124,77 @@ def _metrics_section(report: dict[str, Any], headlines: dict[str, str]) -> list[
             charts.append(bar_chart(f"{benchmark}: {headline}", bars, y_label=headline))
     if charts:
         out.append('<h3>Headline metric per model</h3><div class="charts">' + "".join(charts) + "</div>")
+    out.append("</section>")
+    return out
+
+
+def _mean_std(summary: dict[str, Any]) -> str:
+    mean, std, n = summary.get("mean"), summary.get("std"), summary.get("n", 0)
+    if not isinstance(mean, (int, float)):
+        return "-"
+    spread = f" ± {std:.4f}" if isinstance(std, (int, float)) else ""
+    return f"{mean:.4f}{spread} (n={n})"
+
+
+def _findings_section(findings: list[dict[str, Any]]) -> list[str]:
+    """Each claim: its metric, the two arms (mean ± std, n), d, se and the verdict; the rule once."""
+    if not findings:
+        return []
+    out = ['<section id="findings"><h2>Findings</h2>',
+           '<table class="findings"><tr><th>claim</th><th>metric</th><th>direction</th><th>first arm</th>'
+           "<th>second arm</th><th>d</th><th>se</th><th>verdict</th><th>paper</th></tr>"]
+    rules = []
+    for finding in findings:
+        arms = list((finding.get("arms") or {}).items())
+        cells = [f"<td>{escape(name)}: {escape(_mean_std(summary))}</td>" for name, summary in arms[:2]]
+        cells += ["<td>-</td>"] * (2 - len(cells))
+        verdict = str(finding.get("verdict", ""))
+        numbers = "".join(f'<td class="num">{_format(finding[k]) if isinstance(finding.get(k), float) else "-"}</td>'
+                          for k in ("difference", "se"))
+        out.append(f"<tr><td>{escape(str(finding.get('claim', '')))}</td><td>{escape(str(finding.get('metric', '')))}"
+                   f"</td><td>{escape(str(finding.get('direction', '')))}</td>{''.join(cells)}{numbers}"
+                   f'<td class="verdict-{escape(verdict.replace(" ", "-"))}">{escape(verdict)}</td>'
+                   f"<td>{escape(str(finding.get('paper', '')))}</td></tr>")
+        if finding.get("rule") and finding["rule"] not in rules:
+            rules.append(finding["rule"])
+    out.append("</table>")
+    out += [f'<p class="note">Rule: {escape(rule)}</p>' for rule in rules]
+    out.append("</section>")
+    return out
+
+
+def _aggregate_section(aggregated: dict[str, Any], headlines: dict[str, str]) -> list[str]:
+    """Per benchmark: one row per arm, each metric as mean ± std (n), and the headline's bars."""
+    arms = (aggregated or {}).get("models") or {}
+    if not arms:
+        return []
+    out = ['<section id="arms"><h2>Across seeds</h2>',
+           '<p class="note">Each arm (a stage repeated over seeds or sweep variants) over its copies: mean ± '
+           "sample standard deviation (n). One model per arm where the seeds do not repeat it.</p>"]
+    charts = []
+    for benchmark in sorted({b for per_arm in arms.values() for b in per_arm}):
+        names = sorted({m for per_arm in arms.values() for m in per_arm.get(benchmark, {})})
+        headline = headline_metric(names, headlines.get(benchmark))
+        out.append(f'<h3>{escape(benchmark)}</h3><div style="overflow-x:auto"><table class="aggregate" '
+                   f'data-benchmark="{escape(benchmark)}"><tr><th>arm</th>'
+                   + "".join(f"<th>{escape(n)}</th>" for n in names) + "</tr>")
+        bars, errors = [], []
+        for arm, per_arm in arms.items():
+            values = per_arm.get(benchmark)
+            if not values:
+                continue
+            cells = "".join(f'<td class="num{" headline" if n == headline else ""}">'
+                            f"{escape(_mean_std(values.get(n) or {}))}</td>" for n in names)
+            out.append(f"<tr><th>{escape(arm)}</th>{cells}</tr>")
+            summary = values.get(headline) or {}
+            if isinstance(summary.get("mean"), (int, float)) and math.isfinite(summary["mean"]):
+                bars.append((arm, float(summary["mean"])))
+                errors.append(summary.get("std") if isinstance(summary.get("std"), (int, float)) else None)
+        out.append("</table></div>")
+        if bars and headline:
+            charts.append(bar_chart(f"{benchmark}: {headline} (mean ± std)", bars, y_label=headline, errors=errors))
+    if charts:
+        out.append('<div class="charts">' + "".join(charts) + "</div>")
     out.append("</section>")
     return out
 
@@ -204,7 +281,9 @@ def build_report_html(run_dir: Path, stage_ids: list[str], report: dict[str, Any
     headlines = headlines or {}
     answers = collect_answers(run_dir, stage_ids)
     thumbnails = Thumbnails(thumbnail_size)
-    body = _metrics_section(report, headlines)
+    body = _findings_section(report.get("findings") or [])
+    body += _aggregate_section(report.get("aggregate") or {}, headlines)
+    body += _metrics_section(report, headlines)
     body += _training_section(run_dir, stage_ids, report)
     body.append('<section id="answers"><h2>Answers</h2>')
     if not answers:
@@ -215,8 +294,12 @@ def build_report_html(run_dir: Path, stage_ids: list[str], report: dict[str, Any
         benchmark.models.sort(key=lambda model: (order.get(model, len(order)), model))
         body += _answers_section(benchmark, thumbnails, max_items)
     body.append("</section>")
-    nav = "".join(f'<a href="#{anchor}">{label}</a>' for anchor, label in
-                  (("metrics", "Metrics"), ("training", "Training"), ("answers", "Answers")))
+    sections = [("metrics", "Metrics"), ("training", "Training"), ("answers", "Answers")]
+    if report.get("findings"):
+        sections.insert(0, ("findings", "Findings"))
+    if (report.get("aggregate") or {}).get("models"):
+        sections.insert(1 if report.get("findings") else 0, ("arms", "Across seeds"))
+    nav = "".join(f'<a href="#{anchor}">{label}</a>' for anchor, label in sections)
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{escape(title)}</title>"
             f"<style>{STYLE}</style></head><body><header><h1>{escape(title)}</h1><nav>{nav}</nav></header><main>"

@@ -93,14 +93,20 @@ def line_chart(title: str, series: list[tuple[str, list[float], list[float]]], *
     return "".join(parts)
 
 
-def bar_chart(title: str, bars: list[tuple[str, float]], *, y_label: str) -> str:
-    """One SVG bar per ``(model, value)``, each labelled with its value; the y axis starts at 0."""
+def bar_chart(title: str, bars: list[tuple[str, float]], *, y_label: str,
+              errors: list[float | None] | None = None) -> str:
+    """One SVG bar per ``(model, value)``, each labelled with its value; the y axis starts at 0.
+    ``errors`` (one per bar, ``None`` for none): a whisker of plus and minus that much (e.g. the
+    standard deviation over seeds)."""
     parts = _frame(title, y_label)
     values = [v for _, v in bars if math.isfinite(v)]
     if not values:
         parts.append(f'<text x="{WIDTH / 2}" y="{HEIGHT / 2}" text-anchor="middle">no values</text></svg>')
         return "".join(parts)
-    y_ticks = _ticks(min(0.0, min(values)), max(0.0, max(values)))
+    spread = [e if e is not None and math.isfinite(e) else 0.0 for e in (errors or [None] * len(bars))]
+    reach = [v + e for (_, v), e in zip(bars, spread) if math.isfinite(v)]
+    floor = [v - e for (_, v), e in zip(bars, spread) if math.isfinite(v)]
+    y_ticks = _ticks(min(0.0, min(floor)), max(0.0, max(reach)))
     y0, y1 = y_ticks[0], y_ticks[-1]
 
     def sy(y: float) -> float:
@@ -120,5 +126,10 @@ def bar_chart(title: str, bars: list[tuple[str, float]], *, y_label: str) -> str
                      f'{value:.4g}</text>'
                      f'<text x="{x + width / 2:.1f}" y="{HEIGHT - BOTTOM + 16}" text-anchor="middle" '
                      f'class="tick">{escape(label)}</text>')
+        if spread[index] > 0 and math.isfinite(value):
+            middle, high, low = x + width / 2, sy(value + spread[index]), sy(value - spread[index])
+            parts.append(f'<path class="whisker" d="M{middle:.1f} {high:.1f}V{low:.1f}M{middle - 5:.1f} {high:.1f}'
+                         f'h10M{middle - 5:.1f} {low:.1f}h10" stroke="#1d2430" stroke-width="1.2" fill="none">'
+                         f'<title>{escape(label)}: ± {spread[index]:.4g}</title></path>')
     parts.append("</svg>")
     return "".join(parts)
