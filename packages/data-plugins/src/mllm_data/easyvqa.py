@@ -80,18 +80,30 @@ def format_prompt(question: str, answer_style: str = "short") -> str:
     return f"{IMAGE_TOKEN}\n{question}\n{SHORT_ANSWER if answer_style == 'short' else EXPLAIN_ANSWER}"
 
 
-@lru_cache(maxsize=4)
-def image_facts(questions_file: Path) -> dict[int, dict[str, str]]:
+@lru_cache(maxsize=8)
+def image_facts(questions_file: Path, *, strict: bool = False) -> dict[int, dict[str, str]]:
     """``{image id: {"colour": ..., "shape": ...}}`` from a split's open questions: those whose
-    answer is a colour give the image's colour, those answered by a shape its shape (built once)."""
+    answer is a colour give the image's colour, those answered by a shape its shape (built once).
+
+    Lenient by default: malformed rows are skipped (they are the bad-row policy's, when
+    ``records()`` reaches them) and a later answer wins. ``strict``: a malformed row, or an
+    image given two colours or two shapes, is a ``ValueError`` naming the file and row (a
+    dataset built on the facts alone, as ``easyvqa-named``, must not guess)."""
     facts: dict[int, dict[str, str]] = {}
-    for row in json.loads(Path(questions_file).read_text()):
-        if len(row) != 3 or not isinstance(row[1], str):
-            continue  # malformed rows are the bad-row policy's, when records() reaches them
+    for index, row in enumerate(json.loads(Path(questions_file).read_text())):
+        if not (isinstance(row, list) and len(row) == 3 and isinstance(row[1], str)):
+            if strict:
+                raise ValueError(f"{questions_file}, row {index}: expected [question, answer, image id], got {row!r}")
+            continue
         answer, image_id = row[1], row[2]
         kind = "colour" if answer in COLOURS else "shape" if answer in SHAPES else None
-        if kind is not None:
-            facts.setdefault(int(image_id), {})[kind] = answer
+        if kind is None:
+            continue  # yes/no: not a fact on its own
+        known = facts.setdefault(int(image_id), {})
+        if strict and known.get(kind, answer) != answer:
+            raise ValueError(f"{questions_file}, row {index}: image {image_id} is {known[kind]!r} in an earlier "
+                             f"question and {answer!r} here")
+        known[kind] = answer
     return facts
 
 

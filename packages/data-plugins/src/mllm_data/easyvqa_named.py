@@ -28,7 +28,6 @@ random subsample of the records, in order.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import ClassVar, Iterator, Literal
@@ -37,6 +36,7 @@ from mllm import Conversation, DataReport, DatasetConfig, Turn
 from pydantic import Field, field_validator
 
 from mllm_data.easyvqa import COLOURS, SHAPES, format_prompt, select_rows, split_files
+from mllm_data.easyvqa import image_facts as easyvqa_image_facts
 
 #: the individuals: "colour shape" -> name
 DEFAULT_NAMES = {
@@ -74,21 +74,11 @@ def check_names(names: dict[str, str]) -> dict[str, str]:
 
 
 def image_facts(split: str) -> dict[int, tuple[str, str]]:
-    """``{image id: (colour, shape)}`` of the split's images whose open questions give both."""
+    """``{image id: (colour, shape)}`` of the split's images whose open questions give both
+    (easy-VQA's facts, strictly: a malformed row or a contradiction is an error)."""
     questions_file, _ = split_files(split)
-    colours: dict[int, str] = {}
-    shapes: dict[int, str] = {}
-    for index, row in enumerate(json.loads(questions_file.read_text())):
-        if not (isinstance(row, list) and len(row) == 3 and isinstance(row[1], str)):
-            raise ValueError(f"{questions_file}, row {index}: expected [question, answer, image id], got {row!r}")
-        _, answer, image_id = row
-        facts = colours if answer in COLOURS else shapes if answer in SHAPES else None
-        if facts is None:
-            continue  # yes/no: not a fact on its own
-        if facts.setdefault(int(image_id), answer) != answer:
-            raise ValueError(f"{questions_file}, row {index}: image {image_id} is {facts[int(image_id)]!r} in an "
-                             f"earlier question and {answer!r} here")
-    return {i: (colours[i], shapes[i]) for i in sorted(set(colours) & set(shapes))}
+    facts = easyvqa_image_facts(questions_file, strict=True)
+    return {i: (f["colour"], f["shape"]) for i, f in sorted(facts.items()) if "colour" in f and "shape" in f}
 
 
 def named_images(split: str, names: dict[str, str]) -> list[tuple[int, str, str, str]]:
