@@ -119,6 +119,13 @@ class VisionLanguageAdapter:
 
     family: Family
     config_class: type[VisionLanguageModelConfig] = VisionLanguageModelConfig
+    #: packed rows and the shared prompt pass (mllm.training.packing) are exact for every family:
+    #: per-sequence position ids and segmented attention reach the language model through the
+    #: families' forwards, images follow ``image_index`` (their extra inputs, LLaVA-NeXT's
+    #: ``image_sizes``, are derived from the reordered ``pixel_values`` by the forward hook), and
+    #: Qwen2-VL / 2.5-VL get each sequence's own M-RoPE ids (``Qwen2VL.packed_rope_index``);
+    #: tested in tests/test_packing_families.py
+    supports_packed_sequences = True
 
     def __init__(self, model: Any, processor: Any, template: str, *, options: dict[str, Any] | None = None,
                  max_length: int = 512, base_path: Path | None = None) -> None:

@@ -647,6 +647,11 @@ class Qwen2VL(Family):
         cache = kwargs.get("cache", kwargs.get("past_key_values"))
         cached = cache is not None and cache.get_seq_length() > 0
         mask = kwargs.get("attention_mask")
+        if not cached and position_ids is not None and position_ids.dim() == 2 and (mask is None or mask.dim() != 2) \
+                and not options.get("dynamic_resolution"):
+            # packed rows (mllm.training.packing): no 2-D mask, 1-D ids restarting per sequence
+            kwargs["position_ids"] = self.packed_rope_index(module, input_ids, position_ids, options)
+            return
         if cached or (position_ids is not None and position_ids.dim() != 2) or (mask is not None and mask.dim() != 2):
             return  # M-RoPE ids given, or a continuation: the model's own rope_deltas apply
         if position_ids is None and kwargs.get("input_ids") is not None:
@@ -655,6 +660,44 @@ class Qwen2VL(Family):
                                                   image_grid_thw=kwargs["image_grid_thw"], attention_mask=mask)
         module.rope_deltas = deltas
         kwargs["position_ids"] = positions
+
+
+    def packed_rope_index(self, module: Any, input_ids: torch.Tensor, position_ids: torch.Tensor,
+                          options: dict[str, Any]) -> torch.Tensor:
+        """``[4, rows, T]`` position ids of packed rows: the 1-D ids as given (flash-attention's varlen
+        path reads the sequence boundaries from them), then each sequence's own M-RoPE ids.
+
+        The 1-D ids say where each sequence is (:mod:`mllm.training.packing`): they restart at 0
+        for every sequence, and a shared prompt's rejected answer continues from the prompt's
+        length ``k`` after the chosen one, so its sequence is the first ``k`` tokens of its
+        document followed by its own. Each sequence gets ``get_rope_index`` of its tokens alone
+        (its images' grids, all of the model's one size), exactly the ids it has unpacked; text
+        with no image before it keeps the 1-D ids (they are equal)."""
+        image_id = int(module.config.image_token_id)
+        per_image = self.num_image_tokens(module, None, options)
+        mrope = position_ids.unsqueeze(0).repeat(3, 1, 1)
+        starts = torch.ones_like(position_ids, dtype=torch.bool)
+        starts[:, 1:] = position_ids[:, 1:] != position_ids[:, :-1] + 1
+        for row in range(input_ids.shape[0]):
+            ids, positions = input_ids[row], position_ids[row].tolist()
+            bounds = starts[row].nonzero().flatten().tolist() + [len(positions)]
+            document = 0
+            for start, end in zip(bounds[:-1], bounds[1:], strict=True):
+                offset = positions[start]
+                if offset == 0:
+                    document = start
+                elif positions[document:document + offset] != list(range(offset)):
+                    raise ValueError(f"{self.name}: packed position ids of row {row} at {start} continue from "
+                                     f"{offset}, but their document does not start with {offset} prompt tokens")
+                sequence = torch.cat([ids[document:document + offset], ids[start:end]]) if offset else ids[start:end]
+                images = int((sequence == image_id).sum())
+                if not images:
+                    continue  # text only so far: M-RoPE ids are the 1-D ones
+                grid = self._grid_thw(module, images // per_image, options, ids.device)
+                own, _ = module.get_rope_index(sequence[None], mm_token_type_ids=(sequence == image_id).int()[None],
+                                               image_grid_thw=grid)
+                mrope[:, row, start:end] = own[:, 0, sequence.shape[0] - (end - start):]
+        return torch.cat([position_ids.unsqueeze(0), mrope])
 
 
 class Qwen25VL(Qwen2VL):
