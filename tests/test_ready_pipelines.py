@@ -327,25 +327,46 @@ def test_personalization_lora_vs_full_end_to_end(registry, standin, tmp_path):
 
 def test_hallucination_cpu_smoke(registry, tmp_path):
     """pipelines/studies/hallucination_cpu.yaml at one seed and a few steps: the yes-biased data made
-    once (its own seed), SFT on it, DPO on the SFT model's own mistakes, POPE-style metrics judged."""
+    once (its own seed), SFT on it, DPO on the SFT model's own mistakes, POPE-style metrics judged;
+    the HA-DPO arm: description data made once, the describing model, HA-DPO on its own wrong
+    descriptions and answers, both scored POPE-style and by hallucination_rate."""
     path = pipeline_path("hallucination_cpu")
     assert path.read_text().startswith("# mllm run pipelines/studies/hallucination_cpu.yaml")
     small = TINY_KEYS + ["seeds=[0]", "stages.align.data.limit=16", "stages.base.data.limit=16",
-                         "stages.biased.data.limit=64", "stages.mistakes.data.limit=8"] + [
-        f"stages.{s}.train={FEW_STEPS}" for s in ("align", "base", "sft", "dpo")] + [
-        "stages.eval.benchmarks=[{name: easyvqa, split: test, limit: 16}]"]
+                         "stages.biased.data.limit=64", "stages.mistakes.data.limit=8",
+                         "stages.describe-data.data.limit=8", "stages.describe-mistakes.data.limit=6",
+                         "stages.describe-mistakes.max_new_tokens=8"] + [
+        f"stages.{s}.train={FEW_STEPS}" for s in ("align", "base", "sft", "dpo", "describe", "hadpo")] + [
+        "stages.eval.benchmarks=[{name: easyvqa, split: test, limit: 16}]",
+        "stages.eval-hadpo.benchmarks=[{name: easyvqa, split: test, limit: 16}, "
+        "{name: easyvqa-describe, split: test, limit: 4, max_new_tokens: 8}]"]
     pipeline = load_pipeline(path, registry, small)
     PipelineRunner(pipeline, registry, runs_dir=tmp_path).run()
     run_dir = tmp_path / "hallucination_cpu"
     biased = [json.loads(line) for line in (run_dir / "biased" / "records.jsonl").read_text().splitlines()]
     answers = [r["turns"][-1]["content"] for r in biased]
     assert 0 < len(biased) < 64 and answers.count("no") < answers.count("yes")
+    assert not (run_dir / "describe-data-s0").exists()  # made once, shared by every seed
+    described = [json.loads(line) for line in (run_dir / "describe-data" / "records.jsonl").read_text().splitlines()]
+    assert sum(r["turns"][-1]["content"].startswith("The image shows a ") for r in described) == 8
+    generated = [json.loads(line) for line in
+                 (run_dir / "describe-mistakes-s0" / "records.jsonl").read_text().splitlines()]
+    assert sum(r["id"].startswith("easyvqa-describe-") for r in generated) == 6 and len(generated) > 6
+    assert all(r["metadata"]["correct"] in (True, False) for r in generated)  # rated by the description rules
+    import yaml
+
+    hadpo = yaml.safe_load((run_dir / "hadpo-s0" / "resolved_config.yaml").read_text())
+    assert hadpo["method"]["name"] == "hadpo" and hadpo["data"]["from"] == "describe-mistakes-s0"
     report = json.loads((run_dir / "report" / "report.json").read_text())
-    for model in ("base", "sft-s0", "dpo-s0"):
+    for model in ("base", "sft-s0", "dpo-s0", "describe-s0", "hadpo-s0"):
         assert {"pope_yes_ratio", "pope_f1"} <= set(report["models"][model]["easyvqa"])
+    for model in ("describe-s0", "hadpo-s0"):
+        assert 0.0 <= report["models"][model]["easyvqa-describe"]["hallucination_rate"] <= 1.0
     assert [(f["metric"], f["verdict"]) for f in report["findings"]] == [
         ("easyvqa.pope_yes_ratio", "too few seeds"), ("easyvqa.pope_f1", "too few seeds"),
-        ("easyvqa.yesno_accuracy", "too few seeds"), ("easyvqa.pope_yes_ratio", "too few seeds")]
+        ("easyvqa.yesno_accuracy", "too few seeds"), ("easyvqa.pope_yes_ratio", "too few seeds"),
+        ("easyvqa-describe.hallucination_rate", "too few seeds"), ("easyvqa.pope_yes_ratio", "too few seeds"),
+        ("easyvqa.pope_f1", "too few seeds"), ("easyvqa.pope_yes_ratio", "too few seeds")]
 
 
 def test_scienceqa_cpu_smoke(registry, tmp_path):
