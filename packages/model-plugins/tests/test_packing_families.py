@@ -48,12 +48,14 @@ def _answer(base: str, i: int) -> str:
 def preference_records(n: int) -> list[Preference]:
     questions, answers, image_ids = easy_vqa.get_train_questions()
     paths = easy_vqa.get_train_image_paths()
+    # one question per image: each sequence has its own picture (a mixed-up image order shows)
+    firsts = [i for i in range(len(image_ids)) if i == 0 or image_ids[i] != image_ids[i - 1]]
     out = []
-    for i in range(n):
-        wrong = {"yes": "no", "no": "yes"}.get(answers[i], "circle" if answers[i] != "circle" else "red")
-        images = (paths[image_ids[i]],) if i != 2 else ()  # one text-only pair among the image pairs
-        prompt = f"<image>\n{questions[i]}" if images else questions[i]
-        out.append(Preference(id=f"train-{i}", prompt=(Turn("user", prompt),), chosen=_answer(answers[i], i),
+    for i, q in enumerate(firsts[:n]):
+        wrong = {"yes": "no", "no": "yes"}.get(answers[q], "circle" if answers[q] != "circle" else "red")
+        images = (paths[image_ids[q]],) if i != 2 else ()  # one text-only pair among the image pairs
+        prompt = f"<image>\n{questions[q]}" if images else questions[q]
+        out.append(Preference(id=f"train-{i}", prompt=(Turn("user", prompt),), chosen=_answer(answers[q], i),
                               rejected=_answer(wrong, i + 1), images=images))
     return out
 
@@ -191,3 +193,24 @@ def test_a_short_training_run_with_packing_and_shared_prompt(saved, name, kind, 
     assert any(not torch.equal(before[n], p) for n, p in model.named_parameters() if n in before)
     if kind == "dpo":
         assert method.stats["reference_forward_passes"] == 0 and method.stats["reference_computed"] == 8
+
+
+def test_qwen_dynamic_resolution_falls_back_to_padded_rows_with_its_reason(tmp_path, caplog):
+    """Per-image grids and token counts do not travel in packed rows: the layout is off with the
+    reason (an info line for the default shared prompt, a warning when packing was asked for)."""
+    config = {**Qwen2VLAdapter.example_config(tmp_path), "dynamic_resolution": True}
+    adapter = Qwen2VLAdapter.from_config(Qwen2VLAdapter.config_class(**config), seed=0)
+    shared, packing, one_row, reason = layout_support(adapter, shared_prompt=True, packing=True)
+    assert (shared, packing, one_row) == (False, False, False)
+    assert "dynamic_resolution" in reason and "image_grid_thw" in reason
+    for asked, level in (({}, "INFO"), ({"packing": True}, "WARNING")):  # shared_prompt: on by default
+        train = TrainSettings(max_steps=1, **asked)
+        method = DPO(DPOConfig(precompute_reference=False))
+        method.setup(adapter)
+        caplog.clear()
+        with caplog.at_level("INFO"):
+            method.prepare(_context(preference_records(2), tmp_path, train))
+        assert not method.layout.active
+        assert [r.levelname for r in caplog.records if "dynamic_resolution" in r.getMessage()] == [level]
+    assert Qwen2VLAdapter.from_config(Qwen2VLAdapter.config_class(**Qwen2VLAdapter.example_config(tmp_path)),
+                                      seed=0).supports_packed_sequences

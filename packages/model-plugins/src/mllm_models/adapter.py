@@ -123,8 +123,8 @@ class VisionLanguageAdapter:
     #: per-sequence position ids and segmented attention reach the language model through the
     #: families' forwards, images follow ``image_index`` (their extra inputs, LLaVA-NeXT's
     #: ``image_sizes``, are derived from the reordered ``pixel_values`` by the forward hook), and
-    #: Qwen2-VL / 2.5-VL get each sequence's own M-RoPE ids (``Qwen2VL.packed_rope_index``);
-    #: tested in tests/test_packing_families.py
+    #: Qwen2-VL / 2.5-VL get each sequence's own M-RoPE ids (``Qwen2VL.packed_rope_index``; off
+    #: with their dynamic_resolution, see Qwen2VLAdapter); tested in tests/test_packing_families.py
     supports_packed_sequences = True
 
     def __init__(self, model: Any, processor: Any, template: str, *, options: dict[str, Any] | None = None,
@@ -583,6 +583,21 @@ class Qwen2VLAdapter(VisionLanguageAdapter):
     def dynamic_resolution(self) -> bool:
         """Each image at its own resolution (``image_grid_thw`` and token count per image)."""
         return bool(self.options.get("dynamic_resolution"))
+
+    @property
+    def supports_packed_sequences(self) -> bool:  # type: ignore[override]
+        """Packed rows and the shared prompt: at the one image size (each sequence's own M-RoPE
+        ids, ``Qwen2VL.packed_rope_index``); off with ``dynamic_resolution`` (:attr:`packed_sequences_problem`)."""
+        return not self.dynamic_resolution
+
+    @property
+    def packed_sequences_problem(self) -> str | None:
+        """Why packed rows are off (``mllm.layout_support`` logs it), ``None`` when they are on."""
+        if not self.dynamic_resolution:
+            return None
+        return (f"{self.family.name} with dynamic_resolution: packed and shared-prompt rows are off (each image has "
+                "its own image_grid_thw and token count, which packed rows do not carry to the per-image inputs "
+                "and the per-sequence M-RoPE ids); padded rows are used")
 
     def _dynamic(self, images: Sequence[Any]) -> dict[str, torch.Tensor]:
         out = self.family.dynamic_inputs(self.processor, _open_images(images), self.options)

@@ -30,7 +30,9 @@ What keeps the rows equal to separate sequences:
   holds its image once; a pair without sharing twice).
 
 Which model families can take this is their adapter's say: ``supports_packed_sequences``
-(the LLaVA adapter sets it). :func:`layout_support` gives the reason when it is off.
+(the LLaVA adapter and every ``mllm-models`` family set it; an adapter may make it a property
+that is false in some settings, with ``packed_sequences_problem`` saying why).
+:func:`layout_support` gives the reason when it is off.
 
 Plugins use it through ``mllm``: :func:`pack_sequences` and :func:`pack_pairs` build the
 rows, :func:`packed_model_inputs` gives a model its mask, position ids and images, and
@@ -286,8 +288,11 @@ def layout_support(adapter: Any, *, shared_prompt: bool = False, packing: bool =
         return False, False, False, ""
     name = type(adapter).__name__
     if not getattr(adapter, "supports_packed_sequences", False):
-        return False, False, False, (f"{name} does not declare supports_packed_sequences (its model has not been "
-                                     "checked with per-sequence position ids and block masks)")
+        # an adapter that supports them only in some settings says why they are off in this one
+        problem = getattr(adapter, "packed_sequences_problem", None)
+        return False, False, False, (str(problem) if problem else (
+            f"{name} does not declare supports_packed_sequences (its model has not been "
+            "checked with per-sequence position ids and block masks)"))
     implementation = attention_implementation(getattr(adapter, "model", None))
     if implementation in MASK_IMPLEMENTATIONS:
         return shared_prompt, packing, False, ""
