@@ -678,8 +678,10 @@ class Qwen2VL(Family):
         mrope = position_ids.unsqueeze(0).repeat(3, 1, 1)
         starts = torch.ones_like(position_ids, dtype=torch.bool)
         starts[:, 1:] = position_ids[:, 1:] != position_ids[:, :-1] + 1
+        # image tokens before each position (so text-only stretches, padding included, cost nothing)
+        before = torch.nn.functional.pad((input_ids == image_id).long().cumsum(1), (1, 0)).tolist()
         for row in range(input_ids.shape[0]):
-            ids, positions = input_ids[row], position_ids[row].tolist()
+            ids, positions, count = input_ids[row], position_ids[row].tolist(), before[row]
             bounds = starts[row].nonzero().flatten().tolist() + [len(positions)]
             document = 0
             for start, end in zip(bounds[:-1], bounds[1:], strict=True):
@@ -689,10 +691,10 @@ class Qwen2VL(Family):
                 elif positions[document:document + offset] != list(range(offset)):
                     raise ValueError(f"{self.name}: packed position ids of row {row} at {start} continue from "
                                      f"{offset}, but their document does not start with {offset} prompt tokens")
-                sequence = torch.cat([ids[document:document + offset], ids[start:end]]) if offset else ids[start:end]
-                images = int((sequence == image_id).sum())
+                images = count[document + offset] - count[document] + count[end] - count[start]
                 if not images:
                     continue  # text only so far: M-RoPE ids are the 1-D ones
+                sequence = torch.cat([ids[document:document + offset], ids[start:end]]) if offset else ids[start:end]
                 grid = self._grid_thw(module, images // per_image, options, ids.device)
                 own, _ = module.get_rope_index(sequence[None], mm_token_type_ids=(sequence == image_id).int()[None],
                                                image_grid_thw=grid)
