@@ -461,7 +461,9 @@ class Qwen2VL(Family):
     ``image_grid_thw`` (filled in here); 1-D position ids handed in (the core's left-padded
     forwards) and an ``inputs_embeds`` made by the adapter's ``embed_inputs`` (which remembers
     its ``input_ids``) get exact M-RoPE ids from ``get_rope_index``; ``generate`` gets them
-    at the prompt (``_prepare_position_ids_for_generation``, see the adapter)."""
+    at the prompt (``_prepare_position_ids_for_generation``, see the adapter). Packed rows
+    (1-D ids restarting per sequence, no 2-D mask) get each sequence's own M-RoPE ids
+    (:meth:`packed_rope_index`)."""
 
     name = "qwen2-vl"
     model_type = "qwen2_vl"
