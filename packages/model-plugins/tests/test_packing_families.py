@@ -2,7 +2,8 @@
 easy-VQA images): DPO's per-sequence log-probs packed, shared-prompt and both equal the padded
 separate sequences' (1e-5, with the shared vision pass and without), SFT's loss and gradients
 packed equal padded, and two training steps run with both on. Qwen2-VL / Qwen2.5-VL get each
-sequence's own M-RoPE ids (checked against the padded forward, whose ids the model computes).
+sequence's own M-RoPE ids (checked against the padded forward, whose ids the model computes);
+with ``dynamic_resolution`` the layout falls back to padded rows with its reason.
 
 Idefics3 runs in the default set; the other families are marked ``slow`` and ``families``
 (``MLLM_FAMILIES=1`` or ``-m families``), as in test_matrix.py."""
