@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from types import SimpleNamespace
 
+import pytest
 import torch
 from mllm.testing import load_tiny_llava
 from mllm.training.packing import block_attention_mask, packed_model_inputs
@@ -28,28 +29,37 @@ BRANCHES = torch.tensor([[0, 0, 0, 1, 1, 2, 2, 0, 0, 0, 0, 0],
                          [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]])
 
 
+# two shared-prompt pairs of different lengths (their batched rejected blocks are padded)
+DOCS_2 = torch.tensor([[0, 0, 0, 0, 0, 0, 0, 1, 1, 1, -1, -1],
+                       [0, 0, 0, 0, 0, 0, 0, 0, -1, -1, -1, -1]])
+BRANCHES_2 = torch.tensor([[0, 0, 0, 1, 1, 2, 2, 0, 0, 0, 0, 0],
+                           [0, 0, 1, 2, 2, 2, 2, 2, 0, 0, 0, 0]])
+
+
 def test_blocks_follow_documents_and_branches():
     assert blocks_of(DOCS, BRANCHES) == (
         Block(0, 0, 5), Block(0, 5, 7, prefix=(0, 3)), Block(0, 7, 10), Block(1, 0, 5), Block(1, 5, 8))
 
 
-def _masked_reference(query, key, value, heads_per_group):
-    mask = block_attention_mask(DOCS, BRANCHES)
+def _masked_reference(query, key, value, heads_per_group, docs, branches):
+    mask = block_attention_mask(docs, branches)
     key, value = (t.repeat_interleave(heads_per_group, dim=1) for t in (key, value))
     out = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=mask)
     return out.transpose(1, 2)
 
 
-def test_segmented_equals_the_block_mask_forward_and_backward():
+@pytest.mark.parametrize("docs, branches", [(DOCS, BRANCHES), (DOCS_2, BRANCHES_2)])
+def test_segmented_equals_the_block_mask_forward_and_backward(docs, branches):
     torch.manual_seed(0)
     module = SimpleNamespace(training=False)
     for kv_heads in (4, 2):  # plain and grouped-query heads
         query = torch.randn(2, 4, 12, 8, requires_grad=True)
         key = torch.randn(2, kv_heads, 12, 8, requires_grad=True)
         value = torch.randn(2, kv_heads, 12, 8, requires_grad=True)
-        ours, _ = segmented_attention(module, query, key, value, None, **{LAYOUT_KEYWORD: blocks_of(DOCS, BRANCHES)})
-        reference = _masked_reference(query, key, value, 4 // kv_heads)
-        real = (DOCS >= 0)[:, :, None, None]  # padding rows: zeros here, never read by a label
+        ours, _ = segmented_attention(module, query, key, value, None,
+                                      **{LAYOUT_KEYWORD: blocks_of(docs, branches)})
+        reference = _masked_reference(query, key, value, 4 // kv_heads, docs, branches)
+        real = (docs >= 0)[:, :, None, None]  # padding rows: zeros here, never read by a label
         assert torch.allclose(ours * real, reference * real, atol=1e-6)
         weights = torch.randn_like(reference) * real
         grads = torch.autograd.grad((ours * weights).sum(), (query, key, value))
