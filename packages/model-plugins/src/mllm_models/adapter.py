@@ -15,8 +15,9 @@
 - Images are resized to one resolution per model (see :mod:`mllm_models.families`), so
   every image has ``num_image_tokens`` tokens. ``load_images`` gives the family's
   ``pixel_values`` (first dimension: images; LLaVA-NeXT's are ``[n, tiles + 1, 3, H, W]``).
-  Qwen2-VL / Qwen2.5-VL with ``dynamic_resolution: true`` keep each image near its own size
-  instead (``image_inputs`` / ``image_token_counts``; ``encode_*`` take ``images=``).
+  Qwen2-VL / Qwen2.5-VL, LLaVA-NeXT and LLaVA-OneVision with ``dynamic_resolution: true`` keep
+  each image near its own size instead (:class:`PerImageResolutionAdapter`: ``image_inputs`` /
+  ``image_token_counts``; ``encode_*`` take ``images=``).
 - Extra forward inputs a family needs (LLaVA-NeXT's ``image_sizes``, Idefics3's 5-D pixel
   layout) are filled in by a forward pre-hook on the inner model, so
   ``model(input_ids=..., pixel_values=..., labels=...)`` works as methods call it, peft-wrapped too.
@@ -123,8 +124,8 @@ class VisionLanguageAdapter:
     #: per-sequence position ids and segmented attention reach the language model through the
     #: families' forwards, images follow ``image_index`` (their extra inputs, LLaVA-NeXT's
     #: ``image_sizes``, are derived from the reordered ``pixel_values`` by the forward hook), and
-    #: Qwen2-VL / 2.5-VL get each sequence's own M-RoPE ids (``Qwen2VL.packed_rope_index``; off
-    #: with their dynamic_resolution, see Qwen2VLAdapter); tested in tests/test_packing_families.py
+    #: Qwen2-VL / 2.5-VL get each sequence's own M-RoPE ids (``Qwen2VL.packed_rope_index``); off
+    #: with dynamic_resolution (PerImageResolutionAdapter); tested in tests/test_packing_families.py
     supports_packed_sequences = True
 
     def __init__(self, model: Any, processor: Any, template: str, *, options: dict[str, Any] | None = None,
@@ -506,8 +507,92 @@ class VisionLanguageAdapter:
         return input_ids
 
 
-class LlavaNextAdapter(VisionLanguageAdapter):
-    """LLaVA-NeXT (``LlavaNextForConditionalGeneration``, full ``LlavaNextProcessor``)."""
+class PerImageResolutionAdapter(VisionLanguageAdapter):
+    """A family that can keep each image at its own resolution: the model key ``dynamic_resolution``
+    (off by default: one resolution, as every family).
+
+    On, the adapter has the core's :class:`mllm.ImageTokenCounts` capability in force: the family's
+    image processor runs on each image at its own size (``Family.dynamic_inputs``),
+    :meth:`image_inputs` gives ``pixel_values`` and the per-image inputs the forward needs beside
+    them (``Family.dynamic_keys``: Qwen2-VL's ``image_grid_thw``, LLaVA-NeXT's ``image_sizes``),
+    :meth:`image_token_counts` each image's own count (from its size alone), each ``<image>``
+    expands to its own count (``encode_*`` take ``images=``; turns with ``<image>`` but no images
+    are an error, never one count per image) and :meth:`encode_images` gives a list of
+    ``[tokens_i, hidden]``. Packed and shared-prompt rows are off with it
+    (:attr:`packed_sequences_problem`). Off, everything is as for the other families."""
+
+    @property
+    def dynamic_resolution(self) -> bool:
+        """Each image at its own resolution (its own per-image inputs and token count)."""
+        return bool(self.options.get("dynamic_resolution"))
+
+    @property
+    def supports_packed_sequences(self) -> bool:  # type: ignore[override]
+        """Packed rows and the shared prompt: at the one image size; off with ``dynamic_resolution``
+        (:attr:`packed_sequences_problem`)."""
+        return not self.dynamic_resolution
+
+    @property
+    def packed_sequences_problem(self) -> str | None:
+        """Why packed rows are off (``mllm.layout_support`` logs it), ``None`` when they are on."""
+        return self.family.dynamic_packing_problem() if self.dynamic_resolution else None
+
+    def _dynamic(self, images: Sequence[Any]) -> dict[str, torch.Tensor]:
+        out = self.family.dynamic_inputs(self.processor, _open_images(images), self.options)
+        out["pixel_values"] = out["pixel_values"].to(self._vision_dtype())
+        # the forward hook reads the per-image inputs back when only pixel_values reach the model
+        out["pixel_values"]._mllm_image_inputs = {k: v for k, v in out.items() if k != "pixel_values"}
+        return out
+
+    def image_inputs(self, images: Sequence[Any]) -> dict[str, torch.Tensor]:
+        """``pixel_values`` (and, with dynamic resolution, the per-image inputs, e.g. ``image_grid_thw`` or
+        ``image_sizes``) of images, to pass to the model beside ``input_ids``."""
+        if not self.dynamic_resolution:
+            return {"pixel_values": self.load_images(images)}
+        return self._dynamic(images)
+
+    def image_token_counts(self, images: Sequence[Any]) -> list[int]:
+        """Image tokens per image (from its size; no pixels processed), or ``num_image_tokens`` each when off."""
+        if not self.dynamic_resolution:
+            return [self.num_image_tokens] * len(images)
+        if not images:
+            return []
+        return self.family.dynamic_token_counts(self._inner, _open_images(images), self.options)
+
+    def _image_counts(self, turns: Any, images: Sequence[Any] | None) -> list[int] | None:
+        if not self.dynamic_resolution:
+            return None
+        if images is None:
+            images = getattr(turns, "images", None) or []
+        return self.image_token_counts(list(images))
+
+    def load_images(self, paths: Sequence[Any]) -> torch.Tensor:
+        """As the other families'; with dynamic resolution the image processor's pixels of every image at
+        its own size (the per-image inputs: :meth:`image_inputs`; they ride along on the tensor)."""
+        if not self.dynamic_resolution:
+            return super().load_images(paths)
+        return self._dynamic(paths)["pixel_values"]
+
+    def encode_images(self, pixel_values: torch.Tensor, *args: torch.Tensor, **inputs: torch.Tensor
+                      ) -> torch.Tensor | list[torch.Tensor]:
+        """As the other families'; with dynamic resolution a list of ``[tokens_i, hidden]``, one per image
+        (the per-image inputs as arguments, positional in ``Family.dynamic_keys`` order, or read from
+        ``load_images``' tensor)."""
+        if not self.dynamic_resolution:
+            return super().encode_images(pixel_values)
+        given = {**self.family.tagged_inputs(pixel_values), **dict(zip(self.family.dynamic_keys, args, strict=False)),
+                 **{k: v for k, v in inputs.items() if v is not None}}
+        missing = [key for key in self.family.dynamic_keys if key not in given]
+        if missing:
+            raise InputFileError(f"{self.family.name} dynamic_resolution: encode_images needs {', '.join(missing)} "
+                                 "(from adapter.image_inputs(images))")
+        device = next(self._inner.parameters()).device
+        return self.family.dynamic_features(self._inner, pixel_values.to(device, self._vision_dtype()), given)
+
+
+class LlavaNextAdapter(PerImageResolutionAdapter):
+    """LLaVA-NeXT (``LlavaNextForConditionalGeneration``, full ``LlavaNextProcessor``); any-resolution
+    per image with ``dynamic_resolution: true`` (:class:`PerImageResolutionAdapter`)."""
 
     family = FAMILIES["llava-next"]
     config_class = LlavaNextModelConfig
@@ -520,8 +605,9 @@ class Idefics3Adapter(VisionLanguageAdapter):
     config_class = Idefics3ModelConfig
 
 
-class LlavaOnevisionAdapter(VisionLanguageAdapter):
-    """LLaVA-OneVision (``LlavaOnevisionForConditionalGeneration``; composed processor: PIL image processor + tokenizer)."""
+class LlavaOnevisionAdapter(PerImageResolutionAdapter):
+    """LLaVA-OneVision (``LlavaOnevisionForConditionalGeneration``; composed processor: PIL image processor +
+    tokenizer); any-resolution per image (anyres_max_9) with ``dynamic_resolution: true``."""
 
     family = FAMILIES["llava-onevision"]
     config_class = LlavaOnevisionModelConfig
@@ -554,10 +640,13 @@ def _mrope_generation_positions(self: Any, inputs_tensor: Any, model_kwargs: dic
     return type(self)._prepare_position_ids_for_generation(self, inputs_tensor, kwargs)
 
 
-class Qwen2VLAdapter(VisionLanguageAdapter):
+class Qwen2VLAdapter(PerImageResolutionAdapter):
     """Qwen2-VL (``Qwen2VLForConditionalGeneration``; composed processor: ``Qwen2VLImageProcessorPil`` +
     tokenizer). M-RoPE position ids depend on the whole prompt, so the answer engine's prompt caches
-    and choice trees are off for it (``uses_position_caches = False``)."""
+    and choice trees are off for it (``uses_position_caches = False``). With ``dynamic_resolution``
+    each image keeps its size (``smart_resize``), with its own ``image_grid_thw``
+    (:class:`PerImageResolutionAdapter`); packed rows stay off then, as they do not carry each
+    image's grid to the per-sequence M-RoPE ids."""
 
     family = FAMILIES["qwen2-vl"]
     config_class = Qwen2VLModelConfig
@@ -575,91 +664,6 @@ class Qwen2VLAdapter(VisionLanguageAdapter):
         inner = self._inner
         inner._mllm_family, inner._mllm_options = self.family, self.options
         inner._prepare_position_ids_for_generation = types.MethodType(_mrope_generation_positions, inner)
-
-
-    # -- dynamic resolution (model key dynamic_resolution; mllm.ImageTokenCounts) -------------------
-
-    @property
-    def dynamic_resolution(self) -> bool:
-        """Each image at its own resolution (``image_grid_thw`` and token count per image)."""
-        return bool(self.options.get("dynamic_resolution"))
-
-    @property
-    def supports_packed_sequences(self) -> bool:  # type: ignore[override]
-        """Packed rows and the shared prompt: at the one image size (each sequence's own M-RoPE
-        ids, ``Qwen2VL.packed_rope_index``); off with ``dynamic_resolution`` (:attr:`packed_sequences_problem`)."""
-        return not self.dynamic_resolution
-
-    @property
-    def packed_sequences_problem(self) -> str | None:
-        """Why packed rows are off (``mllm.layout_support`` logs it), ``None`` when they are on."""
-        if not self.dynamic_resolution:
-            return None
-        return (f"{self.family.name} with dynamic_resolution: packed and shared-prompt rows are off (each image has "
-                "its own image_grid_thw and token count, which packed rows do not carry to the per-image inputs "
-                "and the per-sequence M-RoPE ids); padded rows are used")
-
-    def _dynamic(self, images: Sequence[Any]) -> dict[str, torch.Tensor]:
-        out = self.family.dynamic_inputs(self.processor, _open_images(images), self.options)
-        out["pixel_values"] = out["pixel_values"].to(self._vision_dtype())
-        # the forward hook reads the grid back when only pixel_values reach the model
-        out["pixel_values"]._mllm_image_grid_thw = out["image_grid_thw"]
-        return out
-
-    def image_inputs(self, images: Sequence[Any]) -> dict[str, torch.Tensor]:
-        """``pixel_values`` (and, with dynamic resolution, ``image_grid_thw``) of images, to pass to the model."""
-        if not self.dynamic_resolution:
-            return {"pixel_values": self.load_images(images)}
-        return self._dynamic(images)
-
-    def image_token_counts(self, images: Sequence[Any]) -> list[int]:
-        """Image tokens per image: ``t*h*w/merge^2`` of its grid, or ``num_image_tokens`` each when off."""
-        if not self.dynamic_resolution:
-            return [self.num_image_tokens] * len(images)
-        if not images:
-            return []
-        from mllm_models.families import Qwen2VL
-
-        # the grid alone decides the count: smart_resize of each image's size, no pixels processed
-        grids = []
-        for image in _open_images(images):
-            grids.append(self._grid_of(image.height, image.width))
-        return Qwen2VL.grid_token_counts(self._inner.config, torch.tensor(grids))
-
-    def _grid_of(self, height: int, width: int) -> list[int]:
-        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
-
-        patch = int(self._inner.config.vision_config.patch_size)
-        merge = int(self._inner.config.vision_config.spatial_merge_size)
-        h, w = smart_resize(height, width, factor=patch * merge, min_pixels=self.options["min_pixels"],
-                            max_pixels=self.options["max_pixels"])
-        return [1, h // patch, w // patch]
-
-    def _image_counts(self, turns: Any, images: Sequence[Any] | None) -> list[int] | None:
-        if not self.dynamic_resolution:
-            return None
-        if images is None:
-            images = getattr(turns, "images", None) or []
-        return self.image_token_counts(list(images))
-
-    def load_images(self, paths: Sequence[Any]) -> torch.Tensor:
-        """As the other families'; with dynamic resolution the image processor's flattened patches of every
-        image at its own size, ``[patches, dim]`` concatenated (grid: :meth:`image_inputs`)."""
-        if not self.dynamic_resolution:
-            return super().load_images(paths)
-        return self._dynamic(paths)["pixel_values"]
-
-    def encode_images(self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor | None = None
-                      ) -> torch.Tensor | list[torch.Tensor]:
-        """As the other families'; with dynamic resolution a list of ``[tokens_i, hidden]``, one per image."""
-        if not self.dynamic_resolution:
-            return super().encode_images(pixel_values)
-        grid = image_grid_thw if image_grid_thw is not None else getattr(pixel_values, "_mllm_image_grid_thw", None)
-        if grid is None:
-            raise InputFileError("qwen2-vl dynamic_resolution: encode_images needs image_grid_thw "
-                                 "(from adapter.image_inputs(images))")
-        device = next(self._inner.parameters()).device
-        return self.family.dynamic_features(self._inner, pixel_values.to(device, self._vision_dtype()), grid)
 
 
 class Qwen25VLAdapter(Qwen2VLAdapter):

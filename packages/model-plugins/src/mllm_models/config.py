@@ -96,7 +96,8 @@ class VisionLanguageModelConfig(ComponentConfig):
 
 
 class LlavaNextModelConfig(VisionLanguageModelConfig):
-    """LLaVA-NeXT (``LlavaNextForConditionalGeneration``): any-resolution tiles at one configured grid."""
+    """LLaVA-NeXT (``LlavaNextForConditionalGeneration``): any-resolution tiles at one configured grid,
+    or (``dynamic_resolution: true``) each image's own grid from the model's ``image_grid_pinpoints``."""
 
     template: Literal["llava-1.5", "plain"] = Field("llava-1.5", description="chat template: llava-1.5 "
                                                    "(LLaVA-NeXT vicuna's USER: <image>\\n... ASSISTANT:) or plain")
@@ -104,12 +105,33 @@ class LlavaNextModelConfig(VisionLanguageModelConfig):
         None, description="tiles [rows, cols] every image is resized to (each tile image_size square, plus the "
                           "base image), so each image has the same number of tokens; default: tiny [1, 2], "
                           "path: the folder's first image_grid_pinpoints entry")
+    dynamic_resolution: bool = Field(False, description="any-resolution per image, as the real processor: each "
+                                     "image's grid picked from image_grid_pinpoints by its size and aspect ratio, "
+                                     "unpadded, so the token count differs per image; off: every image resized "
+                                     "to grid")
+
     @field_validator("grid")
     @classmethod
     def _positive_grid(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
         if value is not None and min(value) < 1:
             raise ValueError(f"grid {list(value)} needs rows and cols >= 1")
         return value
+
+    @model_validator(mode="after")
+    def _grid_or_dynamic(self) -> LlavaNextModelConfig:
+        if self.dynamic_resolution and self.grid is not None:
+            raise ValueError(f"grid {list(self.grid)} only applies with dynamic_resolution off (with it each image "
+                             "picks its own grid from image_grid_pinpoints); drop grid or dynamic_resolution")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump_without_unset_dynamic(self, handler: Any) -> dict[str, Any]:
+        # dynamic_resolution appears in dumps (stage fingerprints) only when set, so pipelines
+        # written before it existed keep their fingerprints
+        out = handler(self)
+        if "dynamic_resolution" not in self.model_fields_set:
+            out.pop("dynamic_resolution", None)
+        return out
 
 
 class Idefics3ModelConfig(VisionLanguageModelConfig):

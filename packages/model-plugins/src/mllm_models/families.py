@@ -9,12 +9,14 @@ the methods call it).
 
 Every image is resized to one configured resolution, so each family gives a constant
 number of image tokens per image (the core's contract: ``num_image_tokens``). Qwen2-VL /
-Qwen2.5-VL also offer per-image resolution (``dynamic_resolution``: each image's own grid and
-token count, the core's ``ImageTokenCounts``); the other families' any-resolution can come later.
+Qwen2.5-VL, LLaVA-NeXT and LLaVA-OneVision also offer per-image resolution
+(``dynamic_resolution``: each image's own grid and token count, the core's ``ImageTokenCounts``;
+the ``dynamic_*`` members below); Idefics3 / SmolVLM image splitting is not done.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -97,17 +99,60 @@ class Family:
         """Further inputs the inner model's forward needs, from the whole call (``kwargs``, edited in
         place; run after ``forward_defaults``). Qwen2-VL's M-RoPE position ids are filled here."""
 
+    # -- per-image resolution (options["dynamic_resolution"]; families that offer it) -------------
+
+    #: the forward inputs beside ``pixel_values`` that say each image's own layout
+    dynamic_keys: tuple[str, ...] = ()
+
+    def dynamic_inputs(self, processor: Any, images: list[Any], options: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The family's image processor's own output for ``images`` at their own sizes:
+        ``pixel_values`` and the :attr:`dynamic_keys`, batched in order."""
+        raise NotImplementedError(f"{self.name} has no dynamic_resolution")
+
+    def dynamic_token_counts(self, model: Any, images: list[Any], options: dict[str, Any]) -> list[int]:
+        """Image tokens each (PIL) image takes, from its size alone (no pixels processed)."""
+        raise NotImplementedError(f"{self.name} has no dynamic_resolution")
+
+    def dynamic_features(self, model: Any, pixel_values: torch.Tensor, inputs: dict[str, torch.Tensor]
+                         ) -> list[torch.Tensor]:
+        """Features per image, ``[tokens_i, hidden]`` each, of ``dynamic_inputs``' pixels and ``inputs``."""
+        raise NotImplementedError(f"{self.name} has no dynamic_resolution")
+
+    def dynamic_packing_problem(self) -> str:
+        """Why packed and shared-prompt rows are off with ``dynamic_resolution``."""
+        keys = " and ".join(self.dynamic_keys)
+        return (f"{self.name} with dynamic_resolution: packed and shared-prompt rows are off (each image has its "
+                f"own {keys} and token count, which packed rows do not carry to the per-image inputs); "
+                "padded rows are used")
+
+    @staticmethod
+    def tagged_inputs(pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The per-image inputs the adapter's ``load_images`` tagged onto its ``pixel_values`` (so a
+        forward given only the pixels still gets them); ``{}`` when untagged."""
+        tagged = getattr(pixel_values, "_mllm_image_inputs", None) or {}
+        return {key: value.to(pixel_values.device) for key, value in tagged.items()}
+
 
 # -- LLaVA-NeXT ----------------------------------------------------------------------------------
 
 
 class LlavaNext(Family):
-    """``LlavaNextForConditionalGeneration``: a base image plus ``rows x cols`` tiles, unpadded, with newlines."""
+    """``LlavaNextForConditionalGeneration``: a base image plus ``rows x cols`` tiles, unpadded, with newlines.
+
+    At one resolution every image is resized to ``grid``. With ``dynamic_resolution`` each image
+    keeps its size: the image processor picks its grid from ``image_grid_pinpoints``
+    (``select_best_resolution``), resizes it into the grid keeping the aspect ratio, pads and
+    tiles it; the model unpads the tiles' features, so the count depends on the image
+    (:meth:`anyres_tokens`). ``image_sizes`` (the original sizes) go beside the pixels."""
 
     name = "llava-next"
     model_type = "llava_next"
     template = "llava-1.5"
     processor_path = "full"
+    dynamic_keys = ("image_sizes",)
+    #: the tiny model's pinpoints with dynamic_resolution, as tiles [rows, cols] of image_size:
+    #: LLaVA-NeXT's own set (336 x [1, 2], [2, 1], [2, 2], [1, 3], [3, 1])
+    dynamic_grids: tuple[tuple[int, int], ...] = ((1, 2), (2, 1), (2, 2), (1, 3), (3, 1))
 
     def model_class(self) -> type:
         from transformers import LlavaNextForConditionalGeneration
@@ -123,10 +168,9 @@ class LlavaNext(Family):
         from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextConfig, LlavaNextProcessor
         from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
 
-        rows, cols = config.grid or (1, 2)
+        (rows, cols), pinpoints, options = self._tiny_grids(config)
         side = config.image_size
         tokenizer = _tokenizer(config, [])
-        pinpoints = [[rows * side, cols * side]]
         vision = CLIPVisionConfig(
             hidden_size=config.vision_hidden_size, intermediate_size=config.vision_intermediate_size,
             num_hidden_layers=config.vision_layers, num_attention_heads=config.heads,
@@ -150,11 +194,38 @@ class LlavaNext(Family):
             image_processor=image_processor, tokenizer=tokenizer, patch_size=config.patch_size,
             vision_feature_select_strategy="default", num_additional_image_tokens=1, image_token=IMAGE,
             chat_template=chat_template_jinja(config.template))
-        return model, processor, {"grid": [rows, cols]}
+        return model, processor, options
+
+    def _tiny_grids(self, config: Any) -> tuple[tuple[int, int], list[list[int]], dict[str, Any]]:
+        """The tiny model's grid, ``image_grid_pinpoints`` and options: the one ``grid``, or with
+        ``dynamic_resolution`` the family's :attr:`dynamic_grids` (the first is the length weight's grid)."""
+        side = config.image_size
+        if getattr(config, "dynamic_resolution", False):
+            grids = [tuple(grid) for grid in self.dynamic_grids]
+            rows, cols = grids[0]
+            options: dict[str, Any] = {"grid": [rows, cols], "dynamic_resolution": True}
+        else:
+            rows, cols = config.grid or (1, 2)
+            grids = [(rows, cols)]
+            options = {"grid": [rows, cols]}
+        return (rows, cols), [[r * side, c * side] for r, c in grids], options
 
     def options_for(self, model: Any, processor: Any, config: Any, saved: dict[str, Any]) -> dict[str, Any]:
         pinpoints = [list(p) for p in model.config.image_grid_pinpoints]
         side = model.config.vision_config.image_size
+        chosen = config.model_fields_set if config is not None else set()
+        dynamic = bool(config.dynamic_resolution if "dynamic_resolution" in chosen
+                       else saved.get("dynamic_resolution", False))
+        saved = {k: v for k, v in saved.items() if k != "dynamic_resolution"}
+        if dynamic:
+            theirs = [list(p) for p in getattr(processor.image_processor, "image_grid_pinpoints", None) or []]
+            if theirs != pinpoints:
+                raise InputFileError(f"{self.name} dynamic_resolution: the folder's image processor tiles by "
+                                     f"image_grid_pinpoints {theirs} but the model's config unpacks by {pinpoints}; "
+                                     "make them equal (preprocessor_config.json and config.json)")
+        if dynamic and "grid" in chosen and config.grid is not None:
+            raise InputFileError(f"model.grid {list(config.grid)} only applies with dynamic_resolution off (this "
+                                 "folder was saved with it on); drop grid or set dynamic_resolution: false")
         grid = config.grid if config is not None and config.grid is not None else saved.get("grid")
         if grid is None:
             first = pinpoints[0]
@@ -165,7 +236,7 @@ class LlavaNext(Family):
         if model.config.vision_feature_select_strategy != "default":
             raise InputFileError("llava-next: vision_feature_select_strategy must be 'default' (tiles are a "
                                  "patch grid without the CLS token)")
-        return {**saved, "grid": [int(grid[0]), int(grid[1])]}
+        return {**saved, "grid": [int(grid[0]), int(grid[1])], **({"dynamic_resolution": True} if dynamic else {})}
 
     def parts(self, model: Any) -> dict[str, Any]:
         return {"vision_tower": model.model.vision_tower, "projector": model.model.multi_modal_projector,
@@ -188,13 +259,66 @@ class LlavaNext(Family):
         return processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
 
     def forward_defaults(self, pixel_values: torch.Tensor, options: dict[str, Any]) -> dict[str, Any]:
+        if options.get("dynamic_resolution"):
+            return self.tagged_inputs(pixel_values)  # each image's own size, set by the adapter's load_images
         height, width = options["size"]
         return {"image_sizes": torch.tensor([[height, width]] * pixel_values.shape[0], device=pixel_values.device)}
 
+    def fill_inputs(self, module: Any, kwargs: dict[str, Any], options: dict[str, Any]) -> None:
+        if options.get("dynamic_resolution") and kwargs.get("pixel_values") is not None \
+                and kwargs.get("image_sizes") is None:
+            # the one-size default would tile and unpad every image wrongly
+            raise InputFileError(f"{self.name} with dynamic_resolution: a forward with pixel_values needs "
+                                 "image_sizes (pass adapter.image_inputs(images) beside input_ids)")
+
     def features(self, model: Any, pixel_values: torch.Tensor, options: dict[str, Any]) -> torch.Tensor:
-        sizes = self.forward_defaults(pixel_values, options)["image_sizes"]
+        sizes = self.forward_defaults(pixel_values, {**options, "dynamic_resolution": False})["image_sizes"]
         out = model.model.get_image_features(pixel_values=pixel_values, image_sizes=sizes, return_dict=True)
         return torch.stack(list(out.pooler_output))
+
+    # -- dynamic resolution (options["dynamic_resolution"]): each image's own grid ---------------
+
+    def dynamic_inputs(self, processor: Any, images: list[Any], options: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The image processor's own output for ``images`` at their own sizes: ``pixel_values``
+        ``[n, most tiles + 1, 3, side, side]`` (the base image, then the best grid's tiles; zero
+        tiles pad images with fewer) and ``image_sizes`` ``[n, 2]`` (original height, width)."""
+        out = processor.image_processor(images=images, return_tensors="pt")
+        return {"pixel_values": out["pixel_values"], "image_sizes": out["image_sizes"]}
+
+    def dynamic_token_counts(self, model: Any, images: list[Any], options: dict[str, Any]) -> list[int]:
+        return [self.anyres_tokens(model.config, image.height, image.width) for image in images]
+
+    def anyres_tokens(self, model_config: Any, height: int, width: int) -> int:
+        """Image tokens of a ``height x width`` image (what the processor's placeholder count and
+        the model's ``pack_image_features`` come to): the base image's patches, then the best
+        grid's patch rows after unpadding, each row with one newline."""
+        from transformers.image_processing_utils import select_best_resolution
+
+        vision = model_config.vision_config
+        side = int(vision.image_size)
+        per_side = side // int(vision.patch_size)
+        pinpoints = [list(p) for p in model_config.image_grid_pinpoints]
+        best_height, best_width = select_best_resolution((height, width), pinpoints)
+        rows, cols = best_height // side * per_side, best_width // side * per_side
+        # the image was scaled to fit the grid and centred: the padding's feature rows (or
+        # columns) are dropped, evenly on both sides (the model's float arithmetic, kept as is)
+        if width / height > cols / rows:
+            kept = int(round(height * (cols / width), 7))
+            rows -= 2 * ((rows - kept) // 2)
+        else:
+            kept = int(round(width * (rows / height), 7))
+            cols -= 2 * ((cols - kept) // 2)
+        rows, cols = self._downsampled(model_config, rows, cols, per_side)
+        return per_side * per_side + rows * (cols + 1)
+
+    def _downsampled(self, model_config: Any, rows: int, cols: int, per_side: int) -> tuple[int, int]:
+        return rows, cols  # LLaVA-NeXT keeps every unpadded feature
+
+    def dynamic_features(self, model: Any, pixel_values: torch.Tensor, inputs: dict[str, torch.Tensor]
+                         ) -> list[torch.Tensor]:
+        sizes = inputs["image_sizes"].to(pixel_values.device)
+        out = model.model.get_image_features(pixel_values=pixel_values, image_sizes=sizes, return_dict=True)
+        return list(out.pooler_output)
 
 
 # -- Idefics3 / SmolVLM --------------------------------------------------------------------------
@@ -323,6 +447,9 @@ class LlavaOnevision(LlavaNext):
     model_type = "llava_onevision"
     template = "chatml"
     processor_path = "composed"
+    #: OneVision's own pinpoints are every grid up to 6 x 6 tiles of 384; the tiny model's go up to
+    #: 4 x 4, so that anyres_max_9 (more than 9 tiles' features are downsampled) takes part
+    dynamic_grids = tuple((rows, cols) for rows in range(1, 5) for cols in range(1, 5))
 
     def model_class(self) -> type:
         from transformers import LlavaOnevisionForConditionalGeneration
@@ -342,11 +469,10 @@ class LlavaOnevision(LlavaNext):
     def build_tiny(self, config: Any, seed: int) -> tuple[Any, Any, dict[str, Any]]:
         from transformers import LlavaOnevisionConfig, Qwen2Config, SiglipVisionConfig
 
-        rows, cols = config.grid or (1, 2)
+        _, pinpoints, options = self._tiny_grids(config)
         side = config.image_size
         tokenizer = _tokenizer(config, [f"{IM_START}user\nWhat is it?{IM_END}\n{IM_START}assistant\nA shape.{IM_END}"],
                                [IM_START, IM_END])
-        pinpoints = [[rows * side, cols * side]]
         vision = SiglipVisionConfig(
             hidden_size=config.vision_hidden_size, intermediate_size=config.vision_intermediate_size,
             num_hidden_layers=config.vision_layers, num_attention_heads=config.heads,
@@ -367,7 +493,7 @@ class LlavaOnevision(LlavaNext):
         image_processor = self._image_processor_class()(size={"height": side, "width": side},
                                                         image_grid_pinpoints=pinpoints)
         processor = ComposedProcessor(image_processor, tokenizer, chat_template_jinja(self.template))
-        return model, processor, {"grid": [rows, cols]}
+        return model, processor, options
 
     def options_for(self, model: Any, processor: Any, config: Any, saved: dict[str, Any]) -> dict[str, Any]:
         strategy = model.config.vision_feature_select_strategy
@@ -385,9 +511,19 @@ class LlavaOnevision(LlavaNext):
         return options
 
     def features(self, model: Any, pixel_values: torch.Tensor, options: dict[str, Any]) -> torch.Tensor:
-        sizes = self.forward_defaults(pixel_values, options)["image_sizes"]
+        sizes = self.forward_defaults(pixel_values, {**options, "dynamic_resolution": False})["image_sizes"]
         out = model.model.get_image_features(pixel_values=pixel_values, image_sizes=sizes, return_dict=True)
         return torch.stack(list(out.pooler_output))
+
+    def _downsampled(self, model_config: Any, rows: int, cols: int, per_side: int) -> tuple[int, int]:
+        # anyres_max_N: unpadded features of more than about N tiles are downsampled (bilinear) by
+        # the model to an area of N tiles; every image counts as a single-image sample (the model's
+        # default without batch_num_images), so each gets its tiles
+        most = int(str(model_config.vision_aspect_ratio).removeprefix("anyres_max_"))
+        ratio = math.sqrt(rows * cols / (most * per_side ** 2))
+        if ratio > 1.1:
+            return int(rows // ratio), int(cols // ratio)
+        return rows, cols
 
 
 # -- SmolVLM ----------------------------------------------------------------------------------------
@@ -469,6 +605,7 @@ class Qwen2VL(Family):
     model_type = "qwen2_vl"
     template = "qwen2-vl"
     processor_path = "composed"
+    dynamic_keys = ("image_grid_thw",)
 
     def model_class(self) -> type:
         from transformers import Qwen2VLForConditionalGeneration
@@ -601,16 +738,34 @@ class Qwen2VL(Family):
         merge = int(model_config.vision_config.spatial_merge_size)
         return [int(row.prod()) // merge ** 2 for row in grid]
 
-    def dynamic_features(self, model: Any, pixel_values: torch.Tensor, grid: torch.Tensor) -> list[torch.Tensor]:
-        out = model.model.get_image_features(pixel_values=pixel_values, image_grid_thw=grid.to(pixel_values.device),
-                                             return_dict=True)
+    def dynamic_token_counts(self, model: Any, images: list[Any], options: dict[str, Any]) -> list[int]:
+        # the grid alone decides the count: smart_resize of each image's size
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+        patch = int(model.config.vision_config.patch_size)
+        merge = int(model.config.vision_config.spatial_merge_size)
+        grids = []
+        for image in images:
+            height, width = smart_resize(image.height, image.width, factor=patch * merge,
+                                         min_pixels=options["min_pixels"], max_pixels=options["max_pixels"])
+            grids.append([1, height // patch, width // patch])
+        return self.grid_token_counts(model.config, torch.tensor(grids))
+
+    def dynamic_features(self, model: Any, pixel_values: torch.Tensor, inputs: dict[str, torch.Tensor]
+                         ) -> list[torch.Tensor]:
+        grid = inputs["image_grid_thw"].to(pixel_values.device)
+        out = model.model.get_image_features(pixel_values=pixel_values, image_grid_thw=grid, return_dict=True)
         return list(out.pooler_output)
+
+    def dynamic_packing_problem(self) -> str:
+        return (f"{self.name} with dynamic_resolution: packed and shared-prompt rows are off (each image has "
+                "its own image_grid_thw and token count, which packed rows do not carry to the per-image inputs "
+                "and the per-sequence M-RoPE ids); padded rows are used")
 
     def forward_defaults(self, pixel_values: torch.Tensor, options: dict[str, Any]) -> dict[str, Any]:
         if not options.get("dynamic_resolution"):
             return {}
-        grid = getattr(pixel_values, "_mllm_image_grid_thw", None)  # set by the adapter's load_images
-        return {} if grid is None else {"image_grid_thw": grid.to(pixel_values.device)}
+        return self.tagged_inputs(pixel_values)  # the grid, set by the adapter's load_images
 
     def _grid_thw(self, module: Any, count: int, options: dict[str, Any], device: Any) -> torch.Tensor:
         return torch.tensor([list(self._grid(module.config, options))] * count, dtype=torch.long, device=device)
