@@ -346,19 +346,29 @@ def test_dpo_log_probs_equal_each_rows_own_forward_and_it_trains(adapter, paths,
         adapter.model = model.unload() if hasattr(model, "unload") else model
 
 
-def test_eval_stage_runs_end_to_end(adapter, tmp_path):
-    """``kind: eval`` (generation and choice benchmarks) through the pipeline runner."""
+def test_eval_and_generate_stages_run_end_to_end(adapter, paths, tmp_path):
+    """``kind: eval`` (generation and choice benchmarks) and ``kind: generate`` (greedy and sampled,
+    images of both sizes) through the pipeline runner."""
+    from mllm.data.recordio import read_records, write_records
     from mllm.pipeline.config import load_pipeline
     from mllm.pipeline.runner import PipelineRunner
     from mllm.plugins.registry import Registry
 
+    records = [Conversation(id=f"q{i}", turns=(Turn("user", QUESTION), Turn("assistant", name)), images=(path,))
+               for i, ((_, name), path) in enumerate(paths.items())]
+    write_records(tmp_path / "records.jsonl", records)
+    source = {"name": "records-jsonl", "path": str(tmp_path / "records.jsonl")}
     registry = Registry(autoload=True)
     cls = type(adapter)
     model = {"name": adapter.family.name, **cls.example_config(tmp_path), **DYNAMIC}
     data = {"name": "dyneval", "model": model,
             "stages": [{"id": "eval", "kind": "eval", "batch_size": 4, "max_new_tokens": 3,
                         "benchmarks": [{"name": "easyvqa", "limit": 4},
-                                       {"name": "easyvqa", "limit": 4, "answer_mode": "choice"}]}]}
+                                       {"name": "easyvqa", "limit": 4, "answer_mode": "choice"}]},
+                       {"id": "greedy", "kind": "generate", "data": source, "score": {"rule": "exact-match"},
+                        "max_new_tokens": 3, "batch_size": 3},
+                       {"id": "sampled", "kind": "generate", "data": source, "num_samples": 2,
+                        "temperature": 1.0, "max_new_tokens": 3, "batch_size": 3}]}
     PipelineRunner(load_pipeline(None, registry, data=data), registry, runs_dir=tmp_path / "runs").run()
     stage_dir = tmp_path / "runs" / "dyneval" / "eval"
     metrics = json.loads((stage_dir / "metrics.json").read_text())
@@ -366,3 +376,7 @@ def test_eval_stage_runs_end_to_end(adapter, tmp_path):
     for name in ("easyvqa", "easyvqa_2"):
         lines = [json.loads(line) for line in (stage_dir / "init" / name / "answers.jsonl").read_text().splitlines()]
         assert len(lines) == 4 and all(set(line) >= {"id", "prompt", "answer", "gold"} for line in lines)
+    greedy = list(read_records(tmp_path / "runs" / "dyneval" / "greedy" / "records.jsonl"))
+    assert sorted(r.metadata["source_id"] for r in greedy) == sorted(r.id for r in records)
+    sampled = list(read_records(tmp_path / "runs" / "dyneval" / "sampled" / "records.jsonl"))
+    assert len(sampled) == 2 * len(records)
