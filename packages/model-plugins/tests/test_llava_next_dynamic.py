@@ -13,8 +13,6 @@ forward); an eval stage runs end to end. OneVision cases are ``slow`` / ``famili
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -281,7 +279,7 @@ def test_each_choice_score_equals_its_own_forward(adapter, paths):
         AnswerEngine(adapter, batch_size=3).answer(items, mode="choice")
 
 
-def test_sft_trains_on_two_differently_sized_images_in_one_batch(adapter, paths):
+def test_sft_trains_on_two_differently_sized_images_in_one_batch(adapter, paths, train_steps):
     from mllm_align.sft import SFT
 
     records = [Conversation(id=name, images=(path,), turns=(Turn("user", QUESTION), Turn("assistant", name)))
@@ -294,21 +292,13 @@ def test_sft_trains_on_two_differently_sized_images_in_one_batch(adapter, paths)
     assert batch["image_sizes"].tolist() == [[h, w] for w, h in SIZES]
     counts = adapter.image_token_counts([r.images[0] for r in records])
     assert (batch["input_ids"] == adapter.image_token_id).sum(1).tolist() == counts
-    optimizer = torch.optim.AdamW([p for p in trained.parameters() if p.requires_grad], lr=5e-3)
-    trained.train()
-    losses = []
-    for _ in range(4):
-        loss, _ = method.loss(trained, batch)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
+    losses = train_steps(method, trained, batch, steps=4, lr=5e-3)
     trained.eval()
     model.load_state_dict(state)
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
 
 
-def test_dpo_log_probs_equal_each_rows_own_forward_and_it_trains(adapter, paths, caplog):
+def test_dpo_log_probs_equal_each_rows_own_forward_and_it_trains(adapter, paths, caplog, train_steps):
     """Shared vision pass off (logged); the model's forward gets pixel_values and image_sizes
     repeated for chosen and rejected rows (the batch's image_forward_inputs)."""
     from mllm_align.dpo import DPO, DPOConfig
@@ -331,52 +321,17 @@ def test_dpo_log_probs_equal_each_rows_own_forward_and_it_trains(adapter, paths,
                     own = _own_logprobs(adapter, (*record.prompt, Turn("assistant", answer)), record.images)
                     # rows: every chosen answer, then every rejected one
                     assert float(sums[column * len(records) + row]) == pytest.approx(sum(own), abs=1e-4)
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-        model.train()
-        losses = []
-        for _ in range(3):
-            loss, _ = method.loss(model, batch)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss.detach()))
+        losses = train_steps(method, model, batch, steps=3, lr=1e-2)
         assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
     finally:
         model.eval()
         adapter.model = model.unload() if hasattr(model, "unload") else model
 
 
-def test_eval_and_generate_stages_run_end_to_end(adapter, paths, tmp_path):
+def test_eval_and_generate_stages_run_end_to_end(adapter, paths, tmp_path, answer_stages):
     """``kind: eval`` (generation and choice benchmarks) and ``kind: generate`` (greedy and sampled,
     images of both sizes) through the pipeline runner."""
-    from mllm.data.recordio import read_records, write_records
-    from mllm.pipeline.config import load_pipeline
-    from mllm.pipeline.runner import PipelineRunner
-    from mllm.plugins.registry import Registry
-
     records = [Conversation(id=f"q{i}", turns=(Turn("user", QUESTION), Turn("assistant", name)), images=(path,))
                for i, ((_, name), path) in enumerate(paths.items())]
-    write_records(tmp_path / "records.jsonl", records)
-    source = {"name": "records-jsonl", "path": str(tmp_path / "records.jsonl")}
-    registry = Registry(autoload=True)
-    cls = type(adapter)
-    model = {"name": adapter.family.name, **cls.example_config(tmp_path), **DYNAMIC}
-    data = {"name": "dyneval", "model": model,
-            "stages": [{"id": "eval", "kind": "eval", "batch_size": 4, "max_new_tokens": 3,
-                        "benchmarks": [{"name": "easyvqa", "limit": 4},
-                                       {"name": "easyvqa", "limit": 4, "answer_mode": "choice"}]},
-                       {"id": "greedy", "kind": "generate", "data": source, "score": {"rule": "exact-match"},
-                        "max_new_tokens": 3, "batch_size": 3},
-                       {"id": "sampled", "kind": "generate", "data": source, "num_samples": 2,
-                        "temperature": 1.0, "max_new_tokens": 3, "batch_size": 3}]}
-    PipelineRunner(load_pipeline(None, registry, data=data), registry, runs_dir=tmp_path / "runs").run()
-    stage_dir = tmp_path / "runs" / "dyneval" / "eval"
-    metrics = json.loads((stage_dir / "metrics.json").read_text())
-    assert set(metrics["init"]) == {"easyvqa", "easyvqa_2"}
-    for name in ("easyvqa", "easyvqa_2"):
-        lines = [json.loads(line) for line in (stage_dir / "init" / name / "answers.jsonl").read_text().splitlines()]
-        assert len(lines) == 4 and all(set(line) >= {"id", "prompt", "answer", "gold"} for line in lines)
-    greedy = list(read_records(tmp_path / "runs" / "dyneval" / "greedy" / "records.jsonl"))
-    assert sorted(r.metadata["source_id"] for r in greedy) == sorted(r.id for r in records)
-    sampled = list(read_records(tmp_path / "runs" / "dyneval" / "sampled" / "records.jsonl"))
-    assert len(sampled) == 2 * len(records)
+    model = {"name": adapter.family.name, **type(adapter).example_config(tmp_path), **DYNAMIC}
+    answer_stages(tmp_path, model, records, limit=4)

@@ -127,7 +127,7 @@ def test_callers_without_images_fail_loudly(adapter):
     assert adapter.encode_prompt("no image here") == adapter.encode_prompt("no image here", images=[])
 
 
-def test_sft_trains_on_two_differently_sized_images_in_one_batch(adapter, tmp_path):
+def test_sft_trains_on_two_differently_sized_images_in_one_batch(adapter, tmp_path, train_steps):
     from mllm_align.sft import SFT
 
     paths = []
@@ -145,15 +145,7 @@ def test_sft_trains_on_two_differently_sized_images_in_one_batch(adapter, tmp_pa
     assert batch["image_grid_thw"].tolist() == [[1, 4, 6], [1, 8, 2]]
     assert int((batch["input_ids"] == adapter.image_token_id).sum(1)[0]) == 6
     assert int((batch["input_ids"] == adapter.image_token_id).sum(1)[1]) == 4
-    optimizer = torch.optim.AdamW([p for p in trained.parameters() if p.requires_grad], lr=5e-3)
-    trained.train()
-    losses = []
-    for _ in range(4):
-        loss, _ = method.loss(trained, batch)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
+    losses = train_steps(method, trained, batch, steps=4, lr=5e-3)
     trained.eval()
     model.load_state_dict(state)
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]

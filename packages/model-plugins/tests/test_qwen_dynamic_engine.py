@@ -8,8 +8,6 @@ stage runs end to end through the pipeline runner and writes its answers."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -183,14 +181,10 @@ def test_greedy_sampling_decodes_as_the_engine_does(trained):
     assert all(len(answers) == 2 for answers in sampled.values())
 
 
-def test_eval_and_generate_stages_run_end_to_end(trained, tmp_path):
+def test_eval_and_generate_stages_run_end_to_end(trained, tmp_path, answer_stages):
     """``kind: eval`` (generate and choice benchmarks) and ``kind: generate`` (greedy and sampled,
     one prompt multi-turn) through the pipeline runner with a dynamic-resolution model."""
     from mllm import Conversation
-    from mllm.data.recordio import read_records, write_records
-    from mllm.pipeline.config import load_pipeline
-    from mllm.pipeline.runner import PipelineRunner
-    from mllm.plugins.registry import Registry
 
     _, paths = trained
     records = [Conversation(id=f"q{i}", turns=(Turn("user", QUESTION), Turn("assistant", name)), images=(path,))
@@ -198,29 +192,8 @@ def test_eval_and_generate_stages_run_end_to_end(trained, tmp_path):
     records.append(Conversation(id="multi", images=(records[0].images[0],),
                                 turns=(Turn("user", QUESTION), Turn("assistant", "red"), Turn("user", "Sure?"),
                                        Turn("assistant", "yes"))))
-    write_records(tmp_path / "records.jsonl", records)
-    registry = Registry(autoload=True)
-    model = {"name": "qwen2-vl", **Qwen2VLAdapter.example_config(tmp_path), **DYNAMIC}
-    data_source = {"name": "records-jsonl", "path": str(tmp_path / "records.jsonl")}
-    data = {"name": "dyneval", "model": model,
-            "stages": [{"id": "eval", "kind": "eval", "batch_size": 4, "max_new_tokens": 3,
-                        "benchmarks": [{"name": "easyvqa", "limit": 6},
-                                       {"name": "easyvqa", "limit": 6, "answer_mode": "choice"}]},
-                       {"id": "greedy", "kind": "generate", "data": data_source, "score": {"rule": "exact-match"},
-                        "max_new_tokens": 3, "batch_size": 3},
-                       {"id": "sampled", "kind": "generate", "data": data_source, "num_samples": 2,
-                        "temperature": 1.0, "max_new_tokens": 3, "batch_size": 3}]}
-    PipelineRunner(load_pipeline(None, registry, data=data), registry, runs_dir=tmp_path / "runs").run()
-    stage_dir = tmp_path / "runs" / "dyneval" / "eval"
-    metrics = json.loads((stage_dir / "metrics.json").read_text())
-    assert set(metrics["init"]) == {"easyvqa", "easyvqa_2"}
-    for name in ("easyvqa", "easyvqa_2"):
-        lines = [json.loads(line) for line in (stage_dir / "init" / name / "answers.jsonl").read_text().splitlines()]
-        assert len(lines) == 6 and all(set(line) >= {"id", "prompt", "answer", "gold"} for line in lines)
-    greedy = list(read_records(tmp_path / "runs" / "dyneval" / "greedy" / "records.jsonl"))
-    assert sorted(r.metadata["source_id"] for r in greedy) == sorted(r.id for r in records)
-    sampled = list(read_records(tmp_path / "runs" / "dyneval" / "sampled" / "records.jsonl"))
-    assert len(sampled) == 2 * len(records)
+    answer_stages(tmp_path, {"name": "qwen2-vl", **Qwen2VLAdapter.example_config(tmp_path), **DYNAMIC}, records,
+                  limit=6)
 
 
 def test_serving_answers_as_the_engine_does(trained):
